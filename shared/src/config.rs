@@ -1,0 +1,222 @@
+//! Typed configuration, read once from the environment at start-up.
+//!
+//! Every binary calls [`Config::from_env`]; nothing else in the codebase reads environment
+//! variables. Defaults work on a developer machine; a bad value stops start-up with a
+//! message that names the variable.
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Why configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("invalid configuration: {0}")]
+    Env(#[from] envy::Error),
+    #[error("invalid configuration: {name}={value:?}: {reason}")]
+    Invalid {
+        name: &'static str,
+        value: String,
+        reason: String,
+    },
+}
+
+/// Settings shared by the api, worker and scheduler processes.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Config {
+    #[serde(default = "defaults::database_url")]
+    pub database_url: String,
+    #[serde(default = "defaults::redis_url")]
+    pub redis_url: String,
+    /// Prefixes every Redis key this platform owns, so that tests and tenants never collide.
+    #[serde(default = "defaults::queue_prefix")]
+    pub queue_prefix: String,
+    #[serde(default = "defaults::host")]
+    pub host: String,
+    #[serde(default = "defaults::port")]
+    pub port: u16,
+    /// Port of the worker's own /metrics and /health listener (0 picks a free one).
+    #[serde(default = "defaults::worker_port")]
+    pub worker_port: u16,
+    #[serde(default = "defaults::jwt_secret")]
+    pub jwt_secret: String,
+    #[serde(default = "defaults::jwt_ttl_minutes")]
+    pub jwt_ttl_minutes: i64,
+    /// `smtp://host:port` (plain) or `smtps://...`; unset means write .eml files to `mail_dir`.
+    #[serde(default)]
+    pub smtp_url: Option<String>,
+    #[serde(default = "defaults::mail_dir")]
+    pub mail_dir: String,
+    #[serde(default = "defaults::mail_from")]
+    pub mail_from: String,
+    #[serde(default = "defaults::reminder_lead_minutes")]
+    pub reminder_lead_minutes: i64,
+    /// Worker concurrency per queue.
+    #[serde(default = "defaults::worker_concurrency")]
+    pub worker_concurrency: usize,
+    /// An enqueued job not finished after this long is pushed again by the reconciler.
+    #[serde(default = "defaults::reconcile_after_secs")]
+    pub reconcile_after_secs: u64,
+    /// Worker heartbeat; a worker silent for 6 beats is presumed dead and its jobs return.
+    #[serde(default = "defaults::heartbeat_secs")]
+    pub heartbeat_secs: u64,
+    /// How long a stopping worker waits for in-flight jobs.
+    #[serde(default = "defaults::drain_secs")]
+    pub drain_secs: u64,
+    #[serde(default = "defaults::log_format")]
+    pub log_format: String,
+    /// Requests per second allowed per client on public and write endpoints.
+    #[serde(default = "defaults::rate_limit_per_sec")]
+    pub rate_limit_per_sec: u32,
+    #[serde(default = "defaults::rate_limit_burst")]
+    pub rate_limit_burst: u32,
+}
+
+mod defaults {
+    pub fn database_url() -> String {
+        "postgres://postgres@127.0.0.1:5432/instainstru".into()
+    }
+    pub fn redis_url() -> String {
+        "redis://127.0.0.1:6379/0".into()
+    }
+    pub fn queue_prefix() -> String {
+        "instainstru".into()
+    }
+    pub fn host() -> String {
+        "127.0.0.1".into()
+    }
+    pub fn port() -> u16 {
+        8080
+    }
+    pub fn worker_port() -> u16 {
+        9101
+    }
+    pub fn jwt_secret() -> String {
+        "dev-only-secret-change-me-in-production".into()
+    }
+    pub fn jwt_ttl_minutes() -> i64 {
+        60 * 24
+    }
+    pub fn mail_dir() -> String {
+        "var/mail".into()
+    }
+    pub fn mail_from() -> String {
+        "InstaInstru <no-reply@instainstru.test>".into()
+    }
+    pub fn reminder_lead_minutes() -> i64 {
+        1440
+    }
+    pub fn worker_concurrency() -> usize {
+        32
+    }
+    pub fn reconcile_after_secs() -> u64 {
+        120
+    }
+    pub fn heartbeat_secs() -> u64 {
+        5
+    }
+    pub fn drain_secs() -> u64 {
+        20
+    }
+    pub fn log_format() -> String {
+        "text".into()
+    }
+    pub fn rate_limit_per_sec() -> u32 {
+        200
+    }
+    pub fn rate_limit_burst() -> u32 {
+        400
+    }
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_iter(std::env::vars())
+    }
+
+    /// Reads configuration from explicit pairs (tests use this instead of the environment).
+    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let config: Config = envy::from_iter(vars)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |name, value: &str, reason: &str| ConfigError::Invalid {
+            name,
+            value: value.to_string(),
+            reason: reason.to_string(),
+        };
+        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
+            return Err(invalid("DATABASE_URL", &self.database_url, "must be a postgres:// URL"));
+        }
+        if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
+            return Err(invalid("REDIS_URL", &self.redis_url, "must be a redis:// URL"));
+        }
+        if let Some(smtp) = &self.smtp_url
+            && !smtp.starts_with("smtp://")
+            && !smtp.starts_with("smtps://")
+        {
+            return Err(invalid("SMTP_URL", smtp, "must be an smtp:// or smtps:// URL"));
+        }
+        if self.jwt_secret.len() < 16 {
+            return Err(invalid("JWT_SECRET", "<hidden>", "must be at least 16 characters"));
+        }
+        if self.worker_concurrency == 0 || self.worker_concurrency > 4096 {
+            return Err(invalid(
+                "WORKER_CONCURRENCY",
+                &self.worker_concurrency.to_string(),
+                "must be between 1 and 4096",
+            ));
+        }
+        if self.reminder_lead_minutes < 0 {
+            return Err(invalid(
+                "REMINDER_LEAD_MINUTES",
+                &self.reminder_lead_minutes.to_string(),
+                "must not be negative",
+            ));
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return Err(invalid("LOG_FORMAT", &self.log_format, "must be text or json"));
+        }
+        if self.rate_limit_per_sec == 0 {
+            return Err(invalid("RATE_LIMIT_PER_SEC", "0", "must be positive"));
+        }
+        Ok(())
+    }
+
+    pub fn reconcile_after(&self) -> Duration {
+        Duration::from_secs(self.reconcile_after_secs)
+    }
+
+    pub fn reminder_lead(&self) -> chrono::Duration {
+        chrono::Duration::minutes(self.reminder_lead_minutes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_work_locally() {
+        let config = Config::from_iter(vars(&[])).expect("defaults are valid");
+        assert_eq!(config.port, 8080);
+        assert_eq!(config.reminder_lead_minutes, 1440);
+        assert!(config.smtp_url.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_its_variable() {
+        let err = Config::from_iter(vars(&[("PORT", "eighty")])).unwrap_err().to_string();
+        assert!(err.contains("PORT"), "{err}");
+        let err = Config::from_iter(vars(&[("SMTP_URL", "http://x")])).unwrap_err().to_string();
+        assert!(err.contains("SMTP_URL"), "{err}");
+        let err = Config::from_iter(vars(&[("REDIS_URL", "localhost")])).unwrap_err().to_string();
+        assert!(err.contains("REDIS_URL"), "{err}");
+    }
+}

@@ -1,0 +1,70 @@
+//! Domain vocabulary: roles, booking states and the rows the platform reasons about.
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// What a user is to the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum Role {
+    Student,
+    Instructor,
+    Admin,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Student => "student",
+            Role::Instructor => "instructor",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// The life of a booking.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[serde(rename_all = "snake_case")]
+#[sqlx(type_name = "text", rename_all = "snake_case")]
+pub enum BookingStatus {
+    Confirmed,
+    Cancelled,
+    Completed,
+    NoShow,
+}
+
+/// A booking as stored, with the service snapshot taken when it was made.
+#[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+pub struct Booking {
+    pub id: i64,
+    pub student_id: i64,
+    pub instructor_id: i64,
+    pub service_id: i64,
+    #[serde(rename = "start")]
+    pub starts_at: DateTime<Utc>,
+    #[serde(rename = "end")]
+    pub ends_at: DateTime<Utc>,
+    pub status: BookingStatus,
+    pub service_name: String,
+    pub duration_minutes: i32,
+    pub price_cents: i64,
+    pub notes: Option<String>,
+    pub cancellation_reason: Option<String>,
+    pub version: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// Columns of `bookings` in the order [`Booking`] reads them.
+pub const BOOKING_COLUMNS: &str = "id, student_id, instructor_id, service_id, starts_at, ends_at, status, \
+     service_name, duration_minutes, price_cents, notes, cancellation_reason, version, created_at, updated_at";
+
+/// A person as the email worker needs them; read at send time, never carried in a payload.
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub struct Recipient {
+    pub id: i64,
+    pub email: String,
+    pub full_name: String,
+    pub timezone: String,
+    pub erased_at: Option<DateTime<Utc>>,
+}

@@ -1,0 +1,110 @@
+//! Sending rendered emails: over SMTP with lettre when `SMTP_URL` is set, otherwise as one
+//! `.eml` file per message under `MAIL_DIR` so local development needs no mail server.
+use std::time::Duration;
+
+use lettre::{
+    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    message::{Mailbox, MultiPart},
+    transport::smtp::authentication::Credentials,
+};
+
+use super::RenderedEmail;
+
+/// Why a message was not accepted; the worker retries transient failures only.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    #[error("transient send failure: {0}")]
+    Transient(String),
+    #[error("permanent send failure: {0}")]
+    Permanent(String),
+}
+
+impl SendError {
+    pub fn is_permanent(&self) -> bool {
+        matches!(self, SendError::Permanent(_))
+    }
+}
+
+/// Where emails go.
+#[derive(Clone)]
+pub enum Mailer {
+    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Files(AsyncFileTransport<Tokio1Executor>),
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mailer::Smtp(_) => f.write_str("Mailer::Smtp"),
+            Mailer::Files(_) => f.write_str("Mailer::Files"),
+        }
+    }
+}
+
+impl Mailer {
+    /// Builds the mailer from configuration: SMTP when `smtp_url` is set, files otherwise.
+    pub fn from_config(smtp_url: Option<&str>, mail_dir: &str) -> Result<Self, String> {
+        match smtp_url {
+            Some(url) => Self::smtp(url),
+            None => {
+                std::fs::create_dir_all(mail_dir).map_err(|e| format!("MAIL_DIR={mail_dir}: {e}"))?;
+                Ok(Mailer::Files(AsyncFileTransport::new(mail_dir)))
+            }
+        }
+    }
+
+    /// `smtp://[user:password@]host[:port]`: plain SMTP (a local relay or a test sink).
+    fn smtp(url: &str) -> Result<Self, String> {
+        let parsed = url::Url::parse(url).map_err(|e| format!("SMTP_URL: {e}"))?;
+        if parsed.scheme() != "smtp" {
+            return Err("SMTP_URL: only smtp:// is supported; terminate TLS in a local relay".into());
+        }
+        let host = parsed.host_str().ok_or("SMTP_URL: missing host")?;
+        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
+            .port(parsed.port().unwrap_or(25))
+            .timeout(Some(Duration::from_secs(10)));
+        if !parsed.username().is_empty() {
+            builder = builder.credentials(Credentials::new(
+                parsed.username().to_string(),
+                parsed.password().unwrap_or_default().to_string(),
+            ));
+        }
+        Ok(Mailer::Smtp(builder.build()))
+    }
+
+    /// Sends one message with a stable `message_id`, so that a receiver can spot a duplicate.
+    pub async fn send(
+        &self,
+        from: &str,
+        to_name: &str,
+        to_address: &str,
+        message_id: &str,
+        email: &RenderedEmail,
+    ) -> Result<(), SendError> {
+        let from: Mailbox = from.parse().map_err(|e| SendError::Permanent(format!("from address: {e}")))?;
+        let to = Mailbox::new(
+            Some(to_name.to_string()),
+            to_address.parse().map_err(|e| SendError::Permanent(format!("recipient address: {e}")))?,
+        );
+        let message = Message::builder()
+            .from(from)
+            .to(to)
+            .subject(email.subject.clone())
+            .message_id(Some(message_id.to_string()))
+            .multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))
+            .map_err(|e| SendError::Permanent(format!("building message: {e}")))?;
+        match self {
+            Mailer::Smtp(transport) => transport.send(message).await.map(drop).map_err(|e| {
+                if e.is_permanent() {
+                    SendError::Permanent(e.to_string())
+                } else {
+                    SendError::Transient(e.to_string())
+                }
+            }),
+            Mailer::Files(transport) => {
+                transport.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
+            }
+        }
+    }
+}
+

@@ -1,0 +1,14 @@
+//! The vocabulary and seams every InstaInstru binary shares: configuration, the clock,
+//! database access, job definitions and the outbox that enqueues them, the Redis queue
+//! plumbing, email rendering and sending, and telemetry.
+pub mod clock;
+pub mod config;
+pub mod db;
+pub mod domain;
+pub mod email;
+pub mod error;
+pub mod jobs;
+pub mod outbox;
+pub mod queue;
+pub mod telemetry;
+pub mod testing;

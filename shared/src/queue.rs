@@ -1,0 +1,151 @@
+//! The Redis transport, built on apalis-redis 1.0 and configured around its verified
+//! defects (see shared/reference/apalis.md in the steering repo):
+//! - queue names are always explicit and prefixed (the default is a Rust type path);
+//! - `lock_tasks(false)`: the lock costs an O(backlog) `LREM` per task;
+//! - the backend promotes every due task in one Lua `unpack`, which fails past ~8,000, so
+//!   [`promote_due`] moves them in bounded chunks before the backend sees them;
+//! - finished tasks are never deleted by the backend: [`cleanup_finished`] does it;
+//! - its stats calls are broken: [`stats`] reads the keys directly.
+//!
+//! Postgres stays the truth: attempts, dead letters and error history live in `jobs`.
+use std::time::Duration;
+
+use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisStorage};
+use redis::aio::ConnectionManagerConfig;
+use serde::Serialize;
+
+use crate::jobs::{Envelope, JobArgs};
+
+/// Connects with timeouts that survive load: redis-rs' default 500 ms response timeout turns
+/// a busy moment into a fatal worker error.
+pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
+    let config = ConnectionManagerConfig::new()
+        .set_response_timeout(Some(Duration::from_secs(5)))
+        .set_connection_timeout(Some(Duration::from_secs(2)))
+        .set_number_of_retries(3)
+        .set_max_delay(Duration::from_secs(1));
+    redis::Client::open(url)?.get_connection_manager_with_config(config).await
+}
+
+/// The full Redis name of `queue` under `prefix`.
+pub fn queue_name(prefix: &str, queue: &str) -> String {
+    format!("{prefix}:{queue}")
+}
+
+/// The backend configuration of one queue.
+pub fn queue_config(prefix: &str, queue: &str, heartbeat: Duration) -> QueueConfig {
+    QueueConfig::default()
+        .queue(queue_name(prefix, queue))
+        .batch_size(64)
+        .heartbeat_interval(heartbeat)
+        // a worker silent for six beats is dead: its in-flight tasks go back to the queue
+        .missed_heartbeats(6)
+        .lock_tasks(false)
+        // the ack: must stay on
+        .persist_results(true)
+        .idempotency_ttl(Some(Duration::from_secs(24 * 3600)))
+}
+
+/// The typed storage of job kind `A`.
+pub fn storage<A: JobArgs>(
+    conn: ConnectionManager,
+    prefix: &str,
+    heartbeat: Duration,
+) -> RedisStorage<Envelope<A>> {
+    RedisStorage::new(conn).with_config(queue_config(prefix, A::QUEUE, heartbeat))
+}
+
+/// Moves every due task from the `:scheduled` set to the ready list in chunks, so that the
+/// backend's own promotion never meets a backlog larger than its Lua `unpack` limit.
+pub async fn promote_due(conn: &mut ConnectionManager, config: &QueueConfig) -> Result<u64, redis::RedisError> {
+    const SCRIPT: &str = r#"
+        local moved = 0
+        for _ = 1, tonumber(ARGV[3]) do
+          local ids = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+          if #ids == 0 then break end
+          redis.call('RPUSH', KEYS[2], unpack(ids))
+          redis.call('ZREM', KEYS[1], unpack(ids))
+          moved = moved + #ids
+        end
+        return moved"#;
+    redis::Script::new(SCRIPT)
+        .key(config.scheduled_jobs_set())
+        .key(config.active_jobs_list())
+        .arg(unix_now())
+        .arg(1000)
+        .arg(20)
+        .invoke_async(conn)
+        .await
+}
+
+/// Deletes up to `max` finished (done or dead) tasks' data and metadata. Their outcome is
+/// recorded in Postgres; Redis keeps nothing it does not need.
+pub async fn cleanup_finished(
+    conn: &mut ConnectionManager,
+    config: &QueueConfig,
+    max: usize,
+) -> Result<u64, redis::RedisError> {
+    const SCRIPT: &str = r#"
+        local removed = 0
+        for _, set in ipairs({KEYS[1], KEYS[2]}) do
+          local ids = redis.call('SPOP', set, tonumber(ARGV[1]))
+          for _, id in ipairs(ids) do
+            redis.call('HDEL', KEYS[3], id)
+            redis.call('DEL', ARGV[2] .. ':' .. id)
+            removed = removed + 1
+          end
+        end
+        return removed"#;
+    redis::Script::new(SCRIPT)
+        .key(config.done_jobs_set())
+        .key(config.dead_jobs_set())
+        .key(config.job_data_hash())
+        .arg(max)
+        .arg(config.job_meta_hash())
+        .invoke_async(conn)
+        .await
+}
+
+/// What a queue holds right now, read from its keys.
+#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+pub struct QueueStats {
+    pub queue: String,
+    /// Waiting to be fetched: ready plus scheduled (including backend retry back-off).
+    pub waiting: u64,
+    /// Fetched by a live worker (running or prefetched).
+    pub in_flight: u64,
+    /// Finished and not yet cleaned up.
+    pub finished: u64,
+    pub workers: u64,
+}
+
+/// Reads [`QueueStats`] for one queue.
+pub async fn stats(conn: &mut ConnectionManager, config: &QueueConfig) -> Result<QueueStats, redis::RedisError> {
+    let (ready, scheduled, done, dead, workers): (u64, u64, u64, u64, Vec<String>) = redis::pipe()
+        .llen(config.active_jobs_list())
+        .zcard(config.scheduled_jobs_set())
+        .scard(config.done_jobs_set())
+        .scard(config.dead_jobs_set())
+        .zrange(config.workers_set(), 0, -1)
+        .query_async(conn)
+        .await?;
+    let mut pipe = redis::pipe();
+    for worker in &workers {
+        pipe.scard(format!("{}:{worker}", config.inflight_jobs_set()));
+    }
+    let in_flight: Vec<u64> = if workers.is_empty() { Vec::new() } else { pipe.query_async(conn).await? };
+    Ok(QueueStats {
+        queue: config.queue.to_string(),
+        waiting: ready + scheduled,
+        in_flight: in_flight.iter().sum(),
+        finished: done + dead,
+        workers: workers.len() as u64,
+    })
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or_default()
+}
