@@ -10,5 +10,6 @@ pub mod error;
 pub mod jobs;
 pub mod outbox;
 pub mod queue;
+pub mod schedule;
 pub mod telemetry;
 pub mod testing;
