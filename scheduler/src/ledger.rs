@@ -1,0 +1,285 @@
+//! The fire ledger: deciding and recording fires in Postgres.
+//!
+//! One transaction per schedule and tick: lock the schedule's `schedule_state` row, decide
+//! the slots in `(evaluated_to, now]` by the catch-up policy, insert a `schedule_fires` row
+//! and the outbox job of each slot to fire, advance `evaluated_to`, commit. The row lock makes
+//! two leaders take turns; the ledger's unique (schedule, slot_local) makes a second fire of
+//! a slot insert and enqueue nothing, whatever happened to the lease. A crash before commit
+//! leaves nothing behind, and the next leader decides the same slots again.
+use chrono::{DateTime, NaiveDateTime, Utc};
+use shared::{
+    jobs::{JobArgs, ScheduledRun},
+    outbox,
+    schedule::{Schedule, Slot},
+};
+use sqlx::PgPool;
+
+/// What one evaluation of a schedule did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fired {
+    /// Slots fired now, with the job each enqueued.
+    pub fired: Vec<(Slot, Option<i64>)>,
+    /// Slots already in the ledger (another leader fired them): nothing done.
+    pub duplicates: usize,
+    /// Missed slots the catch-up policy did not fire.
+    pub skipped: usize,
+    /// Missed slots older than the catch-up window, reported and never fired.
+    pub expired: Vec<Slot>,
+    pub expired_truncated: bool,
+}
+
+/// Fires what of `schedule` came due up to `now`.
+#[tracing::instrument(skip_all, fields(schedule = %schedule.name))]
+pub async fn fire_due(
+    pool: &PgPool,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    holder: &str,
+) -> Result<Fired, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    // A new schedule starts being evaluated now: a first deployment fires no backlog.
+    sqlx::query(
+        "insert into schedule_state (schedule, cron, timezone, catch_up, enabled, evaluated_to, updated_at)
+         values ($1, $2, $3, $4, $5, $6, $6)
+         on conflict (schedule) do update
+            set cron = excluded.cron, timezone = excluded.timezone, catch_up = excluded.catch_up,
+                enabled = excluded.enabled, updated_at = excluded.updated_at",
+    )
+    .bind(&schedule.name)
+    .bind(&schedule.expr)
+    .bind(schedule.tz.name())
+    .bind(schedule.catch_up.as_str())
+    .bind(schedule.enabled)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let after: DateTime<Utc> = sqlx::query_scalar(
+        "select evaluated_to from schedule_state where schedule = $1 for update",
+    )
+    .bind(&schedule.name)
+    .fetch_one(&mut *tx)
+    .await?;
+
+    let mut fired = Fired::default();
+    // switched off: time passes without slots, so switching on again fires no backlog
+    if schedule.enabled {
+        let due = schedule.due(after, now);
+        fired.skipped = due.skipped.len();
+        fired.expired = due.expired;
+        fired.expired_truncated = due.expired_truncated;
+        for slot in due.fire {
+            match record_fire(&mut tx, schedule, slot, now, holder).await? {
+                Some(job_id) => fired.fired.push((slot, job_id)),
+                None => fired.duplicates += 1,
+            }
+        }
+    }
+    sqlx::query(
+        "update schedule_state set evaluated_to = greatest(evaluated_to, $2) where schedule = $1",
+    )
+    .bind(&schedule.name)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    report(schedule, &fired);
+    Ok(fired)
+}
+
+/// Inserts the ledger row and enqueues the run of one slot. `None` when the slot was already
+/// fired; otherwise the id of the job (shared with an earlier slot at the same instant).
+async fn record_fire(
+    tx: &mut sqlx::PgConnection,
+    schedule: &Schedule,
+    slot: Slot,
+    now: DateTime<Utc>,
+    holder: &str,
+) -> Result<Option<Option<i64>>, sqlx::Error> {
+    let fire_id: Option<i64> = sqlx::query_scalar(
+        "insert into schedule_fires (schedule, slot_local, timezone, slot_at, fired_at, fired_by)
+         values ($1, $2, $3, $4, $5, $6)
+         on conflict (schedule, slot_local) do nothing returning id",
+    )
+    .bind(&schedule.name)
+    .bind(slot.local)
+    .bind(schedule.tz.name())
+    .bind(slot.at)
+    .bind(now)
+    .bind(holder)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(fire_id) = fire_id else {
+        return Ok(None);
+    };
+    let run = ScheduledRun {
+        schedule: schedule.name.clone(),
+        slot: slot.at,
+        manual_key: None,
+    };
+    let job_id = match outbox::enqueue(&mut *tx, &run, slot.at).await? {
+        Some(id) => Some(id),
+        // two local slots at one instant (spring forward) share the job
+        None => {
+            sqlx::query_scalar("select id from jobs where dedupe_key = $1")
+                .bind(run.dedupe_key())
+                .fetch_optional(&mut *tx)
+                .await?
+        }
+    };
+    sqlx::query("update schedule_fires set job_id = $2 where id = $1")
+        .bind(fire_id)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    Ok(Some(job_id))
+}
+
+fn report(schedule: &Schedule, fired: &Fired) {
+    let name = schedule.name.clone();
+    for (slot, job_id) in &fired.fired {
+        tracing::info!(slot_local = %slot.local, slot_at = %slot.at, job_id, "fired");
+    }
+    if let Some((last, _)) = fired.fired.last() {
+        metrics::counter!("schedule_fires_total", "schedule" => name.clone())
+            .increment(fired.fired.len() as u64);
+        metrics::gauge!("schedule_last_fire_timestamp_seconds", "schedule" => name.clone())
+            .set(last.at.timestamp() as f64);
+    }
+    if fired.duplicates > 0 {
+        tracing::info!(
+            duplicates = fired.duplicates,
+            "slots already fired by another scheduler"
+        );
+        metrics::counter!("schedule_duplicate_fires_total", "schedule" => name.clone())
+            .increment(fired.duplicates as u64);
+    }
+    if fired.skipped > 0 {
+        tracing::info!(
+            skipped = fired.skipped,
+            policy = schedule.catch_up.as_str(),
+            "missed slots not fired by policy"
+        );
+        metrics::counter!("schedule_slots_skipped_total", "schedule" => name.clone())
+            .increment(fired.skipped as u64);
+    }
+    if let (Some(first), Some(last)) = (fired.expired.first(), fired.expired.last()) {
+        tracing::warn!(
+            count = fired.expired.len(),
+            more = fired.expired_truncated,
+            first = %first.local,
+            last = %last.local,
+            window_secs = schedule.window.num_seconds(),
+            "missed slots older than the catch-up window: not fired"
+        );
+        metrics::counter!("schedule_misses_total", "schedule" => name, "reason" => "expired")
+            .increment(fired.expired.len() as u64);
+    }
+}
+
+/// Enqueues one run of `schedule` now, outside its slots, with a key of its own.
+#[tracing::instrument(skip(pool))]
+pub async fn trigger(
+    pool: &PgPool,
+    schedule: &str,
+    now: DateTime<Utc>,
+) -> Result<i64, sqlx::Error> {
+    let run = ScheduledRun {
+        schedule: schedule.to_string(),
+        slot: now,
+        manual_key: Some(format!(
+            "{}-{}",
+            now.format("%Y%m%dT%H%M%S%.3fZ"),
+            uuid::Uuid::new_v4().simple()
+        )),
+    };
+    let mut tx = pool.begin().await?;
+    let id = outbox::enqueue(&mut tx, &run, now).await?;
+    tx.commit().await?;
+    // a fresh uuid in the key: a duplicate is impossible short of a collision
+    id.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Records `holder` as the current leader until `expires_at`, for the admin view.
+pub async fn record_leader(
+    pool: &PgPool,
+    holder: &str,
+    now: DateTime<Utc>,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into scheduler_leader (id, holder, acquired_at, renewed_at, expires_at)
+         values (true, $1, $2, $2, $3)
+         on conflict (id) do update
+            set acquired_at = case when scheduler_leader.holder = excluded.holder
+                                   then scheduler_leader.acquired_at else excluded.acquired_at end,
+                holder = excluded.holder, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at",
+    )
+    .bind(holder)
+    .bind(now)
+    .bind(expires_at)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Fired slots whose job had not succeeded by the deadline, marked once (so a miss counts
+/// once across restarts and replicas).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Miss {
+    pub slot_local: NaiveDateTime,
+    /// The job's status then (pending, enqueued, running or dead).
+    pub job_status: String,
+}
+
+/// The dead man's switch for one schedule: publishes its last success and deadline as
+/// metrics and counts the fires that missed their deadline.
+#[tracing::instrument(skip_all, fields(schedule = %schedule.name))]
+pub async fn check_health(
+    pool: &PgPool,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+) -> Result<Vec<Miss>, sqlx::Error> {
+    let name = schedule.name.clone();
+    if let Some(at) = shared::schedule::last_success(pool, &schedule.name).await? {
+        metrics::gauge!("schedule_last_success_timestamp_seconds", "schedule" => name.clone())
+            .set(at.timestamp() as f64);
+    }
+    metrics::gauge!("schedule_deadline_seconds", "schedule" => name.clone())
+        .set(schedule.deadline.num_seconds() as f64);
+    metrics::gauge!("schedule_enabled", "schedule" => name.clone()).set(if schedule.enabled {
+        1.0
+    } else {
+        0.0
+    });
+    if let Some(next) = schedule.next_after(now).filter(|_| schedule.enabled) {
+        metrics::gauge!("schedule_next_fire_timestamp_seconds", "schedule" => name.clone())
+            .set(next.at.timestamp() as f64);
+    }
+    let misses: Vec<(NaiveDateTime, String)> = sqlx::query_as(
+        "update schedule_fires f set missed_at = $2
+           from jobs j
+          where j.id = f.job_id and f.schedule = $1 and f.missed_at is null and f.slot_at < $3
+            and j.status not in ('done', 'skipped')
+          returning f.slot_local, j.status",
+    )
+    .bind(&schedule.name)
+    .bind(now)
+    .bind(now - schedule.deadline)
+    .fetch_all(pool)
+    .await?;
+    let misses: Vec<Miss> = misses
+        .into_iter()
+        .map(|(slot_local, job_status)| Miss {
+            slot_local,
+            job_status,
+        })
+        .collect();
+    for miss in &misses {
+        tracing::warn!(slot_local = %miss.slot_local, job_status = %miss.job_status, "fire missed its deadline");
+    }
+    if !misses.is_empty() {
+        metrics::counter!("schedule_misses_total", "schedule" => name, "reason" => "deadline")
+            .increment(misses.len() as u64);
+    }
+    Ok(misses)
+}
