@@ -117,3 +117,12 @@ create table email_ledger (
     sent_at         timestamptz,
     unique (booking_id, kind, recipient_id, booking_version)
 );
+
+-- Where a rescheduled booking moved from, per version, for the reschedule email.
+create table booking_moves (
+    booking_id          bigint not null references bookings(id),
+    version             integer not null,
+    previous_starts_at  timestamptz not null,
+    moved_at            timestamptz not null default now(),
+    primary key (booking_id, version)
+);

@@ -149,3 +149,14 @@ fn unix_now() -> u64 {
         .map(|d| d.as_secs())
         .unwrap_or_default()
 }
+
+/// The untyped storage of a queue: workers decode the envelope themselves, so that a payload
+/// that cannot be decoded becomes a dead letter in Postgres instead of a Redis retry loop.
+pub fn storage_raw(
+    conn: ConnectionManager,
+    prefix: &str,
+    queue: &str,
+    heartbeat: Duration,
+) -> RedisStorage<serde_json::Value> {
+    RedisStorage::new(conn).with_config(queue_config(prefix, queue, heartbeat))
+}

@@ -1,1 +1,23 @@
+//! End-to-end test support: a real SMTP sink, a private Redis server, and the platform
+//! (API and worker) started against a fresh database and its own Redis key prefix.
+pub mod platform;
+pub mod redis_server;
+pub mod smtp;
 
+use std::{future::Future, time::Duration};
+
+/// Polls `condition` until it holds or `timeout` passes; never a fixed sleep.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if condition().await {
+            return;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out after {timeout:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,1 +1,136 @@
-pub fn x(){}
+//! The worker process: apalis workers that execute jobs, the outbox relay that feeds them,
+//! the reconciler that re-feeds what Redis lost, and queue maintenance.
+pub mod error;
+pub mod jobs;
+pub mod maintenance;
+pub mod reconciler;
+pub mod records;
+pub mod relay;
+
+use std::{future::Future, sync::Arc, time::Duration};
+
+use apalis::prelude::*;
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::{
+    clock::SharedClock,
+    config::Config,
+    email::Mailer,
+    jobs::{BookingEmail, JobArgs, ScheduledRun},
+    queue,
+};
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::WorkerError;
+
+/// What every job handler and loop of the worker needs.
+#[derive(Clone, Debug)]
+pub struct Deps {
+    pub pool: PgPool,
+    pub mailer: Mailer,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    /// How often the relay looks for records due by time when no notification arrives.
+    pub relay_poll: Duration,
+}
+
+impl Deps {
+    /// Connects to Postgres (creating and migrating it if needed) and builds the mailer.
+    pub async fn from_config(config: Config, clock: SharedClock) -> Result<Self, WorkerError> {
+        let pool = shared::db::prepare(&config.database_url, (config.worker_concurrency as u32 + 8).min(60)).await?;
+        let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir).map_err(WorkerError::Config)?;
+        Ok(Deps { pool, mailer, config: Arc::new(config), clock, relay_poll: Duration::from_millis(1000) })
+    }
+}
+
+async fn booking_email_task(raw: serde_json::Value, deps: Data<Deps>) -> Result<(), BoxDynError> {
+    jobs::execute::<BookingEmail, _, _>(&deps, raw, jobs::booking_email::handle).await
+}
+
+async fn scheduled_run_task(raw: serde_json::Value, deps: Data<Deps>) -> Result<(), BoxDynError> {
+    jobs::execute::<ScheduledRun, _, _>(&deps, raw, jobs::scheduled_run::handle).await
+}
+
+/// A worker name unique per process and per restart: apalis-redis refuses to register a
+/// name seen within a heartbeat, and two live workers sharing one hide each other's death.
+fn worker_name(queue: &str, run: usize) -> String {
+    let instance = uuid::Uuid::new_v4().simple().to_string();
+    format!("{queue}-{}-{}-{run}", std::process::id(), &instance[..8])
+}
+
+/// Runs the worker until `shutdown` resolves; in-flight jobs get `drain_secs` to finish,
+/// after which what is left goes back to Redis (or to the reconciler).
+pub async fn run(deps: Deps, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
+    let stop = CancellationToken::new();
+    let config = deps.config.clone();
+    let heartbeat = Duration::from_secs(config.heartbeat_secs);
+
+    // maintenance first: promote any large backlog in chunks before a fetch can choke on it
+    if let Ok(mut conn) = queue::connect(&config.redis_url).await {
+        let _ = maintenance::tick(&mut conn, &deps, false).await;
+    }
+    let loops = vec![
+        tokio::spawn(relay::run(deps.clone(), stop.clone())),
+        tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
+        tokio::spawn(maintenance::run(deps.clone(), stop.clone())),
+    ];
+
+    let redis = loop {
+        match queue::connect(&config.redis_url).await {
+            Ok(conn) => break conn,
+            Err(e) => {
+                tracing::warn!(error = %e, "waiting for redis");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let emails = queue::storage_raw(redis.clone(), &config.queue_prefix, BookingEmail::QUEUE, heartbeat);
+    let scheduled = queue::storage_raw(redis, &config.queue_prefix, ScheduledRun::QUEUE, heartbeat);
+    let poll = Duration::from_millis(50);
+    let concurrency = config.worker_concurrency;
+    let (email_deps, scheduled_deps) = (deps.clone(), deps.clone());
+    let monitor = Monitor::new()
+        .register(move |run| {
+            WorkerBuilder::new(worker_name(BookingEmail::QUEUE, run))
+                .backend(emails.clone().poll_with_interval(poll))
+                .data(email_deps.clone())
+                .concurrency(concurrency)
+                .build(booking_email_task)
+        })
+        .register(move |run| {
+            WorkerBuilder::new(worker_name(ScheduledRun::QUEUE, run))
+                .backend(scheduled.clone().poll_with_interval(poll))
+                .data(scheduled_deps.clone())
+                .concurrency(4)
+                .build(scheduled_run_task)
+        })
+        // a Redis hiccup is a fatal backend error to apalis; come back instead of going quiet
+        .should_restart(|ctx, error| {
+            tracing::warn!(worker = ctx.name(), error = %error, "worker stopped; restarting");
+            metrics::counter!("worker_restarts_total").increment(1);
+            true
+        })
+        .shutdown_timeout(Duration::from_secs(config.drain_secs));
+    let stop_loops = stop.clone();
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("stopping: draining in-flight jobs");
+        stop_loops.cancel();
+        Ok(())
+    };
+    let result = monitor.run_with_signal(signal).await;
+    stop.cancel();
+    for handle in loops {
+        let _ = handle.await;
+    }
+    result.map_err(|e| WorkerError::Config(format!("monitor: {e}")))
+}
+
+/// Serves `/metrics` and `/health` for the worker process.
+pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: PrometheusHandle) -> std::io::Result<()> {
+    use axum::{Router, routing::get};
+    let app = Router::new()
+        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route("/health", get(|| async { "ok" }));
+    axum::serve(listener, app).await
+}

@@ -67,3 +67,56 @@ impl JobArgs for BookingEmail {
         )
     }
 }
+
+/// Records the `kind` email for both parties of a booking version, due at `run_at`.
+pub async fn enqueue_for_both(
+    conn: &mut sqlx::PgConnection,
+    booking_id: i64,
+    booking_version: i32,
+    kind: EmailKind,
+    run_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    for party in Party::BOTH {
+        let args = BookingEmail { booking_id, kind, party, booking_version };
+        crate::outbox::enqueue(conn, &args, run_at).await?;
+    }
+    Ok(())
+}
+
+/// Schedules the reminders of a booking version `lead` before `starts_at`, unless that moment
+/// has already passed (the confirmation then says the lesson is soon). Returns whether it did.
+pub async fn schedule_reminders(
+    conn: &mut sqlx::PgConnection,
+    booking_id: i64,
+    booking_version: i32,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    lead: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<bool, sqlx::Error> {
+    let due = starts_at - lead;
+    if due <= now {
+        return Ok(false);
+    }
+    enqueue_for_both(conn, booking_id, booking_version, EmailKind::Reminder, due).await?;
+    Ok(true)
+}
+
+/// Marks the not-yet-sent reminders of older versions of a booking as skipped. The worker
+/// re-checks state anyway; this only keeps them off the queue.
+pub async fn retire_reminders(
+    conn: &mut sqlx::PgConnection,
+    booking_id: i64,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(
+        "update jobs set status = 'skipped', last_error = $2, finished_at = now()
+         where queue = $3 and status = 'pending'
+           and payload->>'kind' = 'reminder' and (payload->>'booking_id')::bigint = $1",
+    )
+    .bind(booking_id)
+    .bind(reason)
+    .bind(BookingEmail::QUEUE)
+    .execute(conn)
+    .await?;
+    Ok(done.rows_affected())
+}

@@ -1,0 +1,34 @@
+//! Extractors whose rejections answer with the API's JSON error body instead of axum's
+//! plain-text defaults.
+use axum::extract::{FromRequest, FromRequestParts};
+
+use crate::error::ApiError;
+
+/// A JSON request body.
+#[derive(Debug, FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct Json<T>(pub T);
+
+/// Path parameters.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct Path<T>(pub T);
+
+/// Query parameters.
+#[derive(Debug, FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct Query<T>(pub T);
+
+/// Parses an optional JSON body: empty means `T::default()`.
+pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        if e.is_data() {
+            ApiError::Unprocessable { code: "invalid_body", detail: e.to_string(), field: None }
+        } else {
+            ApiError::BadRequest { code: "malformed_json", detail: e.to_string(), field: None }
+        }
+    })
+}

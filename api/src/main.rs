@@ -1,0 +1,75 @@
+//! The `api` binary: serves the HTTP API, or runs an ops subcommand.
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use shared::{clock::SystemClock, config::Config, domain::Role};
+
+#[derive(Parser)]
+#[command(name = "api", about = "InstaInstru HTTP API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the API (the default).
+    Serve,
+    /// Print a bearer token for the user with this email (local use and ops).
+    MintToken {
+        #[arg(long)]
+        email: String,
+    },
+    /// Create the database if missing, migrate, and insert the demo data (idempotent).
+    Seed,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = Config::from_env()?;
+    shared::telemetry::init_tracing(&config.log_format);
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => {
+            let addr = format!("{}:{}", config.host, config.port);
+            let state = api::build_state(config, Arc::new(SystemClock)).await.context("starting the api")?;
+            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+            tracing::info!(addr = %listener.local_addr()?, "api listening");
+            api::serve(listener, state, shutdown_signal()).await?;
+            tracing::info!("api stopped");
+        }
+        Command::MintToken { email } => {
+            let pool = shared::db::prepare(&config.database_url, 1).await?;
+            let user: Option<(i64, Role)> =
+                sqlx::query_as("select id, role from users where lower(email) = lower($1) and erased_at is null")
+                    .bind(&email)
+                    .fetch_optional(&pool)
+                    .await?;
+            let (id, role) = user.context("no such user")?;
+            let keys = api::auth::JwtKeys::new(&config.jwt_secret, config.jwt_ttl_minutes);
+            println!("{}", keys.mint(id, role, chrono::Utc::now())?);
+        }
+        Command::Seed => {
+            let pool = shared::db::prepare(&config.database_url, 2).await?;
+            api::seed::seed(&pool, chrono::Utc::now()).await?;
+            tracing::info!("demo data in place");
+        }
+    }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}

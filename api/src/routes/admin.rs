@@ -1,0 +1,186 @@
+//! Ops endpoints (admins only): queue depth, the dead letters with their error history, and
+//! sending a dead job back or discarding it. Postgres holds the truth about every job.
+use std::time::Duration;
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shared::{domain::Role, jobs::ALL_QUEUES, queue};
+
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    extract::{Path, Query},
+    state::AppState,
+};
+
+#[derive(Serialize)]
+pub struct QueueView {
+    queue: String,
+    /// From Postgres: records by status.
+    pending: i64,
+    enqueued: i64,
+    running: i64,
+    done: i64,
+    skipped: i64,
+    dead: i64,
+    /// Seconds the oldest due, not yet relayed record has waited.
+    outbox_lag_seconds: f64,
+    /// From Redis, when it answers.
+    redis: Option<queue::QueueStats>,
+}
+
+/// `GET /api/v1/admin/queues`
+pub async fn queues(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<QueueView>>> {
+    user.require(Role::Admin)?;
+    let now = state.clock.now();
+    let rows: Vec<(String, String, i64)> =
+        sqlx::query_as("select queue, status, count(*) from jobs group by queue, status").fetch_all(&state.db).await?;
+    let lag: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
+        "select queue, min(run_at) from jobs where status = 'pending' and run_at <= $1 group by queue",
+    )
+    .bind(now)
+    .fetch_all(&state.db)
+    .await?;
+    let mut redis = tokio::time::timeout(Duration::from_secs(2), shared::queue::connect(&state.config.redis_url))
+        .await
+        .ok()
+        .and_then(Result::ok);
+    let mut views = Vec::new();
+    for name in ALL_QUEUES {
+        let count = |status: &str| {
+            rows.iter().filter(|(q, s, _)| q == name && s == status).map(|(_, _, n)| *n).sum::<i64>()
+        };
+        let oldest = lag.iter().find(|(q, _)| q == name).and_then(|(_, t)| *t);
+        let redis_stats = match redis.as_mut() {
+            Some(conn) => {
+                let config = queue::queue_config(&state.config.queue_prefix, name, Duration::from_secs(5));
+                queue::stats(conn, &config).await.ok()
+            }
+            None => None,
+        };
+        views.push(QueueView {
+            queue: name.to_string(),
+            pending: count("pending"),
+            enqueued: count("enqueued"),
+            running: count("running"),
+            done: count("done"),
+            skipped: count("skipped"),
+            dead: count("dead"),
+            outbox_lag_seconds: oldest.map(|t| (now - t).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0),
+            redis: redis_stats,
+        });
+    }
+    Ok(Json(views))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JobsQuery {
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct JobView {
+    id: i64,
+    queue: String,
+    payload: serde_json::Value,
+    status: String,
+    attempts: i32,
+    max_attempts: i32,
+    last_error: Option<String>,
+    run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    finished_at: Option<DateTime<Utc>>,
+    #[sqlx(skip)]
+    errors: Vec<ErrorView>,
+}
+
+#[derive(Serialize, sqlx::FromRow)]
+pub struct ErrorView {
+    attempt: i32,
+    error: String,
+    at: DateTime<Utc>,
+}
+
+const STATUSES: &[&str] = &["pending", "enqueued", "running", "done", "skipped", "dead"];
+
+/// `GET /api/v1/admin/jobs?status=dead&queue=&limit=`: jobs with their error history.
+pub async fn jobs(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<JobsQuery>,
+) -> ApiResult<Json<Vec<JobView>>> {
+    user.require(Role::Admin)?;
+    let status = query.status.unwrap_or_else(|| "dead".into());
+    if !STATUSES.contains(&status.as_str()) {
+        return Err(ApiError::invalid("invalid_status", "status", format!("one of {}", STATUSES.join(", "))));
+    }
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    let mut jobs: Vec<JobView> = sqlx::query_as(
+        "select id, queue, payload, status, attempts, max_attempts, last_error, run_at, created_at, finished_at
+         from jobs where status = $1 and ($2::text is null or queue = $2) order by id desc limit $3",
+    )
+    .bind(&status)
+    .bind(&query.queue)
+    .bind(limit)
+    .fetch_all(&state.db)
+    .await?;
+    for job in &mut jobs {
+        job.errors = sqlx::query_as("select attempt, error, at from job_errors where job_id = $1 order by id")
+            .bind(job.id)
+            .fetch_all(&state.db)
+            .await?;
+    }
+    Ok(Json(jobs))
+}
+
+/// `POST /api/v1/admin/jobs/{id}/retry`: sends a dead (or skipped) job back with fresh attempts.
+pub async fn retry(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    user.require(Role::Admin)?;
+    let mut tx = state.db.begin().await?;
+    let updated = sqlx::query(
+        "update jobs set status = 'pending', attempts = 0, run_at = $2, finished_at = null
+         where id = $1 and status in ('dead', 'skipped')",
+    )
+    .bind(id)
+    .bind(state.clock.now())
+    .execute(&mut *tx)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(missing_or_conflict(&state, id, "only dead or skipped jobs can be retried").await);
+    }
+    sqlx::query("select pg_notify($1, '')").bind(shared::outbox::NOTIFY_CHANNEL).execute(&mut *tx).await?;
+    tx.commit().await?;
+    tracing::info!(job_id = id, "dead job sent back by an admin");
+    Ok(Json(serde_json::json!({"id": id, "status": "pending"})))
+}
+
+/// `POST /api/v1/admin/jobs/{id}/discard`: gives up on a dead job for good.
+pub async fn discard(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+    user.require(Role::Admin)?;
+    let updated = sqlx::query(
+        "update jobs set status = 'skipped', last_error = coalesce(last_error, '') || ' (discarded by an admin)'
+         where id = $1 and status = 'dead'",
+    )
+    .bind(id)
+    .execute(&state.db)
+    .await?;
+    if updated.rows_affected() == 0 {
+        return Err(missing_or_conflict(&state, id, "only dead jobs can be discarded").await);
+    }
+    Ok(Json(serde_json::json!({"id": id, "status": "skipped"})))
+}
+
+async fn missing_or_conflict(state: &AppState, id: i64, detail: &str) -> ApiError {
+    match sqlx::query_scalar::<_, i64>("select id from jobs where id = $1").bind(id).fetch_optional(&state.db).await {
+        Ok(Some(_)) => ApiError::Conflict { code: "invalid_state", detail: detail.into() },
+        Ok(None) => ApiError::NotFound("job"),
+        Err(e) => e.into(),
+    }
+}

@@ -1,0 +1,286 @@
+//! Bookings: create, read, list, cancel and reschedule. Each write is one transaction that
+//! also records the emails it causes (the outbox); nothing is sent from here.
+use axum::{Json, extract::State, http::StatusCode};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use shared::{
+    domain::{BOOKING_COLUMNS, Booking, BookingStatus, Role},
+    jobs::booking_email::{self, EmailKind},
+};
+use sqlx::PgConnection;
+
+use crate::{
+    auth::AuthUser,
+    error::{ApiError, ApiResult},
+    extract::{Json as JsonBody, Path, Query, optional_json},
+    state::AppState,
+};
+
+/// The longest note a student may attach.
+const MAX_NOTES_CHARS: usize = 2000;
+/// How far ahead a lesson may be booked.
+const MAX_DAYS_AHEAD: i64 = 366;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBooking {
+    instructor_id: i64,
+    service_id: i64,
+    start: DateTime<Utc>,
+    #[serde(default)]
+    notes: Option<String>,
+}
+
+/// `POST /api/v1/bookings` (students).
+#[tracing::instrument(skip_all, fields(booking_id))]
+pub async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<CreateBooking>,
+) -> ApiResult<(StatusCode, Json<Booking>)> {
+    user.require(Role::Student)?;
+    if body.notes.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS) {
+        return Err(ApiError::invalid("too_long", "notes", format!("at most {MAX_NOTES_CHARS} characters")));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let service: Option<(String, i32, i64, bool)> = sqlx::query_as(
+        "select name, duration_minutes, price_cents, is_active from services where id = $1 and instructor_id = $2",
+    )
+    .bind(body.service_id)
+    .bind(body.instructor_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some((service_name, duration, price_cents, active)) = service else {
+        return Err(ApiError::invalid("unknown_service", "service_id", "this instructor offers no such service"));
+    };
+    if !active {
+        return Err(ApiError::invalid("inactive_service", "service_id", "this service is no longer offered"));
+    }
+    let end = body.start + chrono::Duration::minutes(i64::from(duration));
+    check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
+    let booking: Booking = sqlx::query_as(&format!(
+        "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
+                               duration_minutes, price_cents, notes)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {BOOKING_COLUMNS}"
+    ))
+    .bind(user.id)
+    .bind(body.instructor_id)
+    .bind(body.service_id)
+    .bind(body.start)
+    .bind(end)
+    .bind(&service_name)
+    .bind(duration)
+    .bind(price_cents)
+    .bind(&body.notes)
+    .fetch_one(&mut *tx)
+    .await?;
+    tracing::Span::current().record("booking_id", booking.id);
+    booking_email::enqueue_for_both(&mut tx, booking.id, booking.version, EmailKind::Confirmation, now).await?;
+    booking_email::schedule_reminders(&mut tx, booking.id, booking.version, booking.starts_at, state.config.reminder_lead(), now)
+        .await?;
+    tx.commit().await?;
+    metrics::counter!("bookings_created_total").increment(1);
+    Ok((StatusCode::CREATED, Json(booking)))
+}
+
+/// Checks the rules a lesson time must meet; overlaps are left to the database's exclusion
+/// constraints, which are the only check that holds under concurrency.
+async fn check_time(
+    conn: &mut PgConnection,
+    instructor_id: i64,
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> ApiResult<()> {
+    if start > now + chrono::Duration::days(MAX_DAYS_AHEAD) {
+        return Err(ApiError::invalid("too_far_ahead", "start", format!("at most {MAX_DAYS_AHEAD} days ahead")));
+    }
+    let advance: Option<(i32,)> =
+        sqlx::query_as("select min_advance_booking_hours from instructor_profiles where user_id = $1")
+            .bind(instructor_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((advance_hours,)) = advance else {
+        return Err(ApiError::invalid("unknown_instructor", "instructor_id", "no such instructor"));
+    };
+    if start < now + chrono::Duration::hours(i64::from(advance_hours)) {
+        return Err(ApiError::invalid(
+            "too_soon",
+            "start",
+            format!("lessons must be booked at least {advance_hours} hours ahead"),
+        ));
+    }
+    let inside: bool = sqlx::query_scalar(
+        "select exists(
+            select 1 from availability a join users u on u.id = a.instructor_id
+            where a.instructor_id = $1
+              and a.date between ($2 at time zone u.timezone)::date - 1 and ($2 at time zone u.timezone)::date
+              and (a.date + a.start_time) at time zone u.timezone <= $2
+              and (a.date + a.end_time) at time zone u.timezone >= $3)",
+    )
+    .bind(instructor_id)
+    .bind(start)
+    .bind(end)
+    .fetch_one(&mut *conn)
+    .await?;
+    if !inside {
+        return Err(ApiError::invalid("outside_availability", "start", "the instructor is not available then"));
+    }
+    Ok(())
+}
+
+/// Loads a booking the caller takes part in (or any, for an admin), locking it when `lock`.
+async fn load_own(conn: &mut PgConnection, user: &AuthUser, id: i64, lock: bool) -> ApiResult<Booking> {
+    let sql = format!(
+        "select {BOOKING_COLUMNS} from bookings where id = $1{}",
+        if lock { " for update" } else { "" }
+    );
+    let booking: Booking =
+        sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await?.ok_or(ApiError::NotFound("booking"))?;
+    if booking.student_id != user.id && booking.instructor_id != user.id && user.role != Role::Admin {
+        return Err(ApiError::Forbidden("not your booking".into()));
+    }
+    Ok(booking)
+}
+
+/// `GET /api/v1/bookings/{id}`
+#[tracing::instrument(skip_all, fields(booking_id = id))]
+pub async fn get(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> ApiResult<Json<Booking>> {
+    let mut conn = state.db.acquire().await?;
+    Ok(Json(load_own(&mut conn, &user, id, false).await?))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    #[serde(default)]
+    role: Option<Role>,
+    #[serde(default)]
+    status: Option<BookingStatus>,
+}
+
+/// `GET /api/v1/bookings?role=&status=`: the caller's own bookings.
+#[tracing::instrument(skip_all)]
+pub async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<ListQuery>,
+) -> ApiResult<Json<Vec<Booking>>> {
+    let (as_student, as_instructor) = match query.role {
+        None => (true, true),
+        Some(Role::Student) => (true, false),
+        Some(Role::Instructor) => (false, true),
+        Some(Role::Admin) => return Err(ApiError::invalid("invalid_role", "role", "role is student or instructor")),
+    };
+    let bookings: Vec<Booking> = sqlx::query_as(&format!(
+        "select {BOOKING_COLUMNS} from bookings
+         where (($2 and student_id = $1) or ($3 and instructor_id = $1))
+           and ($4::text is null or status = $4)
+         order by starts_at limit 500"
+    ))
+    .bind(user.id)
+    .bind(as_student)
+    .bind(as_instructor)
+    .bind(query.status)
+    .fetch_all(&state.db)
+    .await?;
+    Ok(Json(bookings))
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBooking {
+    #[serde(default)]
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/bookings/{id}/cancel` (the booking's student or instructor).
+#[tracing::instrument(skip_all, fields(booking_id = id))]
+pub async fn cancel(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    body: axum::body::Bytes,
+) -> ApiResult<Json<Booking>> {
+    let reason = optional_json::<CancelBooking>(&body)?.reason;
+    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_NOTES_CHARS) {
+        return Err(ApiError::invalid("too_long", "reason", format!("at most {MAX_NOTES_CHARS} characters")));
+    }
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let booking = load_own(&mut tx, &user, id, true).await?;
+    if booking.status != BookingStatus::Confirmed {
+        return Err(ApiError::Conflict { code: "not_cancellable", detail: "only confirmed bookings can be cancelled".into() });
+    }
+    if booking.starts_at <= now {
+        return Err(ApiError::Conflict { code: "already_started", detail: "the lesson has already started".into() });
+    }
+    let booking: Booking = sqlx::query_as(&format!(
+        "update bookings set status = 'cancelled', cancellation_reason = $2, version = version + 1, updated_at = now()
+         where id = $1 returning {BOOKING_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(&reason)
+    .fetch_one(&mut *tx)
+    .await?;
+    booking_email::retire_reminders(&mut tx, id, "booking cancelled").await?;
+    booking_email::enqueue_for_both(&mut tx, id, booking.version, EmailKind::Cancellation, now).await?;
+    tx.commit().await?;
+    metrics::counter!("bookings_cancelled_total").increment(1);
+    Ok(Json(booking))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RescheduleBooking {
+    start: DateTime<Utc>,
+}
+
+/// `POST /api/v1/bookings/{id}/reschedule` (the booking's student or instructor): moves the
+/// lesson under the same rules as creation and moves its reminders.
+#[tracing::instrument(skip_all, fields(booking_id = id))]
+pub async fn reschedule(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+    JsonBody(body): JsonBody<RescheduleBooking>,
+) -> ApiResult<Json<Booking>> {
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let booking = load_own(&mut tx, &user, id, true).await?;
+    if booking.status != BookingStatus::Confirmed {
+        return Err(ApiError::Conflict { code: "not_reschedulable", detail: "only confirmed bookings can be moved".into() });
+    }
+    if booking.starts_at <= now {
+        return Err(ApiError::Conflict { code: "already_started", detail: "the lesson has already started".into() });
+    }
+    if body.start == booking.starts_at {
+        return Err(ApiError::invalid("unchanged", "start", "the booking is already at that time"));
+    }
+    let end = body.start + chrono::Duration::minutes(i64::from(booking.duration_minutes));
+    check_time(&mut tx, booking.instructor_id, body.start, end, now).await?;
+    let moved: Booking = sqlx::query_as(&format!(
+        "update bookings set starts_at = $2, ends_at = $3, version = version + 1, updated_at = now()
+         where id = $1 returning {BOOKING_COLUMNS}"
+    ))
+    .bind(id)
+    .bind(body.start)
+    .bind(end)
+    .fetch_one(&mut *tx)
+    .await?;
+    // the previous time is kept for the email: it says where the lesson moved from
+    sqlx::query("insert into booking_moves (booking_id, version, previous_starts_at) values ($1, $2, $3)")
+        .bind(id)
+        .bind(moved.version)
+        .bind(booking.starts_at)
+        .execute(&mut *tx)
+        .await?;
+    booking_email::retire_reminders(&mut tx, id, "booking rescheduled").await?;
+    booking_email::enqueue_for_both(&mut tx, id, moved.version, EmailKind::Reschedule, now).await?;
+    booking_email::schedule_reminders(&mut tx, id, moved.version, moved.starts_at, state.config.reminder_lead(), now)
+        .await?;
+    tx.commit().await?;
+    metrics::counter!("bookings_rescheduled_total").increment(1);
+    Ok(Json(moved))
+}

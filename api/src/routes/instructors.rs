@@ -1,0 +1,180 @@
+//! Public browsing: instructors with their active services, and their free time.
+use std::collections::BTreeMap;
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::{
+    error::{ApiError, ApiResult},
+    extract::{Path, Query},
+    state::AppState,
+};
+
+#[derive(Serialize)]
+pub struct ServiceView {
+    id: i64,
+    name: String,
+    duration_minutes: i32,
+    price_cents: i64,
+}
+
+#[derive(Serialize)]
+pub struct InstructorView {
+    id: i64,
+    name: String,
+    timezone: String,
+    services: Vec<ServiceView>,
+}
+
+/// `GET /api/v1/instructors`
+#[tracing::instrument(skip_all)]
+pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<InstructorView>>> {
+    let rows: Vec<(i64, String, String, Option<i64>, Option<String>, Option<i32>, Option<i64>)> = sqlx::query_as(
+        "select u.id, u.full_name, u.timezone, s.id, s.name, s.duration_minutes, s.price_cents
+         from instructor_profiles p
+         join users u on u.id = p.user_id and u.erased_at is null
+         left join services s on s.instructor_id = p.user_id and s.is_active
+         order by u.id, s.id",
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let mut by_id: BTreeMap<i64, InstructorView> = BTreeMap::new();
+    for (id, name, timezone, service_id, service_name, duration, price) in rows {
+        let entry = by_id.entry(id).or_insert_with(|| InstructorView { id, name, timezone, services: Vec::new() });
+        if let (Some(id), Some(name), Some(duration_minutes), Some(price_cents)) =
+            (service_id, service_name, duration, price)
+        {
+            entry.services.push(ServiceView { id, name, duration_minutes, price_cents });
+        }
+    }
+    Ok(Json(by_id.into_values().collect()))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AvailabilityQuery {
+    start_date: NaiveDate,
+    end_date: NaiveDate,
+}
+
+#[derive(Serialize, Debug, PartialEq, Eq, Clone, Copy)]
+pub struct Range {
+    pub start: DateTime<Utc>,
+    pub end: DateTime<Utc>,
+}
+
+#[derive(Serialize)]
+pub struct AvailabilityView {
+    instructor_id: i64,
+    ranges: Vec<Range>,
+}
+
+/// The longest window one availability request may cover.
+const MAX_AVAILABILITY_DAYS: i64 = 62;
+
+/// `GET /api/v1/public/instructors/{id}/availability`: availability minus bookings.
+#[tracing::instrument(skip_all, fields(instructor_id = id))]
+pub async fn availability(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    Query(query): Query<AvailabilityQuery>,
+) -> ApiResult<Json<AvailabilityView>> {
+    if query.end_date < query.start_date {
+        return Err(ApiError::invalid("invalid_range", "end_date", "end_date is before start_date"));
+    }
+    if (query.end_date - query.start_date).num_days() >= MAX_AVAILABILITY_DAYS {
+        return Err(ApiError::invalid(
+            "invalid_range",
+            "end_date",
+            format!("at most {MAX_AVAILABILITY_DAYS} days per request"),
+        ));
+    }
+    let exists: Option<(i32,)> = sqlx::query_as(
+        "select p.min_advance_booking_hours from instructor_profiles p join users u on u.id = p.user_id
+         where p.user_id = $1 and u.erased_at is null",
+    )
+    .bind(id)
+    .fetch_optional(&state.db)
+    .await?;
+    let Some((min_advance_hours,)) = exists else {
+        return Err(ApiError::NotFound("instructor"));
+    };
+    // local wall-clock ranges become instants in the instructor's zone, as the booking check does
+    let open: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select (a.date + a.start_time) at time zone u.timezone, (a.date + a.end_time) at time zone u.timezone
+         from availability a join users u on u.id = a.instructor_id
+         where a.instructor_id = $1 and a.date between $2 and $3 order by 1",
+    )
+    .bind(id)
+    .bind(query.start_date)
+    .bind(query.end_date)
+    .fetch_all(&state.db)
+    .await?;
+    let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+        "select starts_at, ends_at from bookings
+         where instructor_id = $1 and status = 'confirmed' and ends_at > $2 and starts_at < $3 order by starts_at",
+    )
+    .bind(id)
+    .bind(open.first().map(|r| r.0).unwrap_or_else(Utc::now))
+    .bind(open.last().map(|r| r.1).unwrap_or_else(Utc::now))
+    .fetch_all(&state.db)
+    .await?;
+    let earliest = state.clock.now() + chrono::Duration::hours(i64::from(min_advance_hours));
+    Ok(Json(AvailabilityView { instructor_id: id, ranges: free_ranges(&open, &busy, earliest) }))
+}
+
+/// Open ranges minus busy ranges, clipped to start no earlier than `earliest`.
+pub fn free_ranges(
+    open: &[(DateTime<Utc>, DateTime<Utc>)],
+    busy: &[(DateTime<Utc>, DateTime<Utc>)],
+    earliest: DateTime<Utc>,
+) -> Vec<Range> {
+    let mut free = Vec::new();
+    for &(open_start, open_end) in open {
+        let mut cursor = open_start.max(earliest);
+        for &(busy_start, busy_end) in busy {
+            if busy_end <= cursor || busy_start >= open_end {
+                continue;
+            }
+            if busy_start > cursor {
+                free.push(Range { start: cursor, end: busy_start });
+            }
+            cursor = cursor.max(busy_end);
+        }
+        if cursor < open_end {
+            free.push(Range { start: cursor, end: open_end });
+        }
+    }
+    free
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::TimeZone;
+
+    use super::*;
+
+    fn at(h: u32) -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 5, 1, h, 0, 0).unwrap()
+    }
+
+    #[test]
+    fn bookings_cut_holes_in_availability() {
+        let free = free_ranges(&[(at(8), at(20))], &[(at(10), at(11)), (at(11), at(12)), (at(15), at(16))], at(0));
+        assert_eq!(
+            free,
+            vec![
+                Range { start: at(8), end: at(10) },
+                Range { start: at(12), end: at(15) },
+                Range { start: at(16), end: at(20) }
+            ]
+        );
+    }
+
+    #[test]
+    fn the_past_and_the_advance_window_are_not_free() {
+        assert_eq!(free_ranges(&[(at(8), at(20))], &[], at(19)), vec![Range { start: at(19), end: at(20) }]);
+        assert!(free_ranges(&[(at(8), at(20))], &[], at(21)).is_empty());
+    }
+}

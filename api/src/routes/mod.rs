@@ -1,0 +1,5 @@
+//! HTTP routes, one module per resource.
+pub mod admin;
+pub mod bookings;
+pub mod health;
+pub mod instructors;

@@ -1,0 +1,20 @@
+//! The state every handler can reach.
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use shared::{clock::SharedClock, config::Config};
+use sqlx::PgPool;
+
+use crate::{auth::SharedKeys, rate_limit::RateLimiter};
+
+/// Application state, cloned into every request.
+#[derive(Clone)]
+pub struct AppState {
+    pub db: PgPool,
+    pub redis: redis::Client,
+    pub config: Arc<Config>,
+    pub clock: SharedClock,
+    pub keys: SharedKeys,
+    pub metrics: PrometheusHandle,
+    pub limiter: Arc<RateLimiter>,
+}

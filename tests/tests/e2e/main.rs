@@ -1,0 +1,3 @@
+//! End-to-end tests of the platform against real Postgres, Redis and SMTP: one test binary.
+mod bad_input;
+mod booking_flow;

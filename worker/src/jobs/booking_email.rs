@@ -1,0 +1,222 @@
+//! Sends the emails about a booking: confirmation, cancellation, reschedule and reminder.
+//!
+//! Idempotent through the email ledger, keyed by (booking, kind, recipient, booking version):
+//! the row is claimed before the SMTP exchange and marked sent after it, so a retried or
+//! duplicated delivery sends nothing more. A claim younger than the in-flight window means
+//! another delivery is sending right now: retry later. An older claim means a worker died
+//! mid-send: take it over and send again with the same Message-ID, the one window in which a
+//! receiver can see a duplicate (and can drop it by that id).
+//!
+//! Reminders check the booking's current state: a cancelled, moved, started or erased
+//! booking is skipped, with the reason recorded. Transient SMTP failures retry with backoff
+//! (`records`); permanent ones (5xx, bad address) go straight to the dead letters.
+use chrono::Utc;
+use shared::{
+    domain::{BOOKING_COLUMNS, Booking, BookingStatus, Recipient},
+    email::{BookingEmailView, render_booking_email},
+    jobs::{BookingEmail, EmailKind, Party},
+};
+
+use crate::{Deps, error::WorkerError, records::Outcome};
+
+/// A claim younger than this is another delivery's send in progress.
+const IN_FLIGHT_WINDOW_SECS: i64 = 60;
+
+pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
+    let now = deps.clock.now();
+    let booking: Option<Booking> = sqlx::query_as(&format!("select {BOOKING_COLUMNS} from bookings where id = $1"))
+        .bind(args.booking_id)
+        .fetch_optional(&deps.pool)
+        .await?;
+    let Some(booking) = booking else {
+        return Ok(Outcome::Dead(format!("booking {} does not exist", args.booking_id)));
+    };
+    tracing::Span::current().record("booking_id", booking.id);
+    let (recipient_id, other_id) = match args.party {
+        Party::Student => (booking.student_id, booking.instructor_id),
+        Party::Instructor => (booking.instructor_id, booking.student_id),
+    };
+    let recipient = load_person(&deps, recipient_id).await?;
+    let other = load_person(&deps, other_id).await?;
+    if recipient.erased_at.is_some() {
+        return Ok(skip(args.kind, "recipient erased"));
+    }
+    if args.kind == EmailKind::Reminder {
+        if booking.status != BookingStatus::Confirmed {
+            return Ok(skip(args.kind, "booking not confirmed"));
+        }
+        if booking.version != args.booking_version {
+            return Ok(skip(args.kind, "booking changed"));
+        }
+        if booking.starts_at <= now {
+            return Ok(skip(args.kind, "lesson already started"));
+        }
+    }
+
+    let message_id = format!(
+        "<booking-{}-{}-{}-v{}@instainstru>",
+        booking.id,
+        args.kind.as_str(),
+        args.party.as_str(),
+        args.booking_version
+    );
+    match claim(&deps, &args, recipient_id, &message_id).await? {
+        Claim::Ours => {}
+        Claim::AlreadySent => {
+            tracing::info!("email already sent: duplicate delivery ignored");
+            return Ok(Outcome::Done);
+        }
+        Claim::InFlight => return Ok(Outcome::Retry("another delivery is sending this email".into())),
+    }
+
+    let previous_starts_at: Option<chrono::DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
+        sqlx::query_scalar("select previous_starts_at from booking_moves where booking_id = $1 and version = $2")
+            .bind(booking.id)
+            .bind(args.booking_version)
+            .fetch_optional(&deps.pool)
+            .await?
+    } else {
+        None
+    };
+    let view = BookingEmailView {
+        kind: args.kind,
+        recipient_name: &recipient.full_name,
+        recipient_timezone: &recipient.timezone,
+        to_instructor: args.party == Party::Instructor,
+        other_party_name: &other.full_name,
+        service_name: &booking.service_name,
+        duration_minutes: booking.duration_minutes,
+        price_cents: booking.price_cents,
+        starts_at: booking.starts_at,
+        previous_starts_at,
+        cancellation_reason: booking.cancellation_reason.as_deref(),
+        starts_soon: booking.starts_at - now <= deps.config.reminder_lead(),
+    };
+    let email = match render_booking_email(&view) {
+        Ok(email) => email,
+        Err(e) => {
+            release(&deps, &args, recipient_id).await?;
+            return Ok(Outcome::Dead(format!("rendering failed: {e}")));
+        }
+    };
+    let sent = deps
+        .mailer
+        .send(&deps.config.mail_from, &recipient.full_name, &recipient.email, &message_id, &email)
+        .await;
+    match sent {
+        Ok(()) => {
+            sqlx::query(
+                "update email_ledger set status = 'sent', sent_at = now()
+                 where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4",
+            )
+            .bind(args.booking_id)
+            .bind(args.kind.as_str())
+            .bind(recipient_id)
+            .bind(args.booking_version)
+            .execute(&deps.pool)
+            .await?;
+            metrics::counter!("emails_sent_total", "kind" => args.kind.as_str()).increment(1);
+            if args.kind == EmailKind::Reminder {
+                metrics::counter!("reminders_sent_total").increment(1);
+                let due = booking.starts_at - deps.config.reminder_lead();
+                metrics::histogram!("reminder_lag_seconds")
+                    .record((now - due).num_milliseconds().max(0) as f64 / 1000.0);
+            }
+            Ok(Outcome::Done)
+        }
+        Err(e) => {
+            release(&deps, &args, recipient_id).await?;
+            metrics::counter!("emails_failed_total", "kind" => args.kind.as_str(), "permanent" => e.is_permanent().to_string())
+                .increment(1);
+            if args.kind == EmailKind::Reminder {
+                metrics::counter!("reminders_failed_total").increment(1);
+            }
+            Ok(if e.is_permanent() { Outcome::Dead(e.to_string()) } else { Outcome::Retry(e.to_string()) })
+        }
+    }
+}
+
+fn skip(kind: EmailKind, reason: &str) -> Outcome {
+    if kind == EmailKind::Reminder {
+        metrics::counter!("reminders_skipped_total", "reason" => reason.to_string()).increment(1);
+    }
+    Outcome::Skipped(reason.to_string())
+}
+
+async fn load_person(deps: &Deps, id: i64) -> Result<Recipient, WorkerError> {
+    Ok(sqlx::query_as("select id, email, full_name, timezone, erased_at from users where id = $1")
+        .bind(id)
+        .fetch_one(&deps.pool)
+        .await?)
+}
+
+enum Claim {
+    Ours,
+    AlreadySent,
+    InFlight,
+}
+
+/// Claims the ledger row of this email, or says why not.
+async fn claim(deps: &Deps, args: &BookingEmail, recipient_id: i64, message_id: &str) -> Result<Claim, WorkerError> {
+    let inserted: Option<i64> = sqlx::query_scalar(
+        "insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
+         values ($1, $2, $3, $4, $5) on conflict do nothing returning id",
+    )
+    .bind(args.booking_id)
+    .bind(args.kind.as_str())
+    .bind(recipient_id)
+    .bind(args.booking_version)
+    .bind(message_id)
+    .fetch_optional(&deps.pool)
+    .await?;
+    if inserted.is_some() {
+        return Ok(Claim::Ours);
+    }
+    // someone holds it: sent, in flight, or abandoned by a worker that died mid-send
+    let taken_over: Option<i64> = sqlx::query_scalar(
+        "update email_ledger set claimed_at = now()
+         where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4
+           and status = 'sending' and claimed_at < now() - make_interval(secs => $5)
+         returning id",
+    )
+    .bind(args.booking_id)
+    .bind(args.kind.as_str())
+    .bind(recipient_id)
+    .bind(args.booking_version)
+    .bind(IN_FLIGHT_WINDOW_SECS as f64)
+    .fetch_optional(&deps.pool)
+    .await?;
+    if taken_over.is_some() {
+        tracing::warn!("taking over an email claim abandoned mid-send");
+        return Ok(Claim::Ours);
+    }
+    let status: Option<String> = sqlx::query_scalar(
+        "select status from email_ledger
+         where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4",
+    )
+    .bind(args.booking_id)
+    .bind(args.kind.as_str())
+    .bind(recipient_id)
+    .bind(args.booking_version)
+    .fetch_optional(&deps.pool)
+    .await?;
+    Ok(match status.as_deref() {
+        Some("sent") => Claim::AlreadySent,
+        _ => Claim::InFlight,
+    })
+}
+
+/// Drops our claim after a failed send, so the retry can claim it again.
+async fn release(deps: &Deps, args: &BookingEmail, recipient_id: i64) -> Result<(), WorkerError> {
+    sqlx::query(
+        "delete from email_ledger
+         where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4 and status = 'sending'",
+    )
+    .bind(args.booking_id)
+    .bind(args.kind.as_str())
+    .bind(recipient_id)
+    .bind(args.booking_version)
+    .execute(&deps.pool)
+    .await?;
+    Ok(())
+}

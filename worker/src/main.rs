@@ -1,0 +1,35 @@
+//! The `worker` binary.
+use std::sync::Arc;
+
+use anyhow::Context;
+use shared::{clock::SystemClock, config::Config};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::from_env()?;
+    shared::telemetry::init_tracing(&config.log_format);
+    let metrics = shared::telemetry::init_metrics();
+    let addr = format!("{}:{}", config.host, config.worker_port);
+    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, "worker metrics listening");
+    tokio::spawn(worker::serve_metrics(listener, metrics));
+    let deps = worker::Deps::from_config(config, Arc::new(SystemClock)).await.context("starting the worker")?;
+    worker::run(deps, shutdown_signal()).await?;
+    tracing::info!("worker stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = terminate => {},
+    }
+}

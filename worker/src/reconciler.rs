@@ -1,0 +1,93 @@
+//! The reconciler: finds records that were handed to Redis long ago and never finished,
+//! and hands them back to the relay. This is what makes "Redis lost its data" lose nothing.
+//!
+//! A record still present and unfinished in Redis is left alone (its worker may just be
+//! slow, or the queue long); only records Redis no longer holds are pushed again. A second
+//! push is harmless anyway: every handler is idempotent.
+use std::time::Duration;
+
+use apalis_redis::ConnectionManager;
+use chrono::{DateTime, Utc};
+use shared::queue;
+use sqlx::PgPool;
+use tokio_util::sync::CancellationToken;
+
+use crate::{Deps, error::WorkerError};
+
+/// Sends back to `pending` the records enqueued or running for longer than `after` that
+/// Redis no longer holds. Returns how many.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn reconcile(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    heartbeat: Duration,
+    after: chrono::Duration,
+    now: DateTime<Utc>,
+) -> Result<u64, WorkerError> {
+    let stale: Vec<(i64, String, i32)> = sqlx::query_as(
+        "select id, queue, pushes from jobs
+         where status in ('enqueued', 'running') and coalesce(started_at, enqueued_at) < $1
+         order by id limit 1000",
+    )
+    .bind(now - after)
+    .fetch_all(pool)
+    .await?;
+    let mut lost = Vec::new();
+    for (id, queue_name, pushes) in stale {
+        let config = queue::queue_config(prefix, &queue_name, heartbeat);
+        let task_id = format!("{id}.{pushes}");
+        let (in_data, done, dead): (bool, bool, bool) = redis::pipe()
+            .hexists(config.job_data_hash(), &task_id)
+            .sismember(config.done_jobs_set(), &task_id)
+            .sismember(config.dead_jobs_set(), &task_id)
+            .query_async(redis)
+            .await?;
+        if in_data && !done && !dead {
+            continue;
+        }
+        lost.push(id);
+    }
+    if lost.is_empty() {
+        return Ok(0);
+    }
+    let reset = sqlx::query(
+        "update jobs set status = 'pending', run_at = $2
+         where id = any($1) and status in ('enqueued', 'running')",
+    )
+    .bind(&lost)
+    .bind(now)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    sqlx::query("select pg_notify($1, '')").bind(shared::outbox::NOTIFY_CHANNEL).execute(pool).await?;
+    tracing::warn!(count = reset, "re-enqueued jobs that Redis no longer holds");
+    metrics::counter!("reconciler_requeued_total").increment(reset);
+    Ok(reset)
+}
+
+/// Runs the reconciler every few seconds until `stop` fires.
+pub async fn run(deps: Deps, stop: CancellationToken) {
+    let mut redis: Option<ConnectionManager> = None;
+    let every = (deps.config.reconcile_after() / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return,
+        }
+        if redis.is_none() {
+            redis = queue::connect(&deps.config.redis_url).await.ok();
+        }
+        let Some(conn) = redis.as_mut() else { continue };
+        let after = chrono::Duration::from_std(deps.config.reconcile_after()).unwrap_or(chrono::Duration::minutes(2));
+        let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
+        if let Err(e) =
+            reconcile(&deps.pool, conn, &deps.config.queue_prefix, heartbeat, after, deps.clock.now()).await
+        {
+            tracing::warn!(error = %e, "reconcile round failed");
+            if matches!(e, WorkerError::Redis(_)) {
+                redis = None;
+            }
+        }
+    }
+}

@@ -1,0 +1,136 @@
+//! The outbox relay: moves due job records from Postgres into their Redis queues.
+//!
+//! It wakes on the `jobs_due` notification that every enqueue sends at commit (so a new
+//! booking's emails are in Redis within milliseconds) and polls once a second for records
+//! that became due by time (reminders, retries). Claiming uses `for update skip locked` and
+//! the push happens inside the claiming transaction: any number of relays can run, none
+//! pushes a record another is pushing, and a failed push rolls the claim back.
+use std::time::Duration;
+
+use apalis::prelude::{TaskBuilder, TaskId};
+use apalis_redis::{ConnectionManager, RedisTask};
+use chrono::{DateTime, Utc};
+use shared::{jobs::Envelope, queue};
+use sqlx::{PgPool, postgres::PgListener};
+use tokio_util::sync::CancellationToken;
+
+use crate::{Deps, error::WorkerError};
+
+/// Records claimed per round trip.
+const BATCH: i64 = 500;
+
+/// Pushes every due record; returns how many it pushed.
+#[tracing::instrument(level = "debug", skip_all)]
+pub async fn relay_due(
+    pool: &PgPool,
+    redis: &mut ConnectionManager,
+    prefix: &str,
+    heartbeat: Duration,
+    now: DateTime<Utc>,
+) -> Result<usize, WorkerError> {
+    let mut total = 0;
+    loop {
+        let mut tx = pool.begin().await?;
+        let rows: Vec<(i64, String, serde_json::Value, i32, DateTime<Utc>)> = sqlx::query_as(
+            "with due as (
+                select id from jobs where status = 'pending' and run_at <= $1
+                order by run_at limit $2 for update skip locked)
+             update jobs set status = 'enqueued', enqueued_at = now(), pushes = pushes + 1
+             from due where jobs.id = due.id
+             returning jobs.id, jobs.queue, jobs.payload, jobs.pushes, jobs.run_at",
+        )
+        .bind(now)
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            return Ok(total);
+        }
+        let count = rows.len();
+        let mut by_queue: std::collections::BTreeMap<String, Vec<RedisTask>> = Default::default();
+        for (id, queue_name, args, pushes, run_at) in rows {
+            let bytes = serde_json::to_vec(&Envelope { job_id: id, args })?;
+            // the push count makes a re-push after Redis lost its data a new task, never a
+            // duplicate id that Redis would silently drop
+            let task = TaskBuilder::new(bytes).task_id(TaskId::from_string(format!("{id}.{pushes}"))).build();
+            metrics::histogram!("outbox_relay_lag_seconds", "queue" => queue_name.clone())
+                .record((now - run_at).num_milliseconds().max(0) as f64 / 1000.0);
+            by_queue.entry(queue_name).or_default().push(task);
+        }
+        for (queue_name, tasks) in by_queue {
+            let config = queue::queue_config(prefix, &queue_name, heartbeat);
+            for chunk in tasks.chunks(200) {
+                apalis_redis::queries::push_tasks(redis, &config, chunk).await?;
+            }
+            metrics::counter!("outbox_relayed_total", "queue" => queue_name).increment(tasks.len() as u64);
+        }
+        tx.commit().await?;
+        total += count;
+        if count < BATCH as usize {
+            return Ok(total);
+        }
+    }
+}
+
+/// Runs the relay until `stop` fires.
+pub async fn run(deps: Deps, stop: CancellationToken) {
+    let mut listener = None;
+    let mut redis: Option<ConnectionManager> = None;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        if listener.is_none() {
+            listener = match PgListener::connect_with(&deps.pool).await {
+                Ok(mut l) => match l.listen(shared::outbox::NOTIFY_CHANNEL).await {
+                    Ok(()) => Some(l),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "relay cannot listen; polling");
+                        None
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay cannot connect to listen; polling");
+                    None
+                }
+            };
+        }
+        if redis.is_none() {
+            redis = queue::connect(&deps.config.redis_url).await.inspect_err(|e| {
+                tracing::warn!(error = %e, "relay cannot reach redis; records stay in the outbox");
+            }).ok();
+        }
+        if let Some(conn) = redis.as_mut() {
+            let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
+            match relay_due(&deps.pool, conn, &deps.config.queue_prefix, heartbeat, deps.clock.now()).await {
+                Ok(n) if n > 0 => tracing::debug!(relayed = n, "relayed due jobs"),
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay round failed; records stay in the outbox");
+                    metrics::counter!("outbox_relay_errors_total").increment(1);
+                    if matches!(e, WorkerError::Redis(_) | WorkerError::Queue(_)) {
+                        redis = None;
+                    }
+                }
+            }
+        }
+        // wait for a notification, the poll tick, or the stop signal
+        let wait = async {
+            match listener.as_mut() {
+                Some(l) => match tokio::time::timeout(deps.relay_poll, l.recv()).await {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(_)) => {
+                        listener = None;
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    Err(_) => {}
+                },
+                None => tokio::time::sleep(deps.relay_poll).await,
+            }
+        };
+        tokio::select! {
+            _ = wait => {}
+            _ = stop.cancelled() => return,
+        }
+    }
+}
