@@ -8,9 +8,11 @@
 //! - a slot in the fall-back overlap (01:30 on a day that goes through 01:00-02:00 twice)
 //!   fires once, at its first occurrence.
 //!
-//! So a daily schedule fires once on every local day, and an hourly one fires 24 times on
-//! every local day, whatever its length. Sub-hourly schedules are best declared in UTC
-//! (reminder_sweep is), so that fall-back night does not stretch them by an hour.
+//! So a daily schedule fires once on every local day, and an hourly one has 24 slots on
+//! every local day, whatever its length. (On spring-forward day an hourly 02:00 and 03:00
+//! resolve to the same instant; the job is keyed by that instant, so they share one run.)
+//! Sub-hourly schedules are best declared in UTC (reminder_sweep is), so that fall-back
+//! night does not stretch them by an hour.
 //!
 //! Why not let a cron library do all of it: tokio-cron-scheduler 0.15 freezes a job's UTC
 //! offset when the job is created, and croner 3, asked in the zone directly, returns
@@ -23,7 +25,7 @@
 //! shows of it.
 use std::str::FromStr;
 
-use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Utc};
+use chrono::{DateTime, Duration, LocalResult, NaiveDateTime, Offset, TimeZone, Timelike, Utc};
 use chrono_tz::Tz;
 use croner::Cron;
 use serde::Serialize;
@@ -160,7 +162,11 @@ impl Schedule {
         // No slot before local(instant) fires after `instant` (resolution is monotonic), but
         // slots after it may fire before it: in the second pass of an overlap, the repeated
         // wall-clock times already fired at their first occurrence.
-        let mut local = self.local(instant);
+        // whole seconds: croner keeps sub-second parts and then never matches exactly
+        let mut local = self
+            .local(instant)
+            .with_nanosecond(0)
+            .unwrap_or(self.local(instant));
         let mut inclusive = true;
         for _ in 0..100_000 {
             let slot = self.next_local(local, inclusive)?;
@@ -770,6 +776,20 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn sub_second_instants_find_whole_second_slots() {
+        let s = daily("* * * * * *", "UTC");
+        let next = s
+            .next_after(utc("2026-03-01T12:00:00.250Z"))
+            .expect("a next fire");
+        assert_eq!(next.at, utc("2026-03-01T12:00:01Z"));
+        let due = s.due(
+            utc("2026-03-01T12:00:00.250Z"),
+            utc("2026-03-01T12:00:02.5Z"),
+        );
+        assert_eq!(due.fire.len(), 2);
     }
 
     #[test]
