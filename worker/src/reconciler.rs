@@ -52,11 +52,9 @@ pub async fn reconcile(
         return Ok(0);
     }
     let reset = sqlx::query(
-        "update jobs set status = 'pending', run_at = $2
-         where id = any($1) and status in ('enqueued', 'running')",
+        "update jobs set status = 'pending' where id = any($1) and status in ('enqueued', 'running')",
     )
     .bind(&lost)
-    .bind(now)
     .execute(pool)
     .await?
     .rows_affected();
