@@ -44,7 +44,12 @@ impl JwtKeys {
     }
 
     /// Issues a token for `user_id` valid from `now` for the configured lifetime.
-    pub fn mint(&self, user_id: i64, role: Role, now: chrono::DateTime<chrono::Utc>) -> Result<String, ApiError> {
+    pub fn mint(
+        &self,
+        user_id: i64,
+        role: Role,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<String, ApiError> {
         let claims = Claims {
             sub: user_id.to_string(),
             role,
@@ -58,16 +63,24 @@ impl JwtKeys {
     fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
-            use jsonwebtoken::errors::ErrorKind;
-            ApiError::Unauthorized(match e.kind() {
-                ErrorKind::ExpiredSignature => "token expired".into(),
-                ErrorKind::InvalidSignature => "token signature invalid".into(),
-                _ => "token invalid".into(),
-            })
-        })?;
-        let id = data.claims.sub.parse().map_err(|_| ApiError::Unauthorized("token invalid".into()))?;
-        Ok(AuthUser { id, role: data.claims.role })
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
+                use jsonwebtoken::errors::ErrorKind;
+                ApiError::Unauthorized(match e.kind() {
+                    ErrorKind::ExpiredSignature => "token expired".into(),
+                    ErrorKind::InvalidSignature => "token signature invalid".into(),
+                    _ => "token invalid".into(),
+                })
+            })?;
+        let id = data
+            .claims
+            .sub
+            .parse()
+            .map_err(|_| ApiError::Unauthorized("token invalid".into()))?;
+        Ok(AuthUser {
+            id,
+            role: data.claims.role,
+        })
     }
 }
 
@@ -83,7 +96,10 @@ impl AuthUser {
         if self.role == role {
             Ok(())
         } else {
-            Err(ApiError::Forbidden(format!("requires the {} role", role.as_str())))
+            Err(ApiError::Forbidden(format!(
+                "requires the {} role",
+                role.as_str()
+            )))
         }
     }
 }

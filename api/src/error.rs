@@ -12,9 +12,17 @@ use serde::Serialize;
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("{detail}")]
-    BadRequest { code: &'static str, detail: String, field: Option<String> },
+    BadRequest {
+        code: &'static str,
+        detail: String,
+        field: Option<String>,
+    },
     #[error("{detail}")]
-    Unprocessable { code: &'static str, detail: String, field: Option<String> },
+    Unprocessable {
+        code: &'static str,
+        detail: String,
+        field: Option<String>,
+    },
     #[error("{0}")]
     Unauthorized(String),
     #[error("{0}")]
@@ -45,19 +53,31 @@ struct Body<'a> {
 
 impl ApiError {
     pub fn invalid(code: &'static str, field: &str, detail: impl Into<String>) -> Self {
-        ApiError::Unprocessable { code, detail: detail.into(), field: Some(field.to_string()) }
+        ApiError::Unprocessable {
+            code,
+            detail: detail.into(),
+            field: Some(field.to_string()),
+        }
     }
 
     fn parts(&self) -> (StatusCode, &str, Option<&str>) {
         match self {
-            ApiError::BadRequest { code, field, .. } => (StatusCode::BAD_REQUEST, code, field.as_deref()),
-            ApiError::Unprocessable { code, field, .. } => (StatusCode::UNPROCESSABLE_ENTITY, code, field.as_deref()),
+            ApiError::BadRequest { code, field, .. } => {
+                (StatusCode::BAD_REQUEST, code, field.as_deref())
+            }
+            ApiError::Unprocessable { code, field, .. } => {
+                (StatusCode::UNPROCESSABLE_ENTITY, code, field.as_deref())
+            }
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, None),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
-            ApiError::UnsupportedMediaType => (StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", None),
+            ApiError::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                None,
+            ),
             ApiError::RateLimited { .. } => (StatusCode::TOO_MANY_REQUESTS, "rate_limited", None),
             ApiError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", None),
             ApiError::Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal", None),
@@ -81,14 +101,24 @@ impl IntoResponse for ApiError {
             other => other.to_string(),
         };
         metrics::counter!("api_errors_total", "code" => code.to_string()).increment(1);
-        let mut response = (status, Json(Body { detail, code, field })).into_response();
+        let mut response = (
+            status,
+            Json(Body {
+                detail,
+                code,
+                field,
+            }),
+        )
+            .into_response();
         if let ApiError::RateLimited { retry_after_secs } = self
             && let Ok(value) = HeaderValue::from_str(&retry_after_secs.max(1).to_string())
         {
             response.headers_mut().insert(header::RETRY_AFTER, value);
         }
         if status == StatusCode::SERVICE_UNAVAILABLE {
-            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
         }
         response
     }
@@ -97,19 +127,28 @@ impl IntoResponse for ApiError {
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                ApiError::Unavailable(format!("database: {error}"))
-            }
+            sqlx::Error::PoolTimedOut
+            | sqlx::Error::Io(_)
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => ApiError::Unavailable(format!("database: {error}")),
             sqlx::Error::Database(db) => match db.code().as_deref() {
                 // exclusion violation: an overlapping confirmed booking exists
                 Some("23P01") => {
                     let who = match db.constraint() {
-                        Some("bookings_student_no_overlap") => "you already have a lesson at that time",
+                        Some("bookings_student_no_overlap") => {
+                            "you already have a lesson at that time"
+                        }
                         _ => "the instructor is already booked at that time",
                     };
-                    ApiError::Conflict { code: "booking_conflict", detail: who.to_string() }
+                    ApiError::Conflict {
+                        code: "booking_conflict",
+                        detail: who.to_string(),
+                    }
                 }
-                Some("23505") => ApiError::Conflict { code: "duplicate", detail: "already exists".into() },
+                Some("23505") => ApiError::Conflict {
+                    code: "duplicate",
+                    detail: "already exists".into(),
+                },
                 Some("23503") => ApiError::Unprocessable {
                     code: "unknown_reference",
                     detail: "a referenced record does not exist".into(),
@@ -134,28 +173,42 @@ impl From<JsonRejection> for ApiError {
                 detail: e.body_text(),
                 field: field_from_serde_message(&e.body_text()),
             },
-            JsonRejection::JsonSyntaxError(e) => {
-                ApiError::BadRequest { code: "malformed_json", detail: e.body_text(), field: None }
-            }
+            JsonRejection::JsonSyntaxError(e) => ApiError::BadRequest {
+                code: "malformed_json",
+                detail: e.body_text(),
+                field: None,
+            },
             JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
             JsonRejection::BytesRejection(e) if e.status() == StatusCode::PAYLOAD_TOO_LARGE => {
                 ApiError::PayloadTooLarge
             }
-            other => ApiError::BadRequest { code: "invalid_body", detail: other.body_text(), field: None },
+            other => ApiError::BadRequest {
+                code: "invalid_body",
+                detail: other.body_text(),
+                field: None,
+            },
         }
     }
 }
 
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
-        ApiError::BadRequest { code: "invalid_path", detail: rejection.body_text(), field: None }
+        ApiError::BadRequest {
+            code: "invalid_path",
+            detail: rejection.body_text(),
+            field: None,
+        }
     }
 }
 
 impl From<QueryRejection> for ApiError {
     fn from(rejection: QueryRejection) -> Self {
         let detail = rejection.body_text();
-        ApiError::BadRequest { code: "invalid_query", field: field_from_serde_message(&detail), detail }
+        ApiError::BadRequest {
+            code: "invalid_query",
+            field: field_from_serde_message(&detail),
+            detail,
+        }
     }
 }
 
@@ -170,8 +223,11 @@ fn field_from_serde_message(message: &str) -> Option<String> {
     }
     let after_colon = message.split_once(": ")?.1;
     let candidate = after_colon.split(':').next()?.trim();
-    (!candidate.is_empty() && candidate.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'))
-        .then(|| candidate.to_string())
+    (!candidate.is_empty()
+        && candidate
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '.'))
+    .then(|| candidate.to_string())
 }
 
 pub type ApiResult<T> = Result<T, ApiError>;
@@ -182,9 +238,14 @@ mod tests {
 
     #[test]
     fn finds_the_field_in_serde_messages() {
-        assert_eq!(field_from_serde_message("Failed to deserialize: unknown field `foo`, expected"), Some("foo".into()));
         assert_eq!(
-            field_from_serde_message("Failed to deserialize the JSON body into the target type: start: input contains invalid characters at line 1 column 20"),
+            field_from_serde_message("Failed to deserialize: unknown field `foo`, expected"),
+            Some("foo".into())
+        );
+        assert_eq!(
+            field_from_serde_message(
+                "Failed to deserialize the JSON body into the target type: start: input contains invalid characters at line 1 column 20"
+            ),
             Some("start".into())
         );
     }

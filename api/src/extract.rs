@@ -26,9 +26,17 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
     }
     serde_json::from_slice(body).map_err(|e| {
         if e.is_data() {
-            ApiError::Unprocessable { code: "invalid_body", detail: e.to_string(), field: None }
+            ApiError::Unprocessable {
+                code: "invalid_body",
+                detail: e.to_string(),
+                field: None,
+            }
         } else {
-            ApiError::BadRequest { code: "malformed_json", detail: e.to_string(), field: None }
+            ApiError::BadRequest {
+                code: "malformed_json",
+                detail: e.to_string(),
+                field: None,
+            }
         }
     })
 }

@@ -26,14 +26,20 @@ use crate::{auth::JwtKeys, error::ApiError, rate_limit::RateLimiter, state::AppS
 pub const BODY_LIMIT_BYTES: usize = 64 * 1024;
 
 /// Builds the state from configuration: a pool (not yet connected), the Redis client and keys.
-pub async fn build_state(config: Config, clock: SharedClock) -> Result<AppState, shared::error::Error> {
+pub async fn build_state(
+    config: Config,
+    clock: SharedClock,
+) -> Result<AppState, shared::error::Error> {
     let db = shared::db::prepare(&config.database_url, 20).await?;
     let redis = redis::Client::open(config.redis_url.as_str())?;
     Ok(AppState {
         db,
         redis,
         keys: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_ttl_minutes)),
-        limiter: Arc::new(RateLimiter::new(config.rate_limit_per_sec, config.rate_limit_burst)),
+        limiter: Arc::new(RateLimiter::new(
+            config.rate_limit_per_sec,
+            config.rate_limit_burst,
+        )),
         config: Arc::new(config),
         clock,
         metrics: shared::telemetry::init_metrics(),
@@ -46,12 +52,24 @@ pub fn router(state: AppState) -> Router {
     // public reads and every write are rate limited per client
     let limited = Router::new()
         .route("/api/v1/instructors", get(instructors::list))
-        .route("/api/v1/public/instructors/{id}/availability", get(instructors::availability))
-        .route("/api/v1/bookings", post(bookings::create).get(bookings::list))
+        .route(
+            "/api/v1/public/instructors/{id}/availability",
+            get(instructors::availability),
+        )
+        .route(
+            "/api/v1/bookings",
+            post(bookings::create).get(bookings::list),
+        )
         .route("/api/v1/bookings/{id}", get(bookings::get))
         .route("/api/v1/bookings/{id}/cancel", post(bookings::cancel))
-        .route("/api/v1/bookings/{id}/reschedule", post(bookings::reschedule))
-        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::limit));
+        .route(
+            "/api/v1/bookings/{id}/reschedule",
+            post(bookings::reschedule),
+        )
+        .route_layer(middleware::from_fn_with_state(
+            state.clone(),
+            rate_limit::limit,
+        ));
     Router::new()
         .merge(limited)
         .route("/api/v1/admin/queues", get(admin::queues))
@@ -63,34 +81,54 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(health::metrics))
         .fallback(|| async { ApiError::NotFound("route") })
         .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest { code: "method_not_allowed", detail: "method not allowed".into(), field: None }
+            ApiError::BadRequest {
+                code: "method_not_allowed",
+                detail: "method not allowed".into(),
+                field: None,
+            }
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
         .layer(middleware::from_fn(record_request))
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &Request| {
-            let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-            tracing::info_span!(
-                "request",
-                request_id = %uuid::Uuid::new_v4(),
-                method = %request.method(),
-                route = route.as_deref().unwrap_or("unmatched"),
-                user_id = tracing::field::Empty,
-                booking_id = tracing::field::Empty,
-            )
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|request: &Request| {
+                let route = request
+                    .extensions()
+                    .get::<MatchedPath>()
+                    .map(|p| p.as_str().to_string());
+                tracing::info_span!(
+                    "request",
+                    request_id = %uuid::Uuid::new_v4(),
+                    method = %request.method(),
+                    route = route.as_deref().unwrap_or("unmatched"),
+                    user_id = tracing::field::Empty,
+                    booking_id = tracing::field::Empty,
+                )
+            }),
+        )
+        .layer(CatchPanicLayer::custom(|_| {
+            ApiError::Internal("handler panicked".into()).into_response()
         }))
-        .layer(CatchPanicLayer::custom(|_| ApiError::Internal("handler panicked".into()).into_response()))
         .with_state(state)
 }
 
 /// Request counters and latency histograms by route and status.
 async fn record_request(request: Request, next: middleware::Next) -> axum::response::Response {
-    let route = request.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string()).unwrap_or_default();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_string())
+        .unwrap_or_default();
     let method = request.method().to_string();
     let started = std::time::Instant::now();
     let response = next.run(request).await;
-    let labels = [("route", route), ("method", method), ("status", response.status().as_u16().to_string())];
+    let labels = [
+        ("route", route),
+        ("method", method),
+        ("status", response.status().as_u16().to_string()),
+    ];
     metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
     response
 }
 
@@ -107,9 +145,12 @@ pub async fn serve(
             limiter.forget_idle();
         }
     });
-    let result = axum::serve(listener, router(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     sweeper.abort();
     result
 }

@@ -33,19 +33,24 @@ async fn main() -> anyhow::Result<()> {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => {
             let addr = format!("{}:{}", config.host, config.port);
-            let state = api::build_state(config, Arc::new(SystemClock)).await.context("starting the api")?;
-            let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+            let state = api::build_state(config, Arc::new(SystemClock))
+                .await
+                .context("starting the api")?;
+            let listener = tokio::net::TcpListener::bind(&addr)
+                .await
+                .with_context(|| format!("binding {addr}"))?;
             tracing::info!(addr = %listener.local_addr()?, "api listening");
             api::serve(listener, state, shutdown_signal()).await?;
             tracing::info!("api stopped");
         }
         Command::MintToken { email } => {
             let pool = shared::db::prepare(&config.database_url, 1).await?;
-            let user: Option<(i64, Role)> =
-                sqlx::query_as("select id, role from users where lower(email) = lower($1) and erased_at is null")
-                    .bind(&email)
-                    .fetch_optional(&pool)
-                    .await?;
+            let user: Option<(i64, Role)> = sqlx::query_as(
+                "select id, role from users where lower(email) = lower($1) and erased_at is null",
+            )
+            .bind(&email)
+            .fetch_optional(&pool)
+            .await?;
             let (id, role) = user.context("no such user")?;
             let keys = api::auth::JwtKeys::new(&config.jwt_secret, config.jwt_ttl_minutes);
             println!("{}", keys.mint(id, role, chrono::Utc::now())?);

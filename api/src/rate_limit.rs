@@ -23,7 +23,9 @@ impl RateLimiter {
     pub fn new(per_second: u32, burst: u32) -> Self {
         let per_second = NonZeroU32::new(per_second).unwrap_or(NonZeroU32::MIN);
         let burst = NonZeroU32::new(burst).unwrap_or(per_second);
-        Self { inner: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)) }
+        Self {
+            inner: DefaultKeyedRateLimiter::keyed(Quota::per_second(per_second).allow_burst(burst)),
+        }
     }
 
     /// `Err(seconds to wait)` when `key` is over its quota.
@@ -41,7 +43,11 @@ impl RateLimiter {
 
 /// Middleware: limits by bearer token (its hash) or by peer address.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let key = match request.headers().get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()) {
+    let key = match request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
         // the token itself identifies the client; keep only a short digest in memory
         Some(token) => format!("t:{:x}", fxhash(token)),
         None => request

@@ -8,7 +8,10 @@ const DAYS: i64 = 30;
 
 /// Creates the demo admin, student and instructor, the instructor's service and 30 days of
 /// 08:00-20:00 New York availability. Running it again changes nothing but extends the days.
-pub async fn seed(pool: &PgPool, today_utc: chrono::DateTime<chrono::Utc>) -> Result<(), sqlx::Error> {
+pub async fn seed(
+    pool: &PgPool,
+    today_utc: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
     let mut tx = pool.begin().await?;
     for (email, name, role) in [
         ("admin@example.com", "Ada Admin", "admin"),
@@ -25,9 +28,10 @@ pub async fn seed(pool: &PgPool, today_utc: chrono::DateTime<chrono::Utc>) -> Re
         .execute(&mut *tx)
         .await?;
     }
-    let instructor: i64 = sqlx::query_scalar("select id from users where email = 'instructor@example.com'")
-        .fetch_one(&mut *tx)
-        .await?;
+    let instructor: i64 =
+        sqlx::query_scalar("select id from users where email = 'instructor@example.com'")
+            .fetch_one(&mut *tx)
+            .await?;
     sqlx::query(
         "insert into instructor_profiles (user_id, bio, min_advance_booking_hours) values ($1, 'Piano teacher', 2)
          on conflict (user_id) do nothing",
@@ -44,7 +48,10 @@ pub async fn seed(pool: &PgPool, today_utc: chrono::DateTime<chrono::Utc>) -> Re
     .await?;
     let tz: Tz = chrono_tz::America::New_York;
     let today = today_utc.with_timezone(&tz).date_naive();
-    let (open, close) = (NaiveTime::from_hms_opt(8, 0, 0), NaiveTime::from_hms_opt(20, 0, 0));
+    let (open, close) = (
+        NaiveTime::from_hms_opt(8, 0, 0),
+        NaiveTime::from_hms_opt(20, 0, 0),
+    );
     for offset in 0..=DAYS {
         sqlx::query(
             "insert into availability (instructor_id, date, start_time, end_time) values ($1, $2, $3, $4)

@@ -131,11 +131,13 @@ mod defaults {
 impl Config {
     /// Reads the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_iter(std::env::vars())
+        Self::from_vars(std::env::vars())
     }
 
     /// Reads configuration from explicit pairs (tests use this instead of the environment).
-    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+    pub fn from_vars(
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
         let config: Config = envy::from_iter(vars)?;
         config.validate()?;
         Ok(config)
@@ -147,20 +149,38 @@ impl Config {
             value: value.to_string(),
             reason: reason.to_string(),
         };
-        if !self.database_url.starts_with("postgres://") && !self.database_url.starts_with("postgresql://") {
-            return Err(invalid("DATABASE_URL", &self.database_url, "must be a postgres:// URL"));
+        if !self.database_url.starts_with("postgres://")
+            && !self.database_url.starts_with("postgresql://")
+        {
+            return Err(invalid(
+                "DATABASE_URL",
+                &self.database_url,
+                "must be a postgres:// URL",
+            ));
         }
         if !self.redis_url.starts_with("redis://") && !self.redis_url.starts_with("rediss://") {
-            return Err(invalid("REDIS_URL", &self.redis_url, "must be a redis:// URL"));
+            return Err(invalid(
+                "REDIS_URL",
+                &self.redis_url,
+                "must be a redis:// URL",
+            ));
         }
         if let Some(smtp) = &self.smtp_url
             && !smtp.starts_with("smtp://")
             && !smtp.starts_with("smtps://")
         {
-            return Err(invalid("SMTP_URL", smtp, "must be an smtp:// or smtps:// URL"));
+            return Err(invalid(
+                "SMTP_URL",
+                smtp,
+                "must be an smtp:// or smtps:// URL",
+            ));
         }
         if self.jwt_secret.len() < 16 {
-            return Err(invalid("JWT_SECRET", "<hidden>", "must be at least 16 characters"));
+            return Err(invalid(
+                "JWT_SECRET",
+                "<hidden>",
+                "must be at least 16 characters",
+            ));
         }
         if self.worker_concurrency == 0 || self.worker_concurrency > 4096 {
             return Err(invalid(
@@ -177,7 +197,11 @@ impl Config {
             ));
         }
         if !matches!(self.log_format.as_str(), "text" | "json") {
-            return Err(invalid("LOG_FORMAT", &self.log_format, "must be text or json"));
+            return Err(invalid(
+                "LOG_FORMAT",
+                &self.log_format,
+                "must be text or json",
+            ));
         }
         if self.rate_limit_per_sec == 0 {
             return Err(invalid("RATE_LIMIT_PER_SEC", "0", "must be positive"));
@@ -199,12 +223,15 @@ mod tests {
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]
     fn defaults_work_locally() {
-        let config = Config::from_iter(vars(&[])).expect("defaults are valid");
+        let config = Config::from_vars(vars(&[])).expect("defaults are valid");
         assert_eq!(config.port, 8080);
         assert_eq!(config.reminder_lead_minutes, 1440);
         assert!(config.smtp_url.is_none());
@@ -212,11 +239,17 @@ mod tests {
 
     #[test]
     fn a_bad_value_names_its_variable() {
-        let err = Config::from_iter(vars(&[("PORT", "eighty")])).unwrap_err().to_string();
+        let err = Config::from_vars(vars(&[("PORT", "eighty")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("PORT"), "{err}");
-        let err = Config::from_iter(vars(&[("SMTP_URL", "http://x")])).unwrap_err().to_string();
+        let err = Config::from_vars(vars(&[("SMTP_URL", "http://x")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("SMTP_URL"), "{err}");
-        let err = Config::from_iter(vars(&[("REDIS_URL", "localhost")])).unwrap_err().to_string();
+        let err = Config::from_vars(vars(&[("REDIS_URL", "localhost")]))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("REDIS_URL"), "{err}");
     }
 }

@@ -32,6 +32,9 @@ pub async fn enqueue<A: JobArgs>(
     .fetch_optional(&mut *conn)
     .await?;
     // delivered at commit, so the relay never sees a record that might still roll back
-    sqlx::query("select pg_notify($1, '')").bind(NOTIFY_CHANNEL).execute(&mut *conn).await?;
+    sqlx::query("select pg_notify($1, '')")
+        .bind(NOTIFY_CHANNEL)
+        .execute(&mut *conn)
+        .await?;
     Ok(id)
 }

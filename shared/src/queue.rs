@@ -24,7 +24,9 @@ pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> 
         .set_connection_timeout(Some(Duration::from_secs(2)))
         .set_number_of_retries(3)
         .set_max_delay(Duration::from_secs(1));
-    redis::Client::open(url)?.get_connection_manager_with_config(config).await
+    redis::Client::open(url)?
+        .get_connection_manager_with_config(config)
+        .await
 }
 
 /// The full Redis name of `queue` under `prefix`.
@@ -57,7 +59,10 @@ pub fn storage<A: JobArgs>(
 
 /// Moves every due task from the `:scheduled` set to the ready list in chunks, so that the
 /// backend's own promotion never meets a backlog larger than its Lua `unpack` limit.
-pub async fn promote_due(conn: &mut ConnectionManager, config: &QueueConfig) -> Result<u64, redis::RedisError> {
+pub async fn promote_due(
+    conn: &mut ConnectionManager,
+    config: &QueueConfig,
+) -> Result<u64, redis::RedisError> {
     const SCRIPT: &str = r#"
         local moved = 0
         for _ = 1, tonumber(ARGV[3]) do
@@ -120,7 +125,10 @@ pub struct QueueStats {
 }
 
 /// Reads [`QueueStats`] for one queue.
-pub async fn stats(conn: &mut ConnectionManager, config: &QueueConfig) -> Result<QueueStats, redis::RedisError> {
+pub async fn stats(
+    conn: &mut ConnectionManager,
+    config: &QueueConfig,
+) -> Result<QueueStats, redis::RedisError> {
     let (ready, scheduled, done, dead, workers): (u64, u64, u64, u64, Vec<String>) = redis::pipe()
         .llen(config.active_jobs_list())
         .zcard(config.scheduled_jobs_set())
@@ -133,7 +141,11 @@ pub async fn stats(conn: &mut ConnectionManager, config: &QueueConfig) -> Result
     for worker in &workers {
         pipe.scard(format!("{}:{worker}", config.inflight_jobs_set()));
     }
-    let in_flight: Vec<u64> = if workers.is_empty() { Vec::new() } else { pipe.query_async(conn).await? };
+    let in_flight: Vec<u64> = if workers.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
     Ok(QueueStats {
         queue: config.queue.to_string(),
         waiting: ready + scheduled,

@@ -47,11 +47,18 @@ impl TestDatabase {
             .expect("create test database");
         let _ = admin.close().await;
         let url = match base.rsplit_once('/') {
-            Some((server, last)) if !last.contains('@') && !server.ends_with('/') => format!("{server}/{name}"),
+            Some((server, last)) if !last.contains('@') && !server.ends_with('/') => {
+                format!("{server}/{name}")
+            }
             _ => format!("{}/{name}", base.trim_end_matches('/')),
         };
-        let pool = crate::db::connect(&url, 10).await.expect("connect to test database");
-        crate::db::MIGRATOR.run(&pool).await.expect("migrate test database");
+        let pool = crate::db::connect(&url, 10)
+            .await
+            .expect("connect to test database");
+        crate::db::MIGRATOR
+            .run(&pool)
+            .await
+            .expect("migrate test database");
         TestDatabase { url, pool }
     }
 }

@@ -24,7 +24,12 @@ pub struct Options {
 
 impl Default for Options {
     fn default() -> Self {
-        Options { redis_url: testing::redis_url(), clock: Arc::new(SystemClock), extra_env: Vec::new(), start_worker: true }
+        Options {
+            redis_url: testing::redis_url(),
+            clock: Arc::new(SystemClock),
+            extra_env: Vec::new(),
+            start_worker: true,
+        }
     }
 }
 
@@ -62,11 +67,17 @@ impl TestApp {
             ("RATE_LIMIT_BURST".to_string(), "10000".to_string()),
         ];
         env.extend(options.extra_env);
-        let config = Config::from_iter(env).expect("test config");
-        api::seed::seed(&db.pool, options.clock.now()).await.expect("seed");
+        let config = Config::from_vars(env).expect("test config");
+        api::seed::seed(&db.pool, options.clock.now())
+            .await
+            .expect("seed");
 
-        let state = api::build_state(config.clone(), options.clock.clone()).await.expect("api state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind api");
+        let state = api::build_state(config.clone(), options.clock.clone())
+            .await
+            .expect("api state");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind api");
         let base = format!("http://{}", listener.local_addr().expect("api address"));
         let (api_stop, api_stopped) = oneshot::channel::<()>();
         tokio::spawn(api::serve(listener, state, async move {
@@ -92,7 +103,9 @@ impl TestApp {
 
     /// Starts the worker (relay, reconciler, consumers) in this process.
     pub async fn start_worker(&mut self) {
-        let mut deps = worker::Deps::from_config(self.config.clone(), self.clock.clone()).await.expect("worker deps");
+        let mut deps = worker::Deps::from_config(self.config.clone(), self.clock.clone())
+            .await
+            .expect("worker deps");
         deps.relay_poll = Duration::from_millis(200);
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
@@ -119,7 +132,9 @@ impl TestApp {
             .fetch_one(&self.db.pool)
             .await
             .expect("seeded user");
-        api::auth::JwtKeys::new(&self.config.jwt_secret, 60).mint(id, role, chrono::Utc::now()).expect("token")
+        api::auth::JwtKeys::new(&self.config.jwt_secret, 60)
+            .mint(id, role, chrono::Utc::now())
+            .expect("token")
     }
 
     pub async fn student(&self) -> String {
@@ -134,14 +149,18 @@ impl TestApp {
     }
 
     pub async fn service_id(&self) -> i64 {
-        sqlx::query_scalar("select id from services limit 1").fetch_one(&self.db.pool).await.expect("service")
+        sqlx::query_scalar("select id from services limit 1")
+            .fetch_one(&self.db.pool)
+            .await
+            .expect("service")
     }
 
     /// An instant `days` ahead at `hour`:00 New York time (inside the seeded availability).
     pub fn lesson_at(&self, days: i64, hour: u32) -> chrono::DateTime<chrono::Utc> {
         use chrono::TimeZone;
         let tz = chrono_tz::America::New_York;
-        let date = (self.clock.now().with_timezone(&tz) + chrono::Duration::days(days)).date_naive();
+        let date =
+            (self.clock.now().with_timezone(&tz) + chrono::Duration::days(days)).date_naive();
         tz.from_local_datetime(&date.and_hms_opt(hour, 0, 0).expect("valid hour"))
             .earliest()
             .expect("not in a DST gap")
@@ -155,7 +174,13 @@ impl TestApp {
             "service_id": self.service_id().await,
             "start": start.to_rfc3339(),
         });
-        self.send(reqwest::Method::POST, "/api/v1/bookings", Some(token), Some(body)).await
+        self.send(
+            reqwest::Method::POST,
+            "/api/v1/bookings",
+            Some(token),
+            Some(body),
+        )
+        .await
     }
 
     /// Sends a request and returns the status and the JSON body (Null when there is none).

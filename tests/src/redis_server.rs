@@ -13,9 +13,16 @@ pub struct RedisServer {
 impl RedisServer {
     pub async fn start() -> RedisServer {
         let port = free_port();
-        let dir = std::env::temp_dir().join(format!("e2e-redis-{port}-{}", uuid::Uuid::new_v4().simple()));
+        let dir = std::env::temp_dir().join(format!(
+            "e2e-redis-{port}-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
         std::fs::create_dir_all(&dir).expect("redis dir");
-        let mut server = RedisServer { port, dir, child: None };
+        let mut server = RedisServer {
+            port,
+            dir,
+            child: None,
+        };
         server.restart().await;
         server
     }
@@ -27,7 +34,16 @@ impl RedisServer {
     /// Starts it again on the same port (with no data: it keeps nothing on disk).
     pub async fn restart(&mut self) {
         let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
             .arg("--dir")
             .arg(&self.dir)
             .stdout(Stdio::null())
@@ -37,7 +53,10 @@ impl RedisServer {
             .expect("redis-server on PATH");
         self.child = Some(child);
         for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -64,5 +83,8 @@ impl Drop for RedisServer {
 
 /// A port nobody listens on right now.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("free port")
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }

@@ -34,7 +34,10 @@ impl Received {
 
     /// The body with quoted-printable soft breaks removed, for searching text.
     pub fn text(&self) -> String {
-        self.data.replace("=\r\n", "").replace("=3D", "=").replace("=20", " ")
+        self.data
+            .replace("=\r\n", "")
+            .replace("=3D", "=")
+            .replace("=20", " ")
     }
 }
 
@@ -80,7 +83,9 @@ pub struct SmtpSink {
 
 impl SmtpSink {
     pub async fn start() -> SmtpSink {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind smtp sink");
+        let listener = TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind smtp sink");
         let sink = SmtpSink {
             addr: listener.local_addr().expect("sink address"),
             received: Arc::default(),
@@ -108,7 +113,8 @@ impl SmtpSink {
     }
 
     pub fn set_delay(&self, delay: Duration) {
-        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
+        self.delay_ms
+            .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     pub fn messages(&self) -> Vec<Received> {
@@ -133,7 +139,9 @@ impl SmtpSink {
             let command = line.trim_end().to_string();
             let upper = command.to_ascii_uppercase();
             if upper.starts_with("EHLO") {
-                write.write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n").await?;
+                write
+                    .write_all(b"250-sink.test\r\n250-8BITMIME\r\n250 SMTPUTF8\r\n")
+                    .await?;
             } else if upper.starts_with("HELO") {
                 write.write_all(b"250 sink.test\r\n").await?;
             } else if upper.starts_with("MAIL FROM:") {
@@ -154,7 +162,11 @@ impl SmtpSink {
                     if line == ".\r\n" || line == ".\n" {
                         break;
                     }
-                    data.push_str(line.strip_prefix('.').filter(|_| line.starts_with("..")).unwrap_or(&line));
+                    data.push_str(
+                        line.strip_prefix('.')
+                            .filter(|_| line.starts_with(".."))
+                            .unwrap_or(&line),
+                    );
                 }
                 let delay = self.delay_ms.load(Ordering::SeqCst);
                 if delay > 0 {
@@ -162,10 +174,18 @@ impl SmtpSink {
                 }
                 match self.mode.load(Ordering::SeqCst) {
                     1 => write.write_all(b"451 4.3.0 try again later\r\n").await?,
-                    2 => write.write_all(b"550 5.1.1 mailbox unavailable\r\n").await?,
+                    2 => {
+                        write
+                            .write_all(b"550 5.1.1 mailbox unavailable\r\n")
+                            .await?
+                    }
                     _ => {
                         if let Ok(mut received) = self.received.lock() {
-                            received.push(Received { from: from.clone(), to: to.clone(), data });
+                            received.push(Received {
+                                from: from.clone(),
+                                to: to.clone(),
+                                data,
+                            });
                         }
                         write.write_all(b"250 OK queued\r\n").await?;
                     }

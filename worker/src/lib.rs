@@ -37,9 +37,20 @@ pub struct Deps {
 impl Deps {
     /// Connects to Postgres (creating and migrating it if needed) and builds the mailer.
     pub async fn from_config(config: Config, clock: SharedClock) -> Result<Self, WorkerError> {
-        let pool = shared::db::prepare(&config.database_url, (config.worker_concurrency as u32 + 8).min(60)).await?;
-        let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir).map_err(WorkerError::Config)?;
-        Ok(Deps { pool, mailer, config: Arc::new(config), clock, relay_poll: Duration::from_millis(1000) })
+        let pool = shared::db::prepare(
+            &config.database_url,
+            (config.worker_concurrency as u32 + 8).min(60),
+        )
+        .await?;
+        let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir)
+            .map_err(WorkerError::Config)?;
+        Ok(Deps {
+            pool,
+            mailer,
+            config: Arc::new(config),
+            clock,
+            relay_poll: Duration::from_millis(1000),
+        })
     }
 }
 
@@ -60,7 +71,10 @@ fn worker_name(queue: &str, run: usize) -> String {
 
 /// Runs the worker until `shutdown` resolves; in-flight jobs get `drain_secs` to finish,
 /// after which what is left goes back to Redis (or to the reconciler).
-pub async fn run(deps: Deps, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), WorkerError> {
+pub async fn run(
+    deps: Deps,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), WorkerError> {
     let stop = CancellationToken::new();
     let config = deps.config.clone();
     let heartbeat = Duration::from_secs(config.heartbeat_secs);
@@ -84,7 +98,12 @@ pub async fn run(deps: Deps, shutdown: impl Future<Output = ()> + Send + 'static
             }
         }
     };
-    let emails = queue::storage_raw(redis.clone(), &config.queue_prefix, BookingEmail::QUEUE, heartbeat);
+    let emails = queue::storage_raw(
+        redis.clone(),
+        &config.queue_prefix,
+        BookingEmail::QUEUE,
+        heartbeat,
+    );
     let scheduled = queue::storage_raw(redis, &config.queue_prefix, ScheduledRun::QUEUE, heartbeat);
     let poll = Duration::from_millis(50);
     let concurrency = config.worker_concurrency;
@@ -127,7 +146,10 @@ pub async fn run(deps: Deps, shutdown: impl Future<Output = ()> + Send + 'static
 }
 
 /// Serves `/metrics` and `/health` for the worker process.
-pub async fn serve_metrics(listener: tokio::net::TcpListener, handle: PrometheusHandle) -> std::io::Result<()> {
+pub async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    handle: PrometheusHandle,
+) -> std::io::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new()
         .route("/metrics", get(move || std::future::ready(handle.render())))

@@ -10,10 +10,14 @@ async fn main() -> anyhow::Result<()> {
     shared::telemetry::init_tracing(&config.log_format);
     let metrics = shared::telemetry::init_metrics();
     let addr = format!("{}:{}", config.host, config.worker_port);
-    let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("binding {addr}"))?;
+    let listener = tokio::net::TcpListener::bind(&addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
     tracing::info!(addr = %listener.local_addr()?, "worker metrics listening");
     tokio::spawn(worker::serve_metrics(listener, metrics));
-    let deps = worker::Deps::from_config(config, Arc::new(SystemClock)).await.context("starting the worker")?;
+    let deps = worker::Deps::from_config(config, Arc::new(SystemClock))
+        .await
+        .context("starting the worker")?;
     worker::run(deps, shutdown_signal()).await?;
     tracing::info!("worker stopped");
     Ok(())

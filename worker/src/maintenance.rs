@@ -10,7 +10,11 @@ use tokio_util::sync::CancellationToken;
 use crate::Deps;
 
 /// One maintenance round over every queue.
-pub async fn tick(conn: &mut ConnectionManager, deps: &Deps, cleanup: bool) -> Result<(), redis::RedisError> {
+pub async fn tick(
+    conn: &mut ConnectionManager,
+    deps: &Deps,
+    cleanup: bool,
+) -> Result<(), redis::RedisError> {
     let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
     for name in ALL_QUEUES {
         let config = queue::queue_config(&deps.config.queue_prefix, name, heartbeat);
@@ -35,7 +39,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             redis = queue::connect(&deps.config.redis_url).await.ok();
         }
         if let Some(conn) = redis.as_mut()
-            && let Err(e) = tick(conn, &deps, round % 20 == 0).await
+            && let Err(e) = tick(conn, &deps, round.is_multiple_of(20)).await
         {
             tracing::warn!(error = %e, "queue maintenance failed");
             redis = None;

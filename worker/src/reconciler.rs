@@ -58,7 +58,10 @@ pub async fn reconcile(
     .execute(pool)
     .await?
     .rows_affected();
-    sqlx::query("select pg_notify($1, '')").bind(shared::outbox::NOTIFY_CHANNEL).execute(pool).await?;
+    sqlx::query("select pg_notify($1, '')")
+        .bind(shared::outbox::NOTIFY_CHANNEL)
+        .execute(pool)
+        .await?;
     tracing::warn!(count = reset, "re-enqueued jobs that Redis no longer holds");
     metrics::counter!("reconciler_requeued_total").increment(reset);
     Ok(reset)
@@ -67,7 +70,8 @@ pub async fn reconcile(
 /// Runs the reconciler every few seconds until `stop` fires.
 pub async fn run(deps: Deps, stop: CancellationToken) {
     let mut redis: Option<ConnectionManager> = None;
-    let every = (deps.config.reconcile_after() / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
+    let every =
+        (deps.config.reconcile_after() / 4).clamp(Duration::from_secs(1), Duration::from_secs(30));
     loop {
         tokio::select! {
             _ = tokio::time::sleep(every) => {}
@@ -77,10 +81,18 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             redis = queue::connect(&deps.config.redis_url).await.ok();
         }
         let Some(conn) = redis.as_mut() else { continue };
-        let after = chrono::Duration::from_std(deps.config.reconcile_after()).unwrap_or(chrono::Duration::minutes(2));
+        let after = chrono::Duration::from_std(deps.config.reconcile_after())
+            .unwrap_or(chrono::Duration::minutes(2));
         let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
-        if let Err(e) =
-            reconcile(&deps.pool, conn, &deps.config.queue_prefix, heartbeat, after, deps.clock.now()).await
+        if let Err(e) = reconcile(
+            &deps.pool,
+            conn,
+            &deps.config.queue_prefix,
+            heartbeat,
+            after,
+            deps.clock.now(),
+        )
+        .await
         {
             tracing::warn!(error = %e, "reconcile round failed");
             if matches!(e, WorkerError::Redis(_)) {

@@ -84,12 +84,14 @@ pub async fn finish(
         }
         Outcome::Retry(error) if attempt.number < attempt.max => {
             record_error(&mut tx, job_id, attempt, error).await?;
-            sqlx::query("update jobs set status = 'pending', last_error = $2, run_at = $3 where id = $1")
-                .bind(job_id)
-                .bind(error)
-                .bind(now + backoff(attempt.number))
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "update jobs set status = 'pending', last_error = $2, run_at = $3 where id = $1",
+            )
+            .bind(job_id)
+            .bind(error)
+            .bind(now + backoff(attempt.number))
+            .execute(&mut *tx)
+            .await?;
         }
         Outcome::Retry(error) | Outcome::Dead(error) => {
             record_error(&mut tx, job_id, attempt, error).await?;

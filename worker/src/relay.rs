@@ -52,7 +52,9 @@ pub async fn relay_due(
             let bytes = serde_json::to_vec(&Envelope { job_id: id, args })?;
             // the push count makes a re-push after Redis lost its data a new task, never a
             // duplicate id that Redis would silently drop
-            let task = TaskBuilder::new(bytes).task_id(TaskId::from_string(format!("{id}.{pushes}"))).build();
+            let task = TaskBuilder::new(bytes)
+                .task_id(TaskId::from_string(format!("{id}.{pushes}")))
+                .build();
             metrics::histogram!("outbox_relay_lag_seconds", "queue" => queue_name.clone())
                 .record((now - run_at).num_milliseconds().max(0) as f64 / 1000.0);
             by_queue.entry(queue_name).or_default().push(task);
@@ -62,7 +64,8 @@ pub async fn relay_due(
             for chunk in tasks.chunks(200) {
                 apalis_redis::queries::push_tasks(redis, &config, chunk).await?;
             }
-            metrics::counter!("outbox_relayed_total", "queue" => queue_name).increment(tasks.len() as u64);
+            metrics::counter!("outbox_relayed_total", "queue" => queue_name)
+                .increment(tasks.len() as u64);
         }
         tx.commit().await?;
         total += count;
@@ -102,7 +105,15 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
         }
         if let Some(conn) = redis.as_mut() {
             let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
-            match relay_due(&deps.pool, conn, &deps.config.queue_prefix, heartbeat, deps.clock.now()).await {
+            match relay_due(
+                &deps.pool,
+                conn,
+                &deps.config.queue_prefix,
+                heartbeat,
+                deps.clock.now(),
+            )
+            .await
+            {
                 Ok(n) if n > 0 => tracing::debug!(relayed = n, "relayed due jobs"),
                 Ok(_) => {}
                 Err(e) => {

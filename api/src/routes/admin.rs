@@ -31,30 +31,42 @@ pub struct QueueView {
 }
 
 /// `GET /api/v1/admin/queues`
-pub async fn queues(State(state): State<AppState>, user: AuthUser) -> ApiResult<Json<Vec<QueueView>>> {
+pub async fn queues(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<QueueView>>> {
     user.require(Role::Admin)?;
     let now = state.clock.now();
     let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("select queue, status, count(*) from jobs group by queue, status").fetch_all(&state.db).await?;
+        sqlx::query_as("select queue, status, count(*) from jobs group by queue, status")
+            .fetch_all(&state.db)
+            .await?;
     let lag: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "select queue, min(run_at) from jobs where status = 'pending' and run_at <= $1 group by queue",
     )
     .bind(now)
     .fetch_all(&state.db)
     .await?;
-    let mut redis = tokio::time::timeout(Duration::from_secs(2), shared::queue::connect(&state.config.redis_url))
-        .await
-        .ok()
-        .and_then(Result::ok);
+    let mut redis = tokio::time::timeout(
+        Duration::from_secs(2),
+        shared::queue::connect(&state.config.redis_url),
+    )
+    .await
+    .ok()
+    .and_then(Result::ok);
     let mut views = Vec::new();
     for name in ALL_QUEUES {
         let count = |status: &str| {
-            rows.iter().filter(|(q, s, _)| q == name && s == status).map(|(_, _, n)| *n).sum::<i64>()
+            rows.iter()
+                .filter(|(q, s, _)| q == name && s == status)
+                .map(|(_, _, n)| *n)
+                .sum::<i64>()
         };
         let oldest = lag.iter().find(|(q, _)| q == name).and_then(|(_, t)| *t);
         let redis_stats = match redis.as_mut() {
             Some(conn) => {
-                let config = queue::queue_config(&state.config.queue_prefix, name, Duration::from_secs(5));
+                let config =
+                    queue::queue_config(&state.config.queue_prefix, name, Duration::from_secs(5));
                 queue::stats(conn, &config).await.ok()
             }
             None => None,
@@ -67,7 +79,9 @@ pub async fn queues(State(state): State<AppState>, user: AuthUser) -> ApiResult<
             done: count("done"),
             skipped: count("skipped"),
             dead: count("dead"),
-            outbox_lag_seconds: oldest.map(|t| (now - t).num_milliseconds() as f64 / 1000.0).unwrap_or(0.0),
+            outbox_lag_seconds: oldest
+                .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
+                .unwrap_or(0.0),
             redis: redis_stats,
         });
     }
@@ -119,7 +133,11 @@ pub async fn jobs(
     user.require(Role::Admin)?;
     let status = query.status.unwrap_or_else(|| "dead".into());
     if !STATUSES.contains(&status.as_str()) {
-        return Err(ApiError::invalid("invalid_status", "status", format!("one of {}", STATUSES.join(", "))));
+        return Err(ApiError::invalid(
+            "invalid_status",
+            "status",
+            format!("one of {}", STATUSES.join(", ")),
+        ));
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut jobs: Vec<JobView> = sqlx::query_as(
@@ -132,16 +150,22 @@ pub async fn jobs(
     .fetch_all(&state.db)
     .await?;
     for job in &mut jobs {
-        job.errors = sqlx::query_as("select attempt, error, at from job_errors where job_id = $1 order by id")
-            .bind(job.id)
-            .fetch_all(&state.db)
-            .await?;
+        job.errors = sqlx::query_as(
+            "select attempt, error, at from job_errors where job_id = $1 order by id",
+        )
+        .bind(job.id)
+        .fetch_all(&state.db)
+        .await?;
     }
     Ok(Json(jobs))
 }
 
 /// `POST /api/v1/admin/jobs/{id}/retry`: sends a dead (or skipped) job back with fresh attempts.
-pub async fn retry(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn retry(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
     user.require(Role::Admin)?;
     let mut tx = state.db.begin().await?;
     let updated = sqlx::query(
@@ -153,16 +177,25 @@ pub async fn retry(State(state): State<AppState>, user: AuthUser, Path(id): Path
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
-        return Err(missing_or_conflict(&state, id, "only dead or skipped jobs can be retried").await);
+        return Err(
+            missing_or_conflict(&state, id, "only dead or skipped jobs can be retried").await,
+        );
     }
-    sqlx::query("select pg_notify($1, '')").bind(shared::outbox::NOTIFY_CHANNEL).execute(&mut *tx).await?;
+    sqlx::query("select pg_notify($1, '')")
+        .bind(shared::outbox::NOTIFY_CHANNEL)
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     tracing::info!(job_id = id, "dead job sent back by an admin");
     Ok(Json(serde_json::json!({"id": id, "status": "pending"})))
 }
 
 /// `POST /api/v1/admin/jobs/{id}/discard`: gives up on a dead job for good.
-pub async fn discard(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> ApiResult<Json<serde_json::Value>> {
+pub async fn discard(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<serde_json::Value>> {
     user.require(Role::Admin)?;
     let updated = sqlx::query(
         "update jobs set status = 'skipped', last_error = coalesce(last_error, '') || ' (discarded by an admin)'
@@ -178,8 +211,15 @@ pub async fn discard(State(state): State<AppState>, user: AuthUser, Path(id): Pa
 }
 
 async fn missing_or_conflict(state: &AppState, id: i64, detail: &str) -> ApiError {
-    match sqlx::query_scalar::<_, i64>("select id from jobs where id = $1").bind(id).fetch_optional(&state.db).await {
-        Ok(Some(_)) => ApiError::Conflict { code: "invalid_state", detail: detail.into() },
+    match sqlx::query_scalar::<_, i64>("select id from jobs where id = $1")
+        .bind(id)
+        .fetch_optional(&state.db)
+        .await
+    {
+        Ok(Some(_)) => ApiError::Conflict {
+            code: "invalid_state",
+            detail: detail.into(),
+        },
         Ok(None) => ApiError::NotFound("job"),
         Err(e) => e.into(),
     }

@@ -39,8 +39,16 @@ pub async fn create(
     JsonBody(body): JsonBody<CreateBooking>,
 ) -> ApiResult<(StatusCode, Json<Booking>)> {
     user.require(Role::Student)?;
-    if body.notes.as_ref().is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS) {
-        return Err(ApiError::invalid("too_long", "notes", format!("at most {MAX_NOTES_CHARS} characters")));
+    if body
+        .notes
+        .as_ref()
+        .is_some_and(|n| n.chars().count() > MAX_NOTES_CHARS)
+    {
+        return Err(ApiError::invalid(
+            "too_long",
+            "notes",
+            format!("at most {MAX_NOTES_CHARS} characters"),
+        ));
     }
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
@@ -52,10 +60,18 @@ pub async fn create(
     .fetch_optional(&mut *tx)
     .await?;
     let Some((service_name, duration, price_cents, active)) = service else {
-        return Err(ApiError::invalid("unknown_service", "service_id", "this instructor offers no such service"));
+        return Err(ApiError::invalid(
+            "unknown_service",
+            "service_id",
+            "this instructor offers no such service",
+        ));
     };
     if !active {
-        return Err(ApiError::invalid("inactive_service", "service_id", "this service is no longer offered"));
+        return Err(ApiError::invalid(
+            "inactive_service",
+            "service_id",
+            "this service is no longer offered",
+        ));
     }
     let end = body.start + chrono::Duration::minutes(i64::from(duration));
     check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
@@ -76,9 +92,23 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     tracing::Span::current().record("booking_id", booking.id);
-    booking_email::enqueue_for_both(&mut tx, booking.id, booking.version, EmailKind::Confirmation, now).await?;
-    booking_email::schedule_reminders(&mut tx, booking.id, booking.version, booking.starts_at, state.config.reminder_lead(), now)
-        .await?;
+    booking_email::enqueue_for_both(
+        &mut tx,
+        booking.id,
+        booking.version,
+        EmailKind::Confirmation,
+        now,
+    )
+    .await?;
+    booking_email::schedule_reminders(
+        &mut tx,
+        booking.id,
+        booking.version,
+        booking.starts_at,
+        state.config.reminder_lead(),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     metrics::counter!("bookings_created_total").increment(1);
     Ok((StatusCode::CREATED, Json(booking)))
@@ -94,15 +124,24 @@ async fn check_time(
     now: DateTime<Utc>,
 ) -> ApiResult<()> {
     if start > now + chrono::Duration::days(MAX_DAYS_AHEAD) {
-        return Err(ApiError::invalid("too_far_ahead", "start", format!("at most {MAX_DAYS_AHEAD} days ahead")));
+        return Err(ApiError::invalid(
+            "too_far_ahead",
+            "start",
+            format!("at most {MAX_DAYS_AHEAD} days ahead"),
+        ));
     }
-    let advance: Option<(i32,)> =
-        sqlx::query_as("select min_advance_booking_hours from instructor_profiles where user_id = $1")
-            .bind(instructor_id)
-            .fetch_optional(&mut *conn)
-            .await?;
+    let advance: Option<(i32,)> = sqlx::query_as(
+        "select min_advance_booking_hours from instructor_profiles where user_id = $1",
+    )
+    .bind(instructor_id)
+    .fetch_optional(&mut *conn)
+    .await?;
     let Some((advance_hours,)) = advance else {
-        return Err(ApiError::invalid("unknown_instructor", "instructor_id", "no such instructor"));
+        return Err(ApiError::invalid(
+            "unknown_instructor",
+            "instructor_id",
+            "no such instructor",
+        ));
     };
     if start < now + chrono::Duration::hours(i64::from(advance_hours)) {
         return Err(ApiError::invalid(
@@ -125,20 +164,33 @@ async fn check_time(
     .fetch_one(&mut *conn)
     .await?;
     if !inside {
-        return Err(ApiError::invalid("outside_availability", "start", "the instructor is not available then"));
+        return Err(ApiError::invalid(
+            "outside_availability",
+            "start",
+            "the instructor is not available then",
+        ));
     }
     Ok(())
 }
 
 /// Loads a booking the caller takes part in (or any, for an admin), locking it when `lock`.
-async fn load_own(conn: &mut PgConnection, user: &AuthUser, id: i64, lock: bool) -> ApiResult<Booking> {
+async fn load_own(
+    conn: &mut PgConnection,
+    user: &AuthUser,
+    id: i64,
+    lock: bool,
+) -> ApiResult<Booking> {
     let sql = format!(
         "select {BOOKING_COLUMNS} from bookings where id = $1{}",
         if lock { " for update" } else { "" }
     );
-    let booking: Booking =
-        sqlx::query_as(&sql).bind(id).fetch_optional(&mut *conn).await?.ok_or(ApiError::NotFound("booking"))?;
-    if booking.student_id != user.id && booking.instructor_id != user.id && user.role != Role::Admin {
+    let booking: Booking = sqlx::query_as(&sql)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?
+        .ok_or(ApiError::NotFound("booking"))?;
+    if booking.student_id != user.id && booking.instructor_id != user.id && user.role != Role::Admin
+    {
         return Err(ApiError::Forbidden("not your booking".into()));
     }
     Ok(booking)
@@ -146,7 +198,11 @@ async fn load_own(conn: &mut PgConnection, user: &AuthUser, id: i64, lock: bool)
 
 /// `GET /api/v1/bookings/{id}`
 #[tracing::instrument(skip_all, fields(booking_id = id))]
-pub async fn get(State(state): State<AppState>, user: AuthUser, Path(id): Path<i64>) -> ApiResult<Json<Booking>> {
+pub async fn get(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<Booking>> {
     let mut conn = state.db.acquire().await?;
     Ok(Json(load_own(&mut conn, &user, id, false).await?))
 }
@@ -171,7 +227,13 @@ pub async fn list(
         None => (true, true),
         Some(Role::Student) => (true, false),
         Some(Role::Instructor) => (false, true),
-        Some(Role::Admin) => return Err(ApiError::invalid("invalid_role", "role", "role is student or instructor")),
+        Some(Role::Admin) => {
+            return Err(ApiError::invalid(
+                "invalid_role",
+                "role",
+                "role is student or instructor",
+            ));
+        }
     };
     let bookings: Vec<Booking> = sqlx::query_as(&format!(
         "select {BOOKING_COLUMNS} from bookings
@@ -204,17 +266,30 @@ pub async fn cancel(
     body: axum::body::Bytes,
 ) -> ApiResult<Json<Booking>> {
     let reason = optional_json::<CancelBooking>(&body)?.reason;
-    if reason.as_ref().is_some_and(|r| r.chars().count() > MAX_NOTES_CHARS) {
-        return Err(ApiError::invalid("too_long", "reason", format!("at most {MAX_NOTES_CHARS} characters")));
+    if reason
+        .as_ref()
+        .is_some_and(|r| r.chars().count() > MAX_NOTES_CHARS)
+    {
+        return Err(ApiError::invalid(
+            "too_long",
+            "reason",
+            format!("at most {MAX_NOTES_CHARS} characters"),
+        ));
     }
     let now = state.clock.now();
     let mut tx = state.db.begin().await?;
     let booking = load_own(&mut tx, &user, id, true).await?;
     if booking.status != BookingStatus::Confirmed {
-        return Err(ApiError::Conflict { code: "not_cancellable", detail: "only confirmed bookings can be cancelled".into() });
+        return Err(ApiError::Conflict {
+            code: "not_cancellable",
+            detail: "only confirmed bookings can be cancelled".into(),
+        });
     }
     if booking.starts_at <= now {
-        return Err(ApiError::Conflict { code: "already_started", detail: "the lesson has already started".into() });
+        return Err(ApiError::Conflict {
+            code: "already_started",
+            detail: "the lesson has already started".into(),
+        });
     }
     let booking: Booking = sqlx::query_as(&format!(
         "update bookings set status = 'cancelled', cancellation_reason = $2, version = version + 1, updated_at = now()
@@ -225,7 +300,8 @@ pub async fn cancel(
     .fetch_one(&mut *tx)
     .await?;
     booking_email::retire_reminders(&mut tx, id, "booking cancelled").await?;
-    booking_email::enqueue_for_both(&mut tx, id, booking.version, EmailKind::Cancellation, now).await?;
+    booking_email::enqueue_for_both(&mut tx, id, booking.version, EmailKind::Cancellation, now)
+        .await?;
     tx.commit().await?;
     metrics::counter!("bookings_cancelled_total").increment(1);
     Ok(Json(booking))
@@ -250,13 +326,23 @@ pub async fn reschedule(
     let mut tx = state.db.begin().await?;
     let booking = load_own(&mut tx, &user, id, true).await?;
     if booking.status != BookingStatus::Confirmed {
-        return Err(ApiError::Conflict { code: "not_reschedulable", detail: "only confirmed bookings can be moved".into() });
+        return Err(ApiError::Conflict {
+            code: "not_reschedulable",
+            detail: "only confirmed bookings can be moved".into(),
+        });
     }
     if booking.starts_at <= now {
-        return Err(ApiError::Conflict { code: "already_started", detail: "the lesson has already started".into() });
+        return Err(ApiError::Conflict {
+            code: "already_started",
+            detail: "the lesson has already started".into(),
+        });
     }
     if body.start == booking.starts_at {
-        return Err(ApiError::invalid("unchanged", "start", "the booking is already at that time"));
+        return Err(ApiError::invalid(
+            "unchanged",
+            "start",
+            "the booking is already at that time",
+        ));
     }
     let end = body.start + chrono::Duration::minutes(i64::from(booking.duration_minutes));
     check_time(&mut tx, booking.instructor_id, body.start, end, now).await?;
@@ -270,16 +356,25 @@ pub async fn reschedule(
     .fetch_one(&mut *tx)
     .await?;
     // the previous time is kept for the email: it says where the lesson moved from
-    sqlx::query("insert into booking_moves (booking_id, version, previous_starts_at) values ($1, $2, $3)")
-        .bind(id)
-        .bind(moved.version)
-        .bind(booking.starts_at)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "insert into booking_moves (booking_id, version, previous_starts_at) values ($1, $2, $3)",
+    )
+    .bind(id)
+    .bind(moved.version)
+    .bind(booking.starts_at)
+    .execute(&mut *tx)
+    .await?;
     booking_email::retire_reminders(&mut tx, id, "booking rescheduled").await?;
     booking_email::enqueue_for_both(&mut tx, id, moved.version, EmailKind::Reschedule, now).await?;
-    booking_email::schedule_reminders(&mut tx, id, moved.version, moved.starts_at, state.config.reminder_lead(), now)
-        .await?;
+    booking_email::schedule_reminders(
+        &mut tx,
+        id,
+        moved.version,
+        moved.starts_at,
+        state.config.reminder_lead(),
+        now,
+    )
+    .await?;
     tx.commit().await?;
     metrics::counter!("bookings_rescheduled_total").increment(1);
     Ok(Json(moved))

@@ -13,10 +13,13 @@ pub async fn health() -> impl IntoResponse {
 
 /// Postgres and Redis both answer.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let postgres = tokio::time::timeout(Duration::from_secs(2), sqlx::query("select 1").execute(&state.db))
-        .await
-        .map(|r| r.is_ok())
-        .unwrap_or(false);
+    let postgres = tokio::time::timeout(
+        Duration::from_secs(2),
+        sqlx::query("select 1").execute(&state.db),
+    )
+    .await
+    .map(|r| r.is_ok())
+    .unwrap_or(false);
     let redis = tokio::time::timeout(Duration::from_secs(2), async {
         let mut conn = state.redis.get_multiplexed_async_connection().await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
@@ -24,12 +27,22 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     .await
     .map(|r| r.is_ok())
     .unwrap_or(false);
-    let status = if postgres && redis { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let status = if postgres && redis {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     let word = |ok| if ok { "ok" } else { "unavailable" };
-    (status, Json(json!({"postgres": word(postgres), "redis": word(redis)})))
+    (
+        status,
+        Json(json!({"postgres": word(postgres), "redis": word(redis)})),
+    )
 }
 
 /// Prometheus text format.
 pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    ([("content-type", "text/plain; version=0.0.4")], state.metrics.render())
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        state.metrics.render(),
+    )
 }

@@ -27,11 +27,24 @@ pub struct InstructorView {
     services: Vec<ServiceView>,
 }
 
+/// One instructor joined with one of their services (none when they offer nothing).
+#[derive(sqlx::FromRow)]
+struct InstructorServiceRow {
+    id: i64,
+    name: String,
+    timezone: String,
+    service_id: Option<i64>,
+    service_name: Option<String>,
+    duration: Option<i32>,
+    price: Option<i64>,
+}
+
 /// `GET /api/v1/instructors`
 #[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<InstructorView>>> {
-    let rows: Vec<(i64, String, String, Option<i64>, Option<String>, Option<i32>, Option<i64>)> = sqlx::query_as(
-        "select u.id, u.full_name, u.timezone, s.id, s.name, s.duration_minutes, s.price_cents
+    let rows: Vec<InstructorServiceRow> = sqlx::query_as(
+        "select u.id, u.full_name as name, u.timezone, s.id as service_id, s.name as service_name,
+                s.duration_minutes as duration, s.price_cents as price
          from instructor_profiles p
          join users u on u.id = p.user_id and u.erased_at is null
          left join services s on s.instructor_id = p.user_id and s.is_active
@@ -40,12 +53,31 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Instructo
     .fetch_all(&state.db)
     .await?;
     let mut by_id: BTreeMap<i64, InstructorView> = BTreeMap::new();
-    for (id, name, timezone, service_id, service_name, duration, price) in rows {
-        let entry = by_id.entry(id).or_insert_with(|| InstructorView { id, name, timezone, services: Vec::new() });
+    for InstructorServiceRow {
+        id,
+        name,
+        timezone,
+        service_id,
+        service_name,
+        duration,
+        price,
+    } in rows
+    {
+        let entry = by_id.entry(id).or_insert_with(|| InstructorView {
+            id,
+            name,
+            timezone,
+            services: Vec::new(),
+        });
         if let (Some(id), Some(name), Some(duration_minutes), Some(price_cents)) =
             (service_id, service_name, duration, price)
         {
-            entry.services.push(ServiceView { id, name, duration_minutes, price_cents });
+            entry.services.push(ServiceView {
+                id,
+                name,
+                duration_minutes,
+                price_cents,
+            });
         }
     }
     Ok(Json(by_id.into_values().collect()))
@@ -81,7 +113,11 @@ pub async fn availability(
     Query(query): Query<AvailabilityQuery>,
 ) -> ApiResult<Json<AvailabilityView>> {
     if query.end_date < query.start_date {
-        return Err(ApiError::invalid("invalid_range", "end_date", "end_date is before start_date"));
+        return Err(ApiError::invalid(
+            "invalid_range",
+            "end_date",
+            "end_date is before start_date",
+        ));
     }
     if (query.end_date - query.start_date).num_days() >= MAX_AVAILABILITY_DAYS {
         return Err(ApiError::invalid(
@@ -121,7 +157,10 @@ pub async fn availability(
     .fetch_all(&state.db)
     .await?;
     let earliest = state.clock.now() + chrono::Duration::hours(i64::from(min_advance_hours));
-    Ok(Json(AvailabilityView { instructor_id: id, ranges: free_ranges(&open, &busy, earliest) }))
+    Ok(Json(AvailabilityView {
+        instructor_id: id,
+        ranges: free_ranges(&open, &busy, earliest),
+    }))
 }
 
 /// Open ranges minus busy ranges, clipped to start no earlier than `earliest`.
@@ -138,12 +177,18 @@ pub fn free_ranges(
                 continue;
             }
             if busy_start > cursor {
-                free.push(Range { start: cursor, end: busy_start });
+                free.push(Range {
+                    start: cursor,
+                    end: busy_start,
+                });
             }
             cursor = cursor.max(busy_end);
         }
         if cursor < open_end {
-            free.push(Range { start: cursor, end: open_end });
+            free.push(Range {
+                start: cursor,
+                end: open_end,
+            });
         }
     }
     free
@@ -161,20 +206,39 @@ mod tests {
 
     #[test]
     fn bookings_cut_holes_in_availability() {
-        let free = free_ranges(&[(at(8), at(20))], &[(at(10), at(11)), (at(11), at(12)), (at(15), at(16))], at(0));
+        let free = free_ranges(
+            &[(at(8), at(20))],
+            &[(at(10), at(11)), (at(11), at(12)), (at(15), at(16))],
+            at(0),
+        );
         assert_eq!(
             free,
             vec![
-                Range { start: at(8), end: at(10) },
-                Range { start: at(12), end: at(15) },
-                Range { start: at(16), end: at(20) }
+                Range {
+                    start: at(8),
+                    end: at(10)
+                },
+                Range {
+                    start: at(12),
+                    end: at(15)
+                },
+                Range {
+                    start: at(16),
+                    end: at(20)
+                }
             ]
         );
     }
 
     #[test]
     fn the_past_and_the_advance_window_are_not_free() {
-        assert_eq!(free_ranges(&[(at(8), at(20))], &[], at(19)), vec![Range { start: at(19), end: at(20) }]);
+        assert_eq!(
+            free_ranges(&[(at(8), at(20))], &[], at(19)),
+            vec![Range {
+                start: at(19),
+                end: at(20)
+            }]
+        );
         assert!(free_ranges(&[(at(8), at(20))], &[], at(21)).is_empty());
     }
 }

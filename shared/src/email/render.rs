@@ -52,16 +52,23 @@ fn environment() -> Environment<'static> {
 /// Formats `instant` as the recipient reads it, e.g. "Tuesday, March 10, 2026 at 2:00 PM EDT".
 pub fn local_time(instant: DateTime<Utc>, timezone: &str) -> String {
     let tz: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
-    instant.with_timezone(&tz).format("%A, %B %-d, %Y at %-I:%M %p %Z").to_string()
+    instant
+        .with_timezone(&tz)
+        .format("%A, %B %-d, %Y at %-I:%M %p %Z")
+        .to_string()
 }
 
 /// Renders one booking email.
-pub fn render_booking_email(view: &BookingEmailView<'_>) -> Result<RenderedEmail, minijinja::Error> {
+pub fn render_booking_email(
+    view: &BookingEmailView<'_>,
+) -> Result<RenderedEmail, minijinja::Error> {
     let when = local_time(view.starts_at, view.recipient_timezone);
     let subject = match view.kind {
         EmailKind::Confirmation => format!("Booking confirmed: {} on {when}", view.service_name),
         EmailKind::Cancellation => format!("Booking cancelled: {} on {when}", view.service_name),
-        EmailKind::Reschedule => format!("Booking rescheduled: {} now on {when}", view.service_name),
+        EmailKind::Reschedule => {
+            format!("Booking rescheduled: {} now on {when}", view.service_name)
+        }
         EmailKind::Reminder => format!("Reminder: {} on {when}", view.service_name),
     };
     let ctx = context! {
@@ -120,7 +127,12 @@ mod tests {
 
     #[test]
     fn every_kind_renders_both_parts() {
-        for kind in [EmailKind::Confirmation, EmailKind::Cancellation, EmailKind::Reschedule, EmailKind::Reminder] {
+        for kind in [
+            EmailKind::Confirmation,
+            EmailKind::Cancellation,
+            EmailKind::Reschedule,
+            EmailKind::Reminder,
+        ] {
             let mut v = view(kind, "America/New_York");
             v.previous_starts_at = Some(Utc.with_ymd_and_hms(2026, 3, 9, 18, 0, 0).unwrap());
             v.cancellation_reason = Some("ill");

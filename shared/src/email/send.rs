@@ -47,7 +47,8 @@ impl Mailer {
         match smtp_url {
             Some(url) => Self::smtp(url),
             None => {
-                std::fs::create_dir_all(mail_dir).map_err(|e| format!("MAIL_DIR={mail_dir}: {e}"))?;
+                std::fs::create_dir_all(mail_dir)
+                    .map_err(|e| format!("MAIL_DIR={mail_dir}: {e}"))?;
                 Ok(Mailer::Files(AsyncFileTransport::new(mail_dir)))
             }
         }
@@ -57,7 +58,9 @@ impl Mailer {
     fn smtp(url: &str) -> Result<Self, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("SMTP_URL: {e}"))?;
         if parsed.scheme() != "smtp" {
-            return Err("SMTP_URL: only smtp:// is supported; terminate TLS in a local relay".into());
+            return Err(
+                "SMTP_URL: only smtp:// is supported; terminate TLS in a local relay".into(),
+            );
         }
         let host = parsed.host_str().ok_or("SMTP_URL: missing host")?;
         let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
@@ -81,17 +84,24 @@ impl Mailer {
         message_id: &str,
         email: &RenderedEmail,
     ) -> Result<(), SendError> {
-        let from: Mailbox = from.parse().map_err(|e| SendError::Permanent(format!("from address: {e}")))?;
+        let from: Mailbox = from
+            .parse()
+            .map_err(|e| SendError::Permanent(format!("from address: {e}")))?;
         let to = Mailbox::new(
             Some(to_name.to_string()),
-            to_address.parse().map_err(|e| SendError::Permanent(format!("recipient address: {e}")))?,
+            to_address
+                .parse()
+                .map_err(|e| SendError::Permanent(format!("recipient address: {e}")))?,
         );
         let message = Message::builder()
             .from(from)
             .to(to)
             .subject(email.subject.clone())
             .message_id(Some(message_id.to_string()))
-            .multipart(MultiPart::alternative_plain_html(email.text.clone(), email.html.clone()))
+            .multipart(MultiPart::alternative_plain_html(
+                email.text.clone(),
+                email.html.clone(),
+            ))
             .map_err(|e| SendError::Permanent(format!("building message: {e}")))?;
         match self {
             Mailer::Smtp(transport) => transport.send(message).await.map(drop).map_err(|e| {
@@ -101,10 +111,11 @@ impl Mailer {
                     SendError::Transient(e.to_string())
                 }
             }),
-            Mailer::Files(transport) => {
-                transport.send(message).await.map(drop).map_err(|e| SendError::Transient(e.to_string()))
-            }
+            Mailer::Files(transport) => transport
+                .send(message)
+                .await
+                .map(drop)
+                .map_err(|e| SendError::Transient(e.to_string())),
         }
     }
 }
-

@@ -77,7 +77,12 @@ pub async fn enqueue_for_both(
     run_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), sqlx::Error> {
     for party in Party::BOTH {
-        let args = BookingEmail { booking_id, kind, party, booking_version };
+        let args = BookingEmail {
+            booking_id,
+            kind,
+            party,
+            booking_version,
+        };
         crate::outbox::enqueue(conn, &args, run_at).await?;
     }
     Ok(())

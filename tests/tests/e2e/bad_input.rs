@@ -6,12 +6,19 @@ use serde_json::{Value, json};
 fn assert_error(status: u16, body: &Value, expected: u16, code: &str) {
     assert_eq!(status, expected, "{body}");
     assert_eq!(body["code"], code, "{body}");
-    assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{body}");
+    assert!(
+        body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn malformed_and_unknown_input_is_refused_clearly() {
-    let app = TestApp::start_with(Options { start_worker: false, ..Options::default() }).await;
+    let app = TestApp::start_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
     let token = app.student().await;
     let url = format!("{}/api/v1/bookings", app.base);
 
@@ -25,7 +32,12 @@ async fn malformed_and_unknown_input_is_refused_clearly() {
         .await
         .unwrap();
     let status = response.status().as_u16();
-    assert_error(status, &response.json().await.unwrap(), 400, "malformed_json");
+    assert_error(
+        status,
+        &response.json().await.unwrap(),
+        400,
+        "malformed_json",
+    );
 
     let (status, body) = app
         .send(Method::POST, "/api/v1/bookings", Some(&token), Some(json!({"instructor_id": 1, "service_id": 1, "start": "2030-01-01T10:00:00Z", "hack": true})))
@@ -34,19 +46,33 @@ async fn malformed_and_unknown_input_is_refused_clearly() {
     assert_eq!(body["field"], "hack");
 
     let (status, body) = app
-        .send(Method::POST, "/api/v1/bookings", Some(&token), Some(json!({"instructor_id": "x", "service_id": 1, "start": "soon"})))
+        .send(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&token),
+            Some(json!({"instructor_id": "x", "service_id": 1, "start": "soon"})),
+        )
         .await;
     assert_error(status, &body, 422, "invalid_body");
 
     let (status, body) = app
-        .send(Method::POST, "/api/v1/bookings", Some(&token), Some(json!({"instructor_id": 1, "service_id": 1, "start": "2030-13-45T99:00:00Z"})))
+        .send(
+            Method::POST,
+            "/api/v1/bookings",
+            Some(&token),
+            Some(json!({"instructor_id": 1, "service_id": 1, "start": "2030-13-45T99:00:00Z"})),
+        )
         .await;
     assert_error(status, &body, 422, "invalid_body");
 
-    let (status, body) = app.send(Method::GET, "/api/v1/bookings/abc", Some(&token), None).await;
+    let (status, body) = app
+        .send(Method::GET, "/api/v1/bookings/abc", Some(&token), None)
+        .await;
     assert_error(status, &body, 400, "invalid_path");
 
-    let (status, body) = app.send(Method::GET, "/api/v1/bookings/999999", Some(&token), None).await;
+    let (status, body) = app
+        .send(Method::GET, "/api/v1/bookings/999999", Some(&token), None)
+        .await;
     assert_error(status, &body, 404, "not_found");
 
     let huge = "x".repeat(200 * 1024);
@@ -60,7 +86,9 @@ async fn malformed_and_unknown_input_is_refused_clearly() {
         .await;
     assert!(status == 422 || status == 409, "{status} {body}");
 
-    let (status, body) = app.book(&token, app.lesson_at(0, 0) - chrono::Duration::days(1)).await;
+    let (status, body) = app
+        .book(&token, app.lesson_at(0, 0) - chrono::Duration::days(1))
+        .await;
     assert_error(status, &body, 422, "too_soon");
 
     let (status, body) = app.book(&token, app.lesson_at(3, 22)).await;
@@ -69,28 +97,59 @@ async fn malformed_and_unknown_input_is_refused_clearly() {
 
 #[tokio::test]
 async fn access_is_refused_without_the_right_token() {
-    let app = TestApp::start_with(Options { start_worker: false, ..Options::default() }).await;
+    let app = TestApp::start_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
     let student = app.student().await;
     let (status, booking) = app.book(&student, app.lesson_at(3, 9)).await;
     assert_eq!(status, 201);
     let id = booking["id"].as_i64().unwrap();
 
-    let (status, body) = app.send(Method::GET, &format!("/api/v1/bookings/{id}"), None, None).await;
+    let (status, body) = app
+        .send(Method::GET, &format!("/api/v1/bookings/{id}"), None, None)
+        .await;
     assert_error(status, &body, 401, "unauthorized");
 
-    let (status, body) = app.send(Method::GET, &format!("/api/v1/bookings/{id}"), Some("not.a.token"), None).await;
+    let (status, body) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/bookings/{id}"),
+            Some("not.a.token"),
+            None,
+        )
+        .await;
     assert_error(status, &body, 401, "unauthorized");
 
     let forged = api::auth::JwtKeys::new("another-secret-of-enough-length", 60)
         .mint(1, shared::domain::Role::Admin, chrono::Utc::now())
         .unwrap();
-    let (status, body) = app.send(Method::GET, &format!("/api/v1/bookings/{id}"), Some(&forged), None).await;
+    let (status, body) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/bookings/{id}"),
+            Some(&forged),
+            None,
+        )
+        .await;
     assert_error(status, &body, 401, "unauthorized");
 
     let expired = api::auth::JwtKeys::new(&app.config.jwt_secret, 1)
-        .mint(1, shared::domain::Role::Student, chrono::Utc::now() - chrono::Duration::hours(2))
+        .mint(
+            1,
+            shared::domain::Role::Student,
+            chrono::Utc::now() - chrono::Duration::hours(2),
+        )
         .unwrap();
-    let (status, body) = app.send(Method::GET, &format!("/api/v1/bookings/{id}"), Some(&expired), None).await;
+    let (status, body) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/bookings/{id}"),
+            Some(&expired),
+            None,
+        )
+        .await;
     assert_error(status, &body, 401, "unauthorized");
 
     // another student cannot read or cancel it
@@ -99,11 +158,27 @@ async fn access_is_refused_without_the_right_token() {
         .await
         .unwrap();
     let other = app.token("other@example.com").await;
-    let (status, body) = app.send(Method::GET, &format!("/api/v1/bookings/{id}"), Some(&other), None).await;
+    let (status, body) = app
+        .send(
+            Method::GET,
+            &format!("/api/v1/bookings/{id}"),
+            Some(&other),
+            None,
+        )
+        .await;
     assert_error(status, &body, 403, "forbidden");
-    let (status, body) = app.send(Method::POST, &format!("/api/v1/bookings/{id}/cancel"), Some(&other), None).await;
+    let (status, body) = app
+        .send(
+            Method::POST,
+            &format!("/api/v1/bookings/{id}/cancel"),
+            Some(&other),
+            None,
+        )
+        .await;
     assert_error(status, &body, 403, "forbidden");
-    let (status, list) = app.send(Method::GET, "/api/v1/bookings", Some(&other), None).await;
+    let (status, list) = app
+        .send(Method::GET, "/api/v1/bookings", Some(&other), None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list.as_array().map(Vec::len), Some(0));
 
@@ -111,10 +186,14 @@ async fn access_is_refused_without_the_right_token() {
     let instructor = app.token("instructor@example.com").await;
     let (status, body) = app.book(&instructor, app.lesson_at(4, 9)).await;
     assert_error(status, &body, 403, "forbidden");
-    let (status, body) = app.send(Method::GET, "/api/v1/admin/jobs", Some(&student), None).await;
+    let (status, body) = app
+        .send(Method::GET, "/api/v1/admin/jobs", Some(&student), None)
+        .await;
     assert_error(status, &body, 403, "forbidden");
     let admin = app.token("admin@example.com").await;
-    let (status, _) = app.send(Method::GET, "/api/v1/admin/queues", Some(&admin), None).await;
+    let (status, _) = app
+        .send(Method::GET, "/api/v1/admin/queues", Some(&admin), None)
+        .await;
     assert_eq!(status, 200);
 
     let (status, body) = app.send(Method::GET, "/no/such/route", None, None).await;

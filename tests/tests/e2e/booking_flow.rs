@@ -2,7 +2,11 @@
 //! survive Redis being down.
 use std::time::Duration;
 
-use e2e::{eventually, platform::{Options, TestApp}, redis_server::RedisServer};
+use e2e::{
+    eventually,
+    platform::{Options, TestApp},
+    redis_server::RedisServer,
+};
 
 #[tokio::test]
 async fn a_booking_emails_each_party_once_in_their_own_time_zone() {
@@ -19,24 +23,58 @@ async fn a_booking_emails_each_party_once_in_their_own_time_zone() {
 
     assert_eq!(status, 201, "{booking}");
     assert_eq!(booking["status"], "confirmed");
-    assert_eq!(booking["start"].as_str().map(|s| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap()), Some(start));
-    eventually(Duration::from_secs(20), "two confirmations", || async { app.smtp.count() >= 2 }).await;
+    assert_eq!(
+        booking["start"]
+            .as_str()
+            .map(|s| s.parse::<chrono::DateTime<chrono::Utc>>().unwrap()),
+        Some(start)
+    );
+    eventually(Duration::from_secs(20), "two confirmations", || async {
+        app.smtp.count() >= 2
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let messages = app.smtp.messages();
     assert_eq!(messages.len(), 2, "exactly one email per party");
-    let to_student = messages.iter().find(|m| m.to == ["student@example.com"]).expect("student email");
-    let to_instructor = messages.iter().find(|m| m.to == ["instructor@example.com"]).expect("instructor email");
-    let berlin = start.with_timezone(&chrono_tz::Europe::Berlin).format("%-I:%M %p %Z").to_string();
-    let new_york = start.with_timezone(&chrono_tz::America::New_York).format("%-I:%M %p %Z").to_string();
-    assert!(to_student.text().contains(&berlin), "student sees {berlin}:\n{}", to_student.text());
-    assert!(to_instructor.text().contains(&new_york), "instructor sees {new_york}");
+    let to_student = messages
+        .iter()
+        .find(|m| m.to == ["student@example.com"])
+        .expect("student email");
+    let to_instructor = messages
+        .iter()
+        .find(|m| m.to == ["instructor@example.com"])
+        .expect("instructor email");
+    let berlin = start
+        .with_timezone(&chrono_tz::Europe::Berlin)
+        .format("%-I:%M %p %Z")
+        .to_string();
+    let new_york = start
+        .with_timezone(&chrono_tz::America::New_York)
+        .format("%-I:%M %p %Z")
+        .to_string();
+    assert!(
+        to_student.text().contains(&berlin),
+        "student sees {berlin}:\n{}",
+        to_student.text()
+    );
+    assert!(
+        to_instructor.text().contains(&new_york),
+        "instructor sees {new_york}"
+    );
     for message in [to_student, to_instructor] {
-        assert!(message.subject().starts_with("Booking confirmed"), "{}", message.subject());
+        assert!(
+            message.subject().starts_with("Booking confirmed"),
+            "{}",
+            message.subject()
+        );
         assert!(message.data.contains("multipart/alternative"));
         assert!(message.data.contains("text/plain"));
         assert!(message.data.contains("text/html"));
     }
-    eventually(Duration::from_secs(5), "job records done", || async { app.jobs_in("done").await == 2 }).await;
+    eventually(Duration::from_secs(5), "job records done", || async {
+        app.jobs_in("done").await == 2
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -45,7 +83,10 @@ async fn the_same_email_job_delivered_twice_sends_one_email() {
     let token = app.student().await;
     let (status, _) = app.book(&token, app.lesson_at(2, 9)).await;
     assert_eq!(status, 201);
-    eventually(Duration::from_secs(20), "two confirmations", || async { app.smtp.count() == 2 }).await;
+    eventually(Duration::from_secs(20), "two confirmations", || async {
+        app.smtp.count() == 2
+    })
+    .await;
 
     // deliver every email job again through Redis, as a duplicate delivery would
     let rows: Vec<(i64, serde_json::Value)> =
@@ -61,14 +102,19 @@ async fn the_same_email_job_delivered_twice_sends_one_email() {
         let task = apalis::prelude::TaskBuilder::new(bytes)
             .task_id(apalis::prelude::TaskId::from_string(format!("{id}.dup")))
             .build();
-        apalis_redis::queries::push_tasks(&mut conn, &config, &[task]).await.unwrap();
+        apalis_redis::queries::push_tasks(&mut conn, &config, &[task])
+            .await
+            .unwrap();
     }
     // and reopen the records, as if the first run had crashed before recording its outcome
     sqlx::query("update jobs set status = 'enqueued' where payload->>'kind' = 'confirmation'")
         .execute(&app.db.pool)
         .await
         .unwrap();
-    eventually(Duration::from_secs(20), "duplicates processed", || async { app.jobs_in("done").await == 2 }).await;
+    eventually(Duration::from_secs(20), "duplicates processed", || async {
+        app.jobs_in("done").await == 2
+    })
+    .await;
 
     assert_eq!(app.smtp.count(), 2, "no email sent twice");
     let ledger: i64 = sqlx::query_scalar("select count(*) from email_ledger where status = 'sent'")
@@ -81,7 +127,11 @@ async fn the_same_email_job_delivered_twice_sends_one_email() {
 #[tokio::test]
 async fn bookings_made_while_redis_is_down_are_emailed_when_it_returns() {
     let mut redis = RedisServer::start().await;
-    let app = TestApp::start_with(Options { redis_url: redis.url(), ..Options::default() }).await;
+    let app = TestApp::start_with(Options {
+        redis_url: redis.url(),
+        ..Options::default()
+    })
+    .await;
     let token = app.student().await;
     redis.stop().await;
 
@@ -100,17 +150,26 @@ async fn bookings_made_while_redis_is_down_are_emailed_when_it_returns() {
     assert_eq!(waiting, 6, "the confirmations wait in the outbox");
 
     redis.restart().await;
-    eventually(Duration::from_secs(60), "six confirmations after redis returns", || async {
-        app.smtp.count() >= 6
+    eventually(
+        Duration::from_secs(60),
+        "six confirmations after redis returns",
+        || async { app.smtp.count() >= 6 },
+    )
+    .await;
+    eventually(Duration::from_secs(10), "all due records done", || async {
+        app.jobs_in("done").await == 6
     })
     .await;
-    eventually(Duration::from_secs(10), "all due records done", || async { app.jobs_in("done").await == 6 }).await;
     assert_eq!(app.smtp.count(), 6);
 }
 
 #[tokio::test]
 async fn fifty_concurrent_requests_for_one_slot_make_one_booking() {
-    let app = TestApp::start_with(Options { start_worker: false, ..Options::default() }).await;
+    let app = TestApp::start_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
     let token = app.student().await;
     let start = app.lesson_at(5, 14);
 
@@ -127,7 +186,10 @@ async fn fifty_concurrent_requests_for_one_slot_make_one_booking() {
             assert!(body["detail"].is_string());
         }
     }
-    let rows: i64 = sqlx::query_scalar("select count(*) from bookings").fetch_one(&app.db.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("select count(*) from bookings")
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 1);
 }
 
@@ -137,7 +199,10 @@ async fn cancelling_emails_both_parties() {
     let token = app.student().await;
     let (_, booking) = app.book(&token, app.lesson_at(4, 15)).await;
     let id = booking["id"].as_i64().unwrap();
-    eventually(Duration::from_secs(20), "confirmations", || async { app.smtp.count() == 2 }).await;
+    eventually(Duration::from_secs(20), "confirmations", || async {
+        app.smtp.count() == 2
+    })
+    .await;
 
     let instructor = app.token("instructor@example.com").await;
     let (status, cancelled) = app
@@ -151,9 +216,16 @@ async fn cancelling_emails_both_parties() {
 
     assert_eq!(status, 200, "{cancelled}");
     assert_eq!(cancelled["status"], "cancelled");
-    eventually(Duration::from_secs(20), "cancellations", || async { app.smtp.count() == 4 }).await;
-    let cancellations: Vec<_> =
-        app.smtp.messages().into_iter().filter(|m| m.subject().starts_with("Booking cancelled")).collect();
+    eventually(Duration::from_secs(20), "cancellations", || async {
+        app.smtp.count() == 4
+    })
+    .await;
+    let cancellations: Vec<_> = app
+        .smtp
+        .messages()
+        .into_iter()
+        .filter(|m| m.subject().starts_with("Booking cancelled"))
+        .collect();
     assert_eq!(cancellations.len(), 2);
     assert!(cancellations.iter().all(|m| m.text().contains("ill")));
     // the freed time is bookable again
@@ -163,11 +235,17 @@ async fn cancelling_emails_both_parties() {
 
 #[tokio::test]
 async fn availability_is_free_time_minus_bookings() {
-    let app = TestApp::start_with(Options { start_worker: false, ..Options::default() }).await;
+    let app = TestApp::start_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
     let token = app.student().await;
     let start = app.lesson_at(6, 12);
     app.book(&token, start).await;
-    let day = start.with_timezone(&chrono_tz::America::New_York).date_naive();
+    let day = start
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
     let instructor = app.instructor_id().await;
 
     let (status, body) = app
@@ -182,12 +260,25 @@ async fn availability_is_free_time_minus_bookings() {
     assert_eq!(status, 200, "{body}");
     let ranges = body["ranges"].as_array().unwrap();
     assert_eq!(ranges.len(), 2, "{body}");
-    assert_eq!(ranges[0]["end"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(), start);
     assert_eq!(
-        ranges[1]["start"].as_str().unwrap().parse::<chrono::DateTime<chrono::Utc>>().unwrap(),
+        ranges[0]["end"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
+        start
+    );
+    assert_eq!(
+        ranges[1]["start"]
+            .as_str()
+            .unwrap()
+            .parse::<chrono::DateTime<chrono::Utc>>()
+            .unwrap(),
         start + chrono::Duration::hours(1)
     );
-    let (status, list) = app.send(reqwest::Method::GET, "/api/v1/instructors", None, None).await;
+    let (status, list) = app
+        .send(reqwest::Method::GET, "/api/v1/instructors", None, None)
+        .await;
     assert_eq!(status, 200);
     assert_eq!(list[0]["services"][0]["duration_minutes"], 60);
     assert_eq!(list[0]["timezone"], "America/New_York");

@@ -24,12 +24,17 @@ const IN_FLIGHT_WINDOW_SECS: i64 = 60;
 
 pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
-    let booking: Option<Booking> = sqlx::query_as(&format!("select {BOOKING_COLUMNS} from bookings where id = $1"))
-        .bind(args.booking_id)
-        .fetch_optional(&deps.pool)
-        .await?;
+    let booking: Option<Booking> = sqlx::query_as(&format!(
+        "select {BOOKING_COLUMNS} from bookings where id = $1"
+    ))
+    .bind(args.booking_id)
+    .fetch_optional(&deps.pool)
+    .await?;
     let Some(booking) = booking else {
-        return Ok(Outcome::Dead(format!("booking {} does not exist", args.booking_id)));
+        return Ok(Outcome::Dead(format!(
+            "booking {} does not exist",
+            args.booking_id
+        )));
     };
     tracing::Span::current().record("booking_id", booking.id);
     let (recipient_id, other_id) = match args.party {
@@ -66,15 +71,21 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
             tracing::info!("email already sent: duplicate delivery ignored");
             return Ok(Outcome::Done);
         }
-        Claim::InFlight => return Ok(Outcome::Retry("another delivery is sending this email".into())),
+        Claim::InFlight => {
+            return Ok(Outcome::Retry(
+                "another delivery is sending this email".into(),
+            ));
+        }
     }
 
     let previous_starts_at: Option<chrono::DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
-        sqlx::query_scalar("select previous_starts_at from booking_moves where booking_id = $1 and version = $2")
-            .bind(booking.id)
-            .bind(args.booking_version)
-            .fetch_optional(&deps.pool)
-            .await?
+        sqlx::query_scalar(
+            "select previous_starts_at from booking_moves where booking_id = $1 and version = $2",
+        )
+        .bind(booking.id)
+        .bind(args.booking_version)
+        .fetch_optional(&deps.pool)
+        .await?
     } else {
         None
     };
@@ -101,7 +112,13 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
     };
     let sent = deps
         .mailer
-        .send(&deps.config.mail_from, &recipient.full_name, &recipient.email, &message_id, &email)
+        .send(
+            &deps.config.mail_from,
+            &recipient.full_name,
+            &recipient.email,
+            &message_id,
+            &email,
+        )
         .await;
     match sent {
         Ok(()) => {
@@ -131,7 +148,11 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
             if args.kind == EmailKind::Reminder {
                 metrics::counter!("reminders_failed_total").increment(1);
             }
-            Ok(if e.is_permanent() { Outcome::Dead(e.to_string()) } else { Outcome::Retry(e.to_string()) })
+            Ok(if e.is_permanent() {
+                Outcome::Dead(e.to_string())
+            } else {
+                Outcome::Retry(e.to_string())
+            })
         }
     }
 }
@@ -144,10 +165,12 @@ fn skip(kind: EmailKind, reason: &str) -> Outcome {
 }
 
 async fn load_person(deps: &Deps, id: i64) -> Result<Recipient, WorkerError> {
-    Ok(sqlx::query_as("select id, email, full_name, timezone, erased_at from users where id = $1")
-        .bind(id)
-        .fetch_one(&deps.pool)
-        .await?)
+    Ok(
+        sqlx::query_as("select id, email, full_name, timezone, erased_at from users where id = $1")
+            .bind(id)
+            .fetch_one(&deps.pool)
+            .await?,
+    )
 }
 
 enum Claim {
@@ -157,7 +180,12 @@ enum Claim {
 }
 
 /// Claims the ledger row of this email, or says why not.
-async fn claim(deps: &Deps, args: &BookingEmail, recipient_id: i64, message_id: &str) -> Result<Claim, WorkerError> {
+async fn claim(
+    deps: &Deps,
+    args: &BookingEmail,
+    recipient_id: i64,
+    message_id: &str,
+) -> Result<Claim, WorkerError> {
     let inserted: Option<i64> = sqlx::query_scalar(
         "insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
          values ($1, $2, $3, $4, $5) on conflict do nothing returning id",

@@ -19,7 +19,11 @@ use crate::{
 };
 
 /// Runs one delivery of a job of kind `A` through `handler`.
-pub async fn execute<A, F, Fut>(deps: &Deps, raw: serde_json::Value, handler: F) -> Result<(), BoxDynError>
+pub async fn execute<A, F, Fut>(
+    deps: &Deps,
+    raw: serde_json::Value,
+    handler: F,
+) -> Result<(), BoxDynError>
 where
     A: JobArgs,
     F: FnOnce(Deps, i64, A) -> Fut,
@@ -27,7 +31,10 @@ where
 {
     let Some(job_id) = raw.get("job_id").and_then(serde_json::Value::as_i64) else {
         // nothing durable to record against: acknowledge it so it does not loop in Redis
-        tracing::error!(queue = A::QUEUE, "undecodable envelope dropped to the redis dead set");
+        tracing::error!(
+            queue = A::QUEUE,
+            "undecodable envelope dropped to the redis dead set"
+        );
         metrics::counter!("jobs_poison_total", "queue" => A::QUEUE).increment(1);
         return Err(apalis::prelude::AbortError::new("envelope without job_id").into());
     };
@@ -48,10 +55,17 @@ where
         tracing::Span::current().record("attempt", attempt.number);
         let started = std::time::Instant::now();
         let outcome = if attempt.number > attempt.max {
-            Outcome::Dead(format!("attempts exhausted ({} of {})", attempt.number - 1, attempt.max))
+            Outcome::Dead(format!(
+                "attempts exhausted ({} of {})",
+                attempt.number - 1,
+                attempt.max
+            ))
         } else {
             match raw.get("args").cloned().map(serde_json::from_value::<A>) {
-                Some(Ok(args)) => match AssertUnwindSafe(handler(deps.clone(), job_id, args)).catch_unwind().await {
+                Some(Ok(args)) => match AssertUnwindSafe(handler(deps.clone(), job_id, args))
+                    .catch_unwind()
+                    .await
+                {
                     Ok(Ok(outcome)) => outcome,
                     Ok(Err(e)) => Outcome::Retry(e.to_string()),
                     Err(_) => Outcome::Dead("handler panicked".into()),
@@ -61,9 +75,13 @@ where
             }
         };
         records::finish(&deps.pool, job_id, attempt, &outcome, deps.clock.now()).await?;
-        let labels = [("queue", A::QUEUE.to_string()), ("outcome", outcome.label().to_string())];
+        let labels = [
+            ("queue", A::QUEUE.to_string()),
+            ("outcome", outcome.label().to_string()),
+        ];
         metrics::counter!("jobs_total", &labels).increment(1);
-        metrics::histogram!("job_duration_seconds", &labels).record(started.elapsed().as_secs_f64());
+        metrics::histogram!("job_duration_seconds", &labels)
+            .record(started.elapsed().as_secs_f64());
         match &outcome {
             Outcome::Done => tracing::info!("job done"),
             Outcome::Skipped(reason) => tracing::info!(reason = %reason, "job skipped"),

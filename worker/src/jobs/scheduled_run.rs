@@ -50,7 +50,9 @@ pub async fn handle(deps: Deps, _job_id: i64, args: ScheduledRun) -> Result<Outc
             tracing::info!(deleted, "retention sweep: finished job records");
             Ok(Outcome::Done)
         }
-        "search_rollup" => Ok(Outcome::Skipped("search analytics rollup is not built yet".into())),
+        "search_rollup" => Ok(Outcome::Skipped(
+            "search analytics rollup is not built yet".into(),
+        )),
         other => Ok(Outcome::Dead(format!("unknown schedule {other}"))),
     }
 }
