@@ -59,7 +59,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Some(Command::Trigger { name }) => {
-            let config = Config::from_iter(vars)?;
+            let config = Config::from_env()?;
             telemetry::init_tracing(&config.log_format);
             let schedule = schedules::find(&schedules, &name)?;
             if !schedule.enabled {
@@ -80,8 +80,8 @@ async fn run(
     vars: Vec<(String, String)>,
     schedules: Vec<schedule::Schedule>,
 ) -> anyhow::Result<()> {
-    let config = Config::from_iter(vars.clone())?;
-    let settings = Settings::from_iter(vars)?;
+    let config = Config::from_env()?;
+    let settings = Settings::from_vars(vars)?;
     telemetry::init_tracing(&config.log_format);
     let metrics = telemetry::init_metrics();
     let pool = db::prepare(&config.database_url, 4)

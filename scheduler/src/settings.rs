@@ -50,7 +50,7 @@ fn port() -> u16 {
 impl Settings {
     /// Reads `SCHEDULER_TICK_MS`, `SCHEDULER_LEASE_MS`, `SCHEDULER_HEALTH_MS`,
     /// `SCHEDULER_PORT` and `SCHEDULER_INSTANCE` from `vars`.
-    pub fn from_iter(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self> {
         let vars: Vec<(String, String)> = vars.into_iter().collect();
         let raw: Raw = envy::prefixed("SCHEDULER_")
             .from_iter(vars.iter().cloned())
@@ -86,10 +86,10 @@ mod tests {
 
     #[test]
     fn defaults_and_validation() {
-        let s = Settings::from_iter(Vec::new()).expect("defaults");
+        let s = Settings::from_vars(Vec::new()).expect("defaults");
         assert_eq!(s.tick, Duration::from_secs(1));
         assert_eq!(s.lease, Duration::from_secs(10));
-        let err = Settings::from_iter([("SCHEDULER_LEASE_MS".to_string(), "1500".to_string())])
+        let err = Settings::from_vars([("SCHEDULER_LEASE_MS".to_string(), "1500".to_string())])
             .expect_err("lease shorter than two ticks");
         assert!(err.to_string().contains("SCHEDULER_LEASE_MS"), "{err}");
     }

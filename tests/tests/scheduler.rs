@@ -15,7 +15,7 @@ use sqlx::PgPool;
 use tokio::{sync::oneshot, task::JoinHandle};
 
 fn settings(instance: &str) -> Settings {
-    Settings::from_iter(
+    Settings::from_vars(
         [
             ("SCHEDULER_TICK_MS", "100"),
             ("SCHEDULER_LEASE_MS", "1000"),
