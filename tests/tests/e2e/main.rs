@@ -1,3 +1,4 @@
 //! End-to-end tests of the platform against real Postgres, Redis and SMTP: one test binary.
 mod bad_input;
 mod booking_flow;
+mod reminders;
