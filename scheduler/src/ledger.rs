@@ -222,6 +222,21 @@ pub async fn record_leader(
     Ok(())
 }
 
+/// Marks `holder`'s leadership as ended at `now` (a clean stop), so the admin view shows no
+/// leader until another replica takes the lease.
+pub async fn record_release(
+    pool: &PgPool,
+    holder: &str,
+    now: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("update scheduler_leader set expires_at = least(expires_at, $2) where holder = $1")
+        .bind(holder)
+        .bind(now)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
 /// Fired slots whose job had not succeeded by the deadline, marked once (so a miss counts
 /// once across restarts and replicas).
 #[derive(Debug, Clone, PartialEq, Eq)]

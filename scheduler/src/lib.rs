@@ -86,10 +86,15 @@ impl Scheduler {
                 last_health = Some(Instant::now());
             }
         }
-        if self.leading
-            && let Err(e) = self.lease.release().await
-        {
-            tracing::warn!(error = %e, "could not release the lease; it expires on its own");
+        if self.leading {
+            if let Err(e) = self.lease.release().await {
+                tracing::warn!(error = %e, "could not release the lease; it expires on its own");
+            }
+            if let Err(e) =
+                ledger::record_release(&self.pool, self.lease.holder(), self.clock.now()).await
+            {
+                tracing::warn!(error = %e, "could not record the release");
+            }
         }
         metrics::gauge!("scheduler_is_leader").set(0.0);
         tracing::info!(instance = self.lease.holder(), "scheduler stopped");

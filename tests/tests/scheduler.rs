@@ -205,8 +205,12 @@ async fn two_replicas_fire_each_slot_once_and_a_dead_leader_loses_no_slot() {
     assert_eq!(jobs.len(), f.len(), "one job per slot");
     let takeover: Vec<&str> = f.iter().map(|(_, by, _)| by.as_str()).collect();
     assert!(takeover.contains(&leader.as_str()) && takeover.contains(&survivor_name.as_str()));
-    // the survivor gave its lease up on a clean stop
+    // the survivor gave its lease up on a clean stop, and the admin view shows no leader
     assert_eq!(probe.current().await.expect("redis"), None);
+    let status = schedule::status(&db.pool, Utc::now())
+        .await
+        .expect("status");
+    assert!(status.iter().all(|s| s.leader.is_none()), "{status:?}");
 }
 
 #[tokio::test]
