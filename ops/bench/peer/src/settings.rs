@@ -1,0 +1,113 @@
+//! Everything the peer reads from its environment, in one place: the harness's variables
+//! (`BENCH_*` in its README) and this peer's tuning knobs, which the variants in
+//! ops/bench/peers.json set.
+use std::time::Duration;
+
+use anyhow::Context;
+
+/// The Redis key prefix of every platform queue (`shared::config`'s default).
+pub const QUEUE_PREFIX: &str = "instainstru";
+
+/// The harness's connection and queue.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub redis_url: String,
+    /// `BENCH_QUEUE`; the Redis queue is `instainstru:<queue>`.
+    pub queue: String,
+}
+
+impl Target {
+    pub fn from_env() -> Self {
+        Self {
+            redis_url: var("BENCH_REDIS_URL").unwrap_or_else(|| "redis://127.0.0.1:6390/0".into()),
+            queue: var("BENCH_QUEUE").unwrap_or_else(|| "bench".into()),
+        }
+    }
+
+    /// The backend configuration: the platform's `shared::queue::queue_config`, with the
+    /// heartbeat the platform's workers use.
+    pub fn queue_config(&self) -> apalis_redis::Config {
+        shared::queue::queue_config(QUEUE_PREFIX, &self.queue, Duration::from_secs(5))
+    }
+}
+
+/// The worker's knobs.
+#[derive(Debug, Clone)]
+pub struct WorkerSettings {
+    /// `BENCH_EXPECTED`: the completion that sets `bench:t_last`.
+    pub expected: u64,
+    /// `BENCH_SLEEP_MS`: the simulated SMTP send.
+    pub sleep: Duration,
+    /// `BENCH_RECORD_LAT=1` in W3.
+    pub record_latency: bool,
+    /// `BENCH_CONCURRENCY`: handlers in flight.
+    pub concurrency: usize,
+    /// `BENCH_POLL_US`: how often an idle worker asks Redis for work. apalis-redis has no
+    /// wake-up on push, so this bounds the enqueue-to-start latency of an idle worker.
+    pub poll_interval: Duration,
+    /// `BENCH_PROMOTE_MS`: how often the chunked promoter runs (`shared::queue::promote_due`).
+    pub promote_every: Duration,
+    /// `BENCH_BATCH_SIZE`: tasks per fetch; `None` keeps `shared::queue`'s value.
+    pub batch_size: Option<usize>,
+    /// `BENCH_LOCK_TASKS`, `BENCH_EMIT_EVENTS`: overrides of `shared::queue`'s values.
+    pub lock_tasks: Option<bool>,
+    pub emit_events: Option<bool>,
+    /// `BENCH_THREADS`: tokio worker threads; 1 = current-thread runtime.
+    pub threads: usize,
+}
+
+impl WorkerSettings {
+    pub fn from_env() -> anyhow::Result<Self> {
+        Ok(Self {
+            expected: parse("BENCH_EXPECTED")?.unwrap_or(0),
+            sleep: Duration::from_millis(parse("BENCH_SLEEP_MS")?.unwrap_or(0)),
+            record_latency: var("BENCH_RECORD_LAT").as_deref() == Some("1"),
+            concurrency: parse("BENCH_CONCURRENCY")?.unwrap_or(50),
+            poll_interval: Duration::from_micros(parse("BENCH_POLL_US")?.unwrap_or(1000)),
+            promote_every: Duration::from_millis(parse("BENCH_PROMOTE_MS")?.unwrap_or(250)),
+            batch_size: parse("BENCH_BATCH_SIZE")?,
+            lock_tasks: parse_bool("BENCH_LOCK_TASKS")?,
+            emit_events: parse_bool("BENCH_EMIT_EVENTS")?,
+            threads: parse("BENCH_THREADS")?.unwrap_or(1),
+        })
+    }
+
+    /// The platform's queue configuration with this run's overrides applied.
+    pub fn apply(&self, mut config: apalis_redis::Config) -> apalis_redis::Config {
+        if let Some(n) = self.batch_size {
+            config = config.batch_size(n);
+        }
+        if let Some(b) = self.lock_tasks {
+            config = config.lock_tasks(b);
+        }
+        if let Some(b) = self.emit_events {
+            config = config.emit_events(b);
+        }
+        config
+    }
+}
+
+/// `BENCH_THREADS` for the producer too (default: current-thread).
+pub fn threads() -> anyhow::Result<usize> {
+    Ok(parse("BENCH_THREADS")?.unwrap_or(1))
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.is_empty())
+}
+
+fn parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    var(name).map(|v| v.parse::<T>().with_context(|| format!("{name}={v}"))).transpose()
+}
+
+fn parse_bool(name: &str) -> anyhow::Result<Option<bool>> {
+    match var(name).as_deref() {
+        None => Ok(None),
+        Some("1" | "true") => Ok(Some(true)),
+        Some("0" | "false") => Ok(Some(false)),
+        Some(v) => anyhow::bail!("{name}={v}: expected 0 or 1"),
+    }
+}
