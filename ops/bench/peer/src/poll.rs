@@ -1,4 +1,5 @@
-//! A poll strategy that keeps an idle worker polling on its interval.
+//! How an idle worker learns there is work: a poll strategy that keeps polling on its
+//! interval ([`Ticker`]), or one woken by Redis when the queue is written ([`OnWrite`]).
 //!
 //! apalis-core 1.0's `IntervalStrategy` (behind `poll_with_interval`) stops waking the worker
 //! whenever one fetch takes longer than the interval: when its timer fires it replaces it
@@ -7,7 +8,13 @@
 //! here with a 1 ms interval: polling stopped after 160 ms and jobs waited ~4 s for the
 //! 5 s heartbeat (W3 p50 2,970 ms). This strategy polls its timer until it is `Pending`, so a
 //! waker is always armed, as the `PollStrategy` contract asks.
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
 use std::time::Duration;
 
 use apalis::prelude::{PollSnapshot, PollStrategy};
@@ -35,5 +42,104 @@ impl PollStrategy for Ticker {
             fired = true;
         }
         if fired { Poll::Ready(Some(())) } else { Poll::Pending }
+    }
+}
+
+/// Wakes the worker when the queue's `:scheduled` set is written (every apalis-redis push
+/// lands there), with a slow tick as a safety net and for retries that fall due.
+///
+/// apalis-redis publishes nothing on push, so instead of polling every millisecond we ask
+/// Redis itself: `CLIENT TRACKING ON BCAST PREFIX <scheduled key>` on a RESP3 connection
+/// delivers an `invalidate` push whenever any client modifies the key, coalesced by Redis to
+/// at most one message per event-loop turn. No change to producers or the server config.
+#[derive(Debug)]
+pub struct OnWrite {
+    signal: Arc<WriteSignal>,
+    fallback: Interval,
+    /// A second look shortly after a notification: a fetch already in flight when the write
+    /// landed may have missed it, and the notification has been consumed by then.
+    follow_up: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+/// Set by the tracking connection, consumed by the worker's poll.
+#[derive(Debug, Default)]
+pub struct WriteSignal {
+    written: AtomicBool,
+    waker: AtomicWaker,
+}
+
+const FOLLOW_UP: Duration = Duration::from_millis(2);
+
+impl WriteSignal {
+    /// Starts tracking writes to keys under `key_prefix` on a dedicated RESP3 connection that
+    /// lives as long as the process.
+    pub async fn track(redis_url: &str, key_prefix: &str) -> redis::RedisResult<Arc<Self>> {
+        use redis::IntoConnectionInfo;
+        let info = redis_url.into_connection_info()?;
+        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let client = redis::Client::open(info.set_redis_settings(settings))?;
+        let signal = Arc::new(Self::default());
+        let on_push = signal.clone();
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(move |push: redis::PushInfo| {
+            if push.kind == redis::PushKind::Invalidate {
+                on_push.written.store(true, Ordering::Release);
+                on_push.waker.wake();
+            }
+            Ok::<(), std::convert::Infallible>(())
+        });
+        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let _: () = redis::cmd("CLIENT")
+            .arg(&["TRACKING", "ON", "BCAST", "PREFIX", key_prefix])
+            .query_async(&mut conn)
+            .await?;
+        tokio::spawn(async move {
+            let _tracking = conn; // tracking belongs to this connection: keep it open
+            std::future::pending::<()>().await
+        });
+        Ok(signal)
+    }
+}
+
+impl OnWrite {
+    pub fn new(signal: Arc<WriteSignal>, fallback: Duration) -> Self {
+        let mut fallback = tokio::time::interval(fallback);
+        fallback.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self { signal, fallback, follow_up: None }
+    }
+}
+
+impl PollStrategy for OnWrite {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+        self.signal.waker.register(cx.waker());
+        let mut fired = self.signal.written.swap(false, Ordering::AcqRel);
+        if fired {
+            self.follow_up = Some(Box::pin(tokio::time::sleep(FOLLOW_UP)));
+        }
+        if let Some(follow_up) = self.follow_up.as_mut() {
+            if follow_up.as_mut().poll(cx).is_ready() {
+                self.follow_up = None;
+                fired = true;
+            }
+        }
+        while self.fallback.poll_tick(cx).is_ready() {
+            fired = true;
+        }
+        if fired { Poll::Ready(Some(())) } else { Poll::Pending }
+    }
+}
+
+/// The worker's wake-up: [`Ticker`] (`BENCH_WAKE=tick`) or [`OnWrite`] (`BENCH_WAKE=write`).
+#[derive(Debug)]
+pub enum Wake {
+    Tick(Ticker),
+    OnWrite(OnWrite),
+}
+
+impl PollStrategy for Wake {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, snapshot: &PollSnapshot) -> Poll<Option<()>> {
+        match self {
+            Wake::Tick(t) => t.poll_drive(cx, snapshot),
+            Wake::OnWrite(w) => w.poll_drive(cx, snapshot),
+        }
     }
 }

@@ -45,6 +45,9 @@ pub struct WorkerSettings {
     /// `BENCH_POLL_US`: how often an idle worker asks Redis for work. apalis-redis has no
     /// wake-up on push, so this bounds the enqueue-to-start latency of an idle worker.
     pub poll_interval: Duration,
+    /// `BENCH_WAKE=write` (default): woken by Redis client tracking on the `:scheduled` key,
+    /// `poll_interval` then only a safety net; `BENCH_WAKE=tick`: poll every `poll_interval`.
+    pub wake_on_write: bool,
     /// `BENCH_PROMOTE_MS`: how often the chunked promoter runs (`shared::queue::promote_due`).
     pub promote_every: Duration,
     /// `BENCH_BATCH_SIZE`: tasks per fetch; `None` keeps `shared::queue`'s value.
@@ -64,6 +67,11 @@ impl WorkerSettings {
             record_latency: var("BENCH_RECORD_LAT").as_deref() == Some("1"),
             concurrency: parse("BENCH_CONCURRENCY")?.unwrap_or(50),
             poll_interval: Duration::from_micros(parse("BENCH_POLL_US")?.unwrap_or(1000)),
+            wake_on_write: match var("BENCH_WAKE").as_deref() {
+                None | Some("write") => true,
+                Some("tick") => false,
+                Some(v) => anyhow::bail!("BENCH_WAKE={v}: expected write or tick"),
+            },
             promote_every: Duration::from_millis(parse("BENCH_PROMOTE_MS")?.unwrap_or(250)),
             batch_size: parse("BENCH_BATCH_SIZE")?,
             lock_tasks: parse_bool("BENCH_LOCK_TASKS")?,

@@ -16,7 +16,7 @@ use apalis_redis::{ConnectionManager, RedisStorage};
 
 use crate::clock::monotonic_ns;
 use crate::job::BenchEnvelope;
-use crate::poll::Ticker;
+use crate::poll::{OnWrite, Ticker, Wake, WriteSignal};
 use crate::protocol::Protocol;
 use crate::settings::{Target, WorkerSettings};
 
@@ -43,15 +43,20 @@ pub async fn run(target: Target, settings: WorkerSettings) -> anyhow::Result<()>
         settings.sleep,
         settings.record_latency,
     );
+    let scheduled_key = config.scheduled_jobs_set();
     let storage: RedisStorage<BenchEnvelope> = RedisStorage::new(conn).with_config(config);
     let (host, pid) = (hostname(), std::process::id());
     let (poll, concurrency) = (settings.poll_interval, settings.concurrency);
+    let signal = match settings.wake_on_write {
+        true => Some(WriteSignal::track(&target.redis_url, &scheduled_key).await?),
+        false => None,
+    };
 
     let monitor = Monitor::new();
     let monitor = if bare_stack() {
         monitor.register(move |run| {
             WorkerBuilder::new(format!("bench-{host}-{pid}-{run}"))
-                .backend(storage.clone().poll_with_strategy(Ticker::new(poll)))
+                .backend(storage.clone().poll_with_strategy(wake(&signal, poll)))
                 .concurrency(concurrency)
                 .data(protocol.clone())
                 .build(handle)
@@ -60,7 +65,7 @@ pub async fn run(target: Target, settings: WorkerSettings) -> anyhow::Result<()>
         // The production-shaped stack (shared/reference/apalis.md §2.2 and §10.5).
         monitor.register(move |run| {
             WorkerBuilder::new(format!("bench-{host}-{pid}-{run}"))
-                .backend(storage.clone().poll_with_strategy(Ticker::new(poll)))
+                .backend(storage.clone().poll_with_strategy(wake(&signal, poll)))
                 .concurrency(concurrency)
                 .retry(RetryPolicy::retries(3))
                 .timeout(Duration::from_secs(30))
@@ -82,6 +87,15 @@ pub async fn run(target: Target, settings: WorkerSettings) -> anyhow::Result<()>
     result?;
     tracing::info!("stopped cleanly");
     Ok(())
+}
+
+/// The poll strategy of one worker run: woken by writes (then `poll` is only the safety
+/// net) or ticking every `poll`.
+fn wake(signal: &Option<std::sync::Arc<WriteSignal>>, poll: Duration) -> Wake {
+    match signal {
+        Some(signal) => Wake::OnWrite(OnWrite::new(signal.clone(), poll)),
+        None => Wake::Tick(Ticker::new(poll)),
+    }
 }
 
 /// `BENCH_STACK=bare`: only concurrency, no retry/timeout/panic/tracing layers.
