@@ -2,7 +2,7 @@
 //! offending `field` for the client; the cause chain for the log. A 500 is a bug.
 use axum::{
     Json,
-    extract::rejection::{JsonRejection, PathRejection, QueryRejection},
+    extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection},
     http::{HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
 };
@@ -191,6 +191,20 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest {
+                code: "invalid_body",
+                detail: rejection.body_text(),
+                field: None,
+            }
+        }
+    }
+}
+
 impl From<PathRejection> for ApiError {
     fn from(rejection: PathRejection) -> Self {
         ApiError::BadRequest {
@@ -212,13 +226,17 @@ impl From<QueryRejection> for ApiError {
     }
 }
 
-/// serde names the field in backticks ("unknown field `x`", "missing field `start`",
-/// "start: premature end of input"); pull it out for the `field` of the body.
+/// serde names a missing, unknown or duplicate field in backticks ("unknown field `x`"), and
+/// axum prefixes other data errors with the path to the value ("start: invalid type: integer
+/// `2030`, ..."); pull the field out for the `field` of the body. Backticks elsewhere quote
+/// the client's *value*, which is not a field name.
 fn field_from_serde_message(message: &str) -> Option<String> {
-    if let Some(start) = message.find('`') {
-        let rest = &message[start + 1..];
-        if let Some(end) = rest.find('`') {
-            return Some(rest[..end].to_string());
+    for marker in ["unknown field `", "missing field `", "duplicate field `"] {
+        if let Some(start) = message.find(marker) {
+            let rest = &message[start + marker.len()..];
+            if let Some(end) = rest.find('`') {
+                return Some(rest[..end].to_string());
+            }
         }
     }
     let after_colon = message.split_once(": ")?.1;
@@ -247,6 +265,18 @@ mod tests {
                 "Failed to deserialize the JSON body into the target type: start: input contains invalid characters at line 1 column 20"
             ),
             Some("start".into())
+        );
+        assert_eq!(
+            field_from_serde_message(
+                "Failed to deserialize the JSON body into the target type: start: invalid type: integer `2030`, expected an RFC 3339 formatted date and time string at line 1 column 14"
+            ),
+            Some("start".into())
+        );
+        assert_eq!(
+            field_from_serde_message(
+                "Failed to deserialize query string: unknown variant `teacher`, expected `student`"
+            ),
+            None
         );
     }
 }

@@ -1,6 +1,6 @@
 //! Extractors whose rejections answer with the API's JSON error body instead of axum's
 //! plain-text defaults.
-use axum::extract::{FromRequest, FromRequestParts};
+use axum::extract::{FromRequest, FromRequestParts, Request};
 
 use crate::error::ApiError;
 
@@ -18,6 +18,22 @@ pub struct Path<T>(pub T);
 #[derive(Debug, FromRequestParts)]
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct Query<T>(pub T);
+
+/// A raw request body, buffered under the body limit; over it, a JSON 413 (axum's own
+/// `Bytes` answers in plain text).
+#[derive(Debug)]
+pub struct Bytes(pub axum::body::Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for Bytes {
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        axum::body::Bytes::from_request(request, state)
+            .await
+            .map(Bytes)
+            .map_err(ApiError::from)
+    }
+}
 
 /// Parses an optional JSON body: empty means `T::default()`.
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {

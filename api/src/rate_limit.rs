@@ -1,18 +1,18 @@
 //! Per-client rate limiting on the public and write endpoints, with `Retry-After`.
 //!
 //! governor's keyed GCRA limiter does the arithmetic; the client key is the authenticated
-//! user when there is one, otherwise the peer address.
+//! user when the bearer token verifies, otherwise the peer address. Keying by the raw token
+//! would let a client escape its quota by sending a fresh made-up token with every request.
 use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
 
 use axum::{
-    extract::{ConnectInfo, Request, State},
-    http::header,
+    extract::{ConnectInfo, FromRequestParts, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
 
-use crate::{error::ApiError, state::AppState};
+use crate::{auth::AuthUser, error::ApiError, state::AppState};
 
 /// The keyed limiter.
 pub struct RateLimiter {
@@ -32,7 +32,8 @@ impl RateLimiter {
     pub fn check(&self, key: &str) -> Result<(), u64> {
         self.inner.check_key(&key.to_string()).map_err(|not_until| {
             let wait = not_until.wait_time_from(governor::clock::DefaultClock::default().now());
-            wait.as_secs() + 1
+            // whole seconds, rounded up, never 0
+            (wait.as_secs() + u64::from(wait.subsec_nanos() > 0)).max(1)
         })
     }
 
@@ -41,32 +42,23 @@ impl RateLimiter {
     }
 }
 
-/// Middleware: limits by bearer token (its hash) or by peer address.
+/// Middleware: limits by verified user, else by peer address.
 pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let key = match request
-        .headers()
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        // the token itself identifies the client; keep only a short digest in memory
-        Some(token) => format!("t:{:x}", fxhash(token)),
-        None => request
-            .extensions()
+    let (mut parts, body) = request.into_parts();
+    let key = match AuthUser::from_request_parts(&mut parts, &state).await {
+        Ok(user) => format!("u:{}", user.id),
+        // no token, or one that does not verify: the handler will refuse it, but the
+        // attempt still counts against the peer's quota
+        Err(_) => parts
+            .extensions
             .get::<ConnectInfo<SocketAddr>>()
             .map(|c| format!("ip:{}", c.0.ip()))
             .unwrap_or_else(|| "anonymous".to_string()),
     };
     match state.limiter.check(&key) {
-        Ok(()) => next.run(request).await,
+        Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs }.into_response(),
     }
-}
-
-fn fxhash(s: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    s.hash(&mut h);
-    h.finish()
 }
 
 pub type SharedLimiter = Arc<RateLimiter>;

@@ -3,3 +3,4 @@ pub mod admin;
 pub mod bookings;
 pub mod health;
 pub mod instructors;
+pub mod openapi;

@@ -1,4 +1,6 @@
 //! End-to-end tests of the platform against real Postgres, Redis and SMTP: one test binary.
 mod bad_input;
 mod booking_flow;
+mod contract;
+mod rate_limit;
 mod reminders;
