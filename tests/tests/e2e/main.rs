@@ -2,5 +2,6 @@
 mod bad_input;
 mod booking_flow;
 mod contract;
+mod fuzz;
 mod rate_limit;
 mod reminders;

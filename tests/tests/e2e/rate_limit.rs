@@ -13,16 +13,15 @@ use crate::contract::{Answer, Api, Body, Contract, call};
 const PER_SEC: u32 = 1;
 const BURST: u32 = 3;
 
-/// Sends `request` until it is refused with 429 (at most 20 times); returns the refusal and
-/// how many were let through, checking that no more than the quota were.
+/// Sends `request` until it is refused with 429 (at most 20 times) and returns the refusal,
+/// checking that no more than the quota were let through before it.
 async fn burst_until_limited<F, Fut>(what: &str, mut request: F) -> Answer
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Answer>,
 {
     let started = Instant::now();
-    let mut allowed = 0u32;
-    for _ in 0..20 {
+    for allowed in 0..20u32 {
         let answer = request().await;
         if answer.status == 429 {
             // the quota: the burst plus what refilled while we were sending
@@ -35,7 +34,6 @@ where
             return answer;
         }
         assert_ne!(answer.status, 500, "{what}: {}", answer.text);
-        allowed += 1;
     }
     panic!("{what}: never rate limited after 20 requests");
 }
