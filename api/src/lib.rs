@@ -76,6 +76,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/jobs", get(admin::jobs))
         .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry))
         .route("/api/v1/admin/jobs/{id}/discard", post(admin::discard))
+        .route("/api/v1/admin/schedules", get(admin::schedules))
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -39,7 +39,7 @@ async fn main() -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&addr)
                 .await
                 .with_context(|| format!("binding {addr}"))?;
-            tracing::info!(addr = %listener.local_addr()?, "api listening");
+            tracing::info!(port = listener.local_addr()?.port(), "api listening");
             api::serve(listener, state, shutdown_signal()).await?;
             tracing::info!("api stopped");
         }

@@ -100,7 +100,7 @@ async fn run(
     let listener = tokio::net::TcpListener::bind((config.host.as_str(), settings.port))
         .await
         .with_context(|| format!("binding SCHEDULER_PORT={}", settings.port))?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics");
+    tracing::info!(port = listener.local_addr()?.port(), "serving /metrics");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut server_stop = stop_rx.clone();
     let server = tokio::spawn(async move {

@@ -59,6 +59,9 @@ pub struct Config {
     /// Worker heartbeat; a worker silent for 6 beats is presumed dead and its jobs return.
     #[serde(default = "defaults::heartbeat_secs")]
     pub heartbeat_secs: u64,
+    /// An email claim older than this was abandoned by a worker that died mid-send.
+    #[serde(default = "defaults::email_claim_timeout_secs")]
+    pub email_claim_timeout_secs: u64,
     /// How long a stopping worker waits for in-flight jobs.
     #[serde(default = "defaults::drain_secs")]
     pub drain_secs: u64,
@@ -113,6 +116,9 @@ mod defaults {
     }
     pub fn heartbeat_secs() -> u64 {
         5
+    }
+    pub fn email_claim_timeout_secs() -> u64 {
+        60
     }
     pub fn drain_secs() -> u64 {
         20

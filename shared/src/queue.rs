@@ -122,6 +122,9 @@ pub struct QueueStats {
     /// Finished and not yet cleaned up.
     pub finished: u64,
     pub workers: u64,
+    /// Registered workers whose heartbeat is older than three beats: connected maybe, but
+    /// no longer consuming (stopped, stalled, partitioned).
+    pub stale_workers: Vec<String>,
 }
 
 /// Reads [`QueueStats`] for one queue.
@@ -129,14 +132,23 @@ pub async fn stats(
     conn: &mut ConnectionManager,
     config: &QueueConfig,
 ) -> Result<QueueStats, redis::RedisError> {
-    let (ready, scheduled, done, dead, workers): (u64, u64, u64, u64, Vec<String>) = redis::pipe()
-        .llen(config.active_jobs_list())
-        .zcard(config.scheduled_jobs_set())
-        .scard(config.done_jobs_set())
-        .scard(config.dead_jobs_set())
-        .zrange(config.workers_set(), 0, -1)
-        .query_async(conn)
-        .await?;
+    let (ready, scheduled, done, dead, beats): (u64, u64, u64, u64, Vec<(String, f64)>) =
+        redis::pipe()
+            .llen(config.active_jobs_list())
+            .zcard(config.scheduled_jobs_set())
+            .scard(config.done_jobs_set())
+            .scard(config.dead_jobs_set())
+            .zrange_withscores(config.workers_set(), 0, -1)
+            .query_async(conn)
+            .await?;
+    let stale_after = 3.0 * config.heartbeat_interval.as_secs_f64().max(1.0);
+    let now = unix_now() as f64;
+    let stale_workers = beats
+        .iter()
+        .filter(|(_, beat)| now - beat > stale_after)
+        .map(|(name, _)| name.clone())
+        .collect();
+    let workers: Vec<String> = beats.into_iter().map(|(name, _)| name).collect();
     let mut pipe = redis::pipe();
     for worker in &workers {
         pipe.scard(format!("{}:{worker}", config.inflight_jobs_set()));
@@ -152,6 +164,7 @@ pub async fn stats(
         in_flight: in_flight.iter().sum(),
         finished: done + dead,
         workers: workers.len() as u64,
+        stale_workers,
     })
 }
 
@@ -164,11 +177,46 @@ fn unix_now() -> u64 {
 
 /// The untyped storage of a queue: workers decode the envelope themselves, so that a payload
 /// that cannot be decoded becomes a dead letter in Postgres instead of a Redis retry loop.
+///
+/// `batch_size` is how many tasks one fetch takes: keep it near the worker's concurrency so
+/// that one worker does not hoard tasks that others could run.
 pub fn storage_raw(
     conn: ConnectionManager,
     prefix: &str,
     queue: &str,
     heartbeat: Duration,
+    batch_size: usize,
 ) -> RedisStorage<serde_json::Value> {
-    RedisStorage::new(conn).with_config(queue_config(prefix, queue, heartbeat))
+    RedisStorage::new(conn)
+        .with_config(queue_config(prefix, queue, heartbeat).batch_size(batch_size.max(1)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stats_report_workers_that_stopped_heartbeating() {
+        let mut conn = connect(&crate::testing::redis_url()).await.expect("redis");
+        let prefix = crate::testing::unique_name("stats");
+        let config = queue_config(&prefix, "q", Duration::from_secs(1));
+        let now = unix_now();
+        let _: () = redis::cmd("ZADD")
+            .arg(config.workers_set())
+            .arg(now)
+            .arg("alive")
+            .arg(now - 10)
+            .arg("stalled")
+            .query_async(&mut conn)
+            .await
+            .expect("zadd");
+        let stats = stats(&mut conn, &config).await.expect("stats");
+        let _: () = redis::cmd("DEL")
+            .arg(config.workers_set())
+            .query_async(&mut conn)
+            .await
+            .expect("del");
+        assert_eq!(stats.workers, 2);
+        assert_eq!(stats.stale_workers, vec!["stalled".to_string()]);
+    }
 }

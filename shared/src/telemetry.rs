@@ -16,7 +16,11 @@ pub fn init_tracing(format: &str) {
             .with(fmt::layer().json().with_current_span(true))
             .try_init()
     } else {
-        registry.with(fmt::layer().with_target(false)).try_init()
+        // colour codes only for a person at a terminal, never in files or collectors
+        let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+        registry
+            .with(fmt::layer().with_target(false).with_ansi(ansi))
+            .try_init()
     };
 }
 

@@ -35,7 +35,12 @@ pub struct TestDatabase {
 impl TestDatabase {
     /// Creates and migrates a new database.
     pub async fn create() -> TestDatabase {
-        let base = base_database_url();
+        Self::create_on(&base_database_url()).await
+    }
+
+    /// Creates and migrates a new database on the server of `base`.
+    pub async fn create_on(base: &str) -> TestDatabase {
+        let base = base.to_string();
         let options = PgConnectOptions::from_str(&base).expect("valid TEST_DATABASE_URL");
         let name = unique_name("test");
         let mut admin = PgConnection::connect_with(&options.clone().database("postgres"))

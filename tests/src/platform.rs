@@ -66,7 +66,10 @@ impl TestApp {
             ("RATE_LIMIT_PER_SEC".to_string(), "10000".to_string()),
             ("RATE_LIMIT_BURST".to_string(), "10000".to_string()),
         ];
-        env.extend(options.extra_env);
+        for (key, value) in options.extra_env {
+            env.retain(|(k, _)| *k != key);
+            env.push((key, value));
+        }
         let config = Config::from_vars(env).expect("test config");
         api::seed::seed(&db.pool, options.clock.now())
             .await

@@ -98,15 +98,22 @@ pub async fn run(
             }
         }
     };
+    let concurrency = config.worker_concurrency;
     let emails = queue::storage_raw(
         redis.clone(),
         &config.queue_prefix,
         BookingEmail::QUEUE,
         heartbeat,
+        concurrency,
     );
-    let scheduled = queue::storage_raw(redis, &config.queue_prefix, ScheduledRun::QUEUE, heartbeat);
+    let scheduled = queue::storage_raw(
+        redis,
+        &config.queue_prefix,
+        ScheduledRun::QUEUE,
+        heartbeat,
+        4,
+    );
     let poll = Duration::from_millis(50);
-    let concurrency = config.worker_concurrency;
     let (email_deps, scheduled_deps) = (deps.clone(), deps.clone());
     let monitor = Monitor::new()
         .register(move |run| {

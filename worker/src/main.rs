@@ -13,7 +13,10 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&addr)
         .await
         .with_context(|| format!("binding {addr}"))?;
-    tracing::info!(addr = %listener.local_addr()?, "worker metrics listening");
+    tracing::info!(
+        port = listener.local_addr()?.port(),
+        "worker metrics listening"
+    );
     tokio::spawn(worker::serve_metrics(listener, metrics));
     let deps = worker::Deps::from_config(config, Arc::new(SystemClock))
         .await

@@ -26,6 +26,11 @@ pub async fn tick(
         metrics::gauge!("queue_waiting", "queue" => *name).set(stats.waiting as f64);
         metrics::gauge!("queue_in_flight", "queue" => *name).set(stats.in_flight as f64);
         metrics::gauge!("queue_workers", "queue" => *name).set(stats.workers as f64);
+        metrics::gauge!("queue_stale_workers", "queue" => *name)
+            .set(stats.stale_workers.len() as f64);
+        if !stats.stale_workers.is_empty() {
+            tracing::warn!(queue = *name, stale = ?stats.stale_workers, "workers registered but not heartbeating");
+        }
     }
     Ok(())
 }

@@ -65,8 +65,11 @@ pub async fn queues(
         let oldest = lag.iter().find(|(q, _)| q == name).and_then(|(_, t)| *t);
         let redis_stats = match redis.as_mut() {
             Some(conn) => {
-                let config =
-                    queue::queue_config(&state.config.queue_prefix, name, Duration::from_secs(5));
+                let config = queue::queue_config(
+                    &state.config.queue_prefix,
+                    name,
+                    Duration::from_secs(state.config.heartbeat_secs),
+                );
                 queue::stats(conn, &config).await.ok()
             }
             None => None,
@@ -223,4 +226,18 @@ async fn missing_or_conflict(state: &AppState, id: i64, detail: &str) -> ApiErro
         Ok(None) => ApiError::NotFound("job"),
         Err(e) => e.into(),
     }
+}
+
+/// `GET /api/v1/admin/schedules`: per schedule its last fire and outcome, next fire and the
+/// current scheduler leader.
+pub async fn schedules(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<Vec<shared::schedule::ScheduleStatus>>> {
+    user.require(Role::Admin)?;
+    let now = state.clock.now();
+    shared::schedule::status(&state.db, now)
+        .await
+        .map(Json)
+        .map_err(ApiError::from)
 }

@@ -263,9 +263,9 @@ pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<i64>,
-    body: axum::body::Bytes,
+    body: crate::extract::Bytes,
 ) -> ApiResult<Json<Booking>> {
-    let reason = optional_json::<CancelBooking>(&body)?.reason;
+    let reason = optional_json::<CancelBooking>(&body.0)?.reason;
     if reason
         .as_ref()
         .is_some_and(|r| r.chars().count() > MAX_NOTES_CHARS)

@@ -3,7 +3,8 @@
 //! Idempotent through the email ledger, keyed by (booking, kind, recipient, booking version):
 //! the row is claimed before the SMTP exchange and marked sent after it, so a retried or
 //! duplicated delivery sends nothing more. A claim younger than the in-flight window means
-//! another delivery is sending right now: retry later. An older claim means a worker died
+//! another delivery is sending right now: retry later. A claim older than
+//! `EMAIL_CLAIM_TIMEOUT_SECS` means a worker died
 //! mid-send: take it over and send again with the same Message-ID, the one window in which a
 //! receiver can see a duplicate (and can drop it by that id).
 //!
@@ -18,9 +19,6 @@ use shared::{
 };
 
 use crate::{Deps, error::WorkerError, records::Outcome};
-
-/// A claim younger than this is another delivery's send in progress.
-const IN_FLIGHT_WINDOW_SECS: i64 = 60;
 
 pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
@@ -122,16 +120,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
         .await;
     match sent {
         Ok(()) => {
-            sqlx::query(
-                "update email_ledger set status = 'sent', sent_at = now()
-                 where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4",
-            )
-            .bind(args.booking_id)
-            .bind(args.kind.as_str())
-            .bind(recipient_id)
-            .bind(args.booking_version)
-            .execute(&deps.pool)
-            .await?;
+            mark_sent(&deps, &args, recipient_id).await?;
             metrics::counter!("emails_sent_total", "kind" => args.kind.as_str()).increment(1);
             if args.kind == EmailKind::Reminder {
                 metrics::counter!("reminders_sent_total").increment(1);
@@ -211,7 +200,7 @@ async fn claim(
     .bind(args.kind.as_str())
     .bind(recipient_id)
     .bind(args.booking_version)
-    .bind(IN_FLIGHT_WINDOW_SECS as f64)
+    .bind(deps.config.email_claim_timeout_secs as f64)
     .fetch_optional(&deps.pool)
     .await?;
     if taken_over.is_some() {
@@ -232,6 +221,35 @@ async fn claim(
         Some("sent") => Claim::AlreadySent,
         _ => Claim::InFlight,
     })
+}
+
+/// Records that the SMTP server accepted the email. This knowledge exists only in this
+/// process until it is written, so a database outage is waited out here (up to two minutes)
+/// rather than dropped: dropping it would make a retry send the email again.
+async fn mark_sent(deps: &Deps, args: &BookingEmail, recipient_id: i64) -> Result<(), WorkerError> {
+    let mut delay = std::time::Duration::from_millis(100);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    loop {
+        let result = sqlx::query(
+            "update email_ledger set status = 'sent', sent_at = now()
+             where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4",
+        )
+        .bind(args.booking_id)
+        .bind(args.kind.as_str())
+        .bind(recipient_id)
+        .bind(args.booking_version)
+        .execute(&deps.pool)
+        .await;
+        match result {
+            Ok(_) => return Ok(()),
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::warn!(error = %e, "email sent but not yet recorded; retrying the ledger");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Drops our claim after a failed send, so the retry can claim it again.

@@ -1,0 +1,287 @@
+//! The platform as real processes: the built `api`, `worker` and `scheduler` binaries,
+//! started against a fresh database, real Redis under a private prefix, and the SMTP sink,
+//! with their logs captured to files so tests can scan them.
+use std::{path::PathBuf, process::Stdio, time::Duration};
+
+use shared::testing::{self, TestDatabase};
+use tokio::process::{Child, Command};
+
+use crate::{redis_server::free_port, smtp::SmtpSink};
+
+/// Where cargo put the binaries: next to this test executable's `deps/` folder.
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+fn binary(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (cargo build --bins)",
+        path.display()
+    );
+    path
+}
+
+/// One running process of the platform.
+pub struct Proc {
+    pub name: String,
+    pub port: u16,
+    pub log: PathBuf,
+    child: Child,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id().unwrap_or_default()
+    }
+
+    /// Sends `signal` (e.g. "TERM", "KILL", "STOP", "CONT") with kill(1).
+    pub async fn signal(&self, signal: &str) {
+        let _ = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.pid().to_string())
+            .status()
+            .await;
+    }
+
+    /// SIGKILL and reap.
+    pub async fn kill(mut self) {
+        let _ = self.child.kill().await;
+        let _ = self.child.wait().await;
+    }
+
+    /// SIGTERM; the time until it exited, or None if it did not within `limit`.
+    pub async fn terminate(mut self, limit: Duration) -> Option<Duration> {
+        let started = std::time::Instant::now();
+        self.signal("TERM").await;
+        match tokio::time::timeout(limit, self.child.wait()).await {
+            Ok(_) => Some(started.elapsed()),
+            Err(_) => {
+                let _ = self.child.kill().await;
+                None
+            }
+        }
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+/// A platform made of processes sharing one database, one Redis and one SMTP sink.
+pub struct Cluster {
+    pub db: TestDatabase,
+    pub prefix: String,
+    pub redis_url: String,
+    pub smtp: SmtpSink,
+    pub log_dir: PathBuf,
+    pub env: Vec<(String, String)>,
+    counter: usize,
+}
+
+impl Cluster {
+    pub async fn new(redis_url: String, extra_env: &[(&str, &str)]) -> Cluster {
+        Self::with_database(TestDatabase::create().await, redis_url, extra_env).await
+    }
+
+    /// A cluster on a database of the caller's (e.g. on a private Postgres server).
+    pub async fn with_database(
+        db: TestDatabase,
+        redis_url: String,
+        extra_env: &[(&str, &str)],
+    ) -> Cluster {
+        api::seed::seed(&db.pool, chrono::Utc::now())
+            .await
+            .expect("seed");
+        let smtp = SmtpSink::start().await;
+        let prefix = testing::unique_name("p");
+        let log_dir = std::env::temp_dir().join(format!("e2e-logs-{prefix}"));
+        std::fs::create_dir_all(&log_dir).expect("log dir");
+        let mut env: Vec<(String, String)> = [
+            ("DATABASE_URL", db.url.as_str()),
+            ("REDIS_URL", redis_url.as_str()),
+            ("QUEUE_PREFIX", prefix.as_str()),
+            ("HEARTBEAT_SECS", "1"),
+            ("RECONCILE_AFTER_SECS", "4"),
+            ("EMAIL_CLAIM_TIMEOUT_SECS", "3"),
+            ("DRAIN_SECS", "10"),
+            ("WORKER_CONCURRENCY", "8"),
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+            ("RUST_LOG", "info"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        env.push(("SMTP_URL".into(), smtp.url()));
+        for (key, value) in extra_env {
+            env.retain(|(k, _)| k != key);
+            env.push((key.to_string(), value.to_string()));
+        }
+        Cluster {
+            db,
+            prefix,
+            redis_url,
+            smtp,
+            log_dir,
+            env,
+            counter: 0,
+        }
+    }
+
+    async fn spawn(&mut self, bin: &str, args: &[&str], port_var: &str) -> Proc {
+        self.counter += 1;
+        let name = format!("{bin}-{}", self.counter);
+        let port = free_port();
+        let log = self.log_dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).expect("log file");
+        let err = file.try_clone().expect("log file");
+        let child = Command::new(binary(bin))
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .env(port_var, port.to_string())
+            .env("SCHEDULER_INSTANCE", &name)
+            .stdout(Stdio::from(file))
+            .stderr(Stdio::from(err))
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn binary");
+        let proc = Proc {
+            name,
+            port,
+            log,
+            child,
+        };
+        wait_for_port(port).await;
+        proc
+    }
+
+    pub async fn api(&mut self) -> Proc {
+        self.spawn("api", &[], "PORT").await
+    }
+
+    pub async fn worker(&mut self) -> Proc {
+        self.spawn("worker", &[], "WORKER_PORT").await
+    }
+
+    pub async fn scheduler(&mut self) -> Proc {
+        self.spawn("scheduler", &["run"], "SCHEDULER_PORT").await
+    }
+
+    /// A token for the seeded user with this email, signed like `api mint-token` does.
+    pub async fn token(&self, email: &str) -> String {
+        let (id, role): (i64, shared::domain::Role) =
+            sqlx::query_as("select id, role from users where email = $1")
+                .bind(email)
+                .fetch_one(&self.db.pool)
+                .await
+                .expect("seeded user");
+        let secret = shared::config::Config::from_vars(self.env.clone())
+            .expect("config")
+            .jwt_secret;
+        api::auth::JwtKeys::new(&secret, 60)
+            .mint(id, role, chrono::Utc::now())
+            .expect("token")
+    }
+
+    /// Every line every process logged so far.
+    pub fn logs(&self) -> String {
+        let mut all = String::new();
+        if let Ok(entries) = std::fs::read_dir(&self.log_dir) {
+            for entry in entries.flatten() {
+                all.push_str(&std::fs::read_to_string(entry.path()).unwrap_or_default());
+            }
+        }
+        all
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            let _ = std::fs::remove_dir_all(&self.log_dir);
+        } else {
+            eprintln!("process logs kept in {}", self.log_dir.display());
+        }
+    }
+}
+
+async fn wait_for_port(port: u16) {
+    for _ in 0..300 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_ok()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("nothing listened on port {port} within 15 s");
+}
+
+/// Books lesson `n` (a distinct hour on a distinct day, inside the seeded availability)
+/// through the API at `base`, retrying while the API answers 503; returns the booking id.
+pub async fn book_lesson(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    instructor: i64,
+    service: i64,
+    n: usize,
+) -> Option<i64> {
+    use chrono::TimeZone;
+    let tz = chrono_tz::America::New_York;
+    let day = (chrono::Utc::now().with_timezone(&tz) + chrono::Duration::days(2 + (n / 12) as i64))
+        .date_naive();
+    let hour = 8 + (n % 12) as u32;
+    let start = tz
+        .from_local_datetime(&day.and_hms_opt(hour, 0, 0).expect("hour"))
+        .earliest()
+        .expect("valid local time")
+        .with_timezone(&chrono::Utc);
+    let body = serde_json::json!({"instructor_id": instructor, "service_id": service, "start": start.to_rfc3339()});
+    for _ in 0..100 {
+        let response = http
+            .post(format!("{base}/api/v1/bookings"))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await;
+        match response {
+            Ok(r) if r.status().as_u16() == 201 => {
+                let value: serde_json::Value = r.json().await.ok()?;
+                return value["id"].as_i64();
+            }
+            Ok(r) if r.status().as_u16() == 503 => {}
+            Ok(r) => panic!(
+                "booking {n} answered {}: {}",
+                r.status(),
+                r.text().await.unwrap_or_default()
+            ),
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    None
+}
+
+/// The line a fault scenario adds to the suite's summary.
+pub fn record_summary(
+    scenario: &str,
+    faults: usize,
+    jobs_in: usize,
+    effects_out: usize,
+    lost: usize,
+    duplicated: usize,
+) {
+    let dir = bin_dir().join("fault-summary");
+    let _ = std::fs::create_dir_all(&dir);
+    let line = format!(
+        "{scenario} faults={faults} jobs_in={jobs_in} effects_out={effects_out} lost={lost} duplicated={duplicated}\n"
+    );
+    let _ = std::fs::write(dir.join(format!("{scenario}.txt")), line);
+}

@@ -1,0 +1,188 @@
+//! Fault scenarios that need no process control: SMTP failures and poison jobs.
+use std::time::Duration;
+
+use e2e::{eventually, platform::TestApp, procs::record_summary, smtp::Mode};
+use reqwest::Method;
+
+use crate::tally;
+
+async fn errors_of(app: &TestApp) -> Vec<(i64, i32, chrono::DateTime<chrono::Utc>)> {
+    sqlx::query_as("select job_id, attempt, at from job_errors order by id")
+        .fetch_all(&app.db.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn transient_smtp_failures_retry_with_growing_backoff_then_deliver_once() {
+    let app = TestApp::start().await;
+    app.smtp.set_mode(Mode::Transient);
+    let token = app.student().await;
+    let (_, booking) = app.book(&token, app.lesson_at(1, 12)).await;
+    let id = booking["id"].as_i64().unwrap();
+
+    eventually(
+        Duration::from_secs(30),
+        "two failed attempts per email",
+        || async {
+            let errors = errors_of(&app).await;
+            errors
+                .iter()
+                .filter(|(_, attempt, _)| *attempt == 2)
+                .count()
+                == 2
+        },
+    )
+    .await;
+    let errors = errors_of(&app).await;
+    let job = errors[0].0;
+    let times: Vec<_> = errors
+        .iter()
+        .filter(|(j, _, _)| *j == job)
+        .map(|(_, _, at)| *at)
+        .collect();
+    let gap = times[1] - times[0];
+    assert!(
+        gap >= chrono::Duration::milliseconds(1500),
+        "backoff before the second attempt: {gap}"
+    );
+    let pending: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("select status, run_at from jobs where id = $1")
+            .bind(job)
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert!(
+        pending[0].1 > chrono::Utc::now() + chrono::Duration::seconds(2),
+        "third attempt waits longer: {pending:?}"
+    );
+
+    app.smtp.set_mode(Mode::Accept);
+    eventually(
+        Duration::from_secs(30),
+        "delivered after recovery",
+        || async { tally(&app.smtp, &[id]).1 == 0 },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let (out, lost, extra) = tally(&app.smtp, &[id]);
+    record_summary("smtp_transient", 4, 2, out, lost, extra);
+    assert_eq!((out, lost, extra), (2, 0, 0));
+}
+
+#[tokio::test]
+async fn permanent_smtp_failures_are_dead_letters_that_ops_can_send_back() {
+    let app = TestApp::start().await;
+    app.smtp.set_mode(Mode::Permanent);
+    let token = app.student().await;
+    let (_, booking) = app.book(&token, app.lesson_at(1, 13)).await;
+    let id = booking["id"].as_i64().unwrap();
+
+    eventually(Duration::from_secs(20), "both emails dead", || async {
+        sqlx::query_scalar::<_, i64>("select count(*) from jobs where status = 'dead'")
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap()
+            == 2
+    })
+    .await;
+    assert_eq!(
+        errors_of(&app).await.len(),
+        2,
+        "no retry for a permanent failure"
+    );
+    let admin = app.token("admin@example.com").await;
+    let (status, dead) = app
+        .send(
+            Method::GET,
+            "/api/v1/admin/jobs?status=dead",
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let dead = dead.as_array().unwrap().clone();
+    assert_eq!(dead.len(), 2);
+    assert!(
+        dead[0]["last_error"].as_str().unwrap().contains("550"),
+        "{dead:?}"
+    );
+    assert_eq!(
+        dead[0]["errors"].as_array().unwrap().len(),
+        1,
+        "the error history is kept"
+    );
+
+    app.smtp.set_mode(Mode::Accept);
+    for job in &dead {
+        let path = format!("/api/v1/admin/jobs/{}/retry", job["id"]);
+        let (status, body) = app.send(Method::POST, &path, Some(&admin), None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    eventually(Duration::from_secs(20), "sent after the retry", || async {
+        tally(&app.smtp, &[id]).1 == 0
+    })
+    .await;
+    let (out, lost, extra) = tally(&app.smtp, &[id]);
+    record_summary("smtp_permanent", 2, 2, out, lost, extra);
+    assert_eq!((out, lost, extra), (2, 0, 0));
+}
+
+#[tokio::test]
+async fn poison_jobs_become_dead_letters_and_the_worker_keeps_running() {
+    let app = TestApp::start().await;
+    // a payload that decodes as no job at all, straight into the Redis queue
+    let mut redis = shared::queue::connect(&app.config.redis_url).await.unwrap();
+    let config = shared::queue::queue_config(&app.prefix, "booking_email", Duration::from_secs(1));
+    let garbage = apalis::prelude::TaskBuilder::new(b"{\"not\": \"an envelope\"}".to_vec())
+        .task_id(apalis::prelude::TaskId::from_string("garbage-1"))
+        .build();
+    apalis_redis::queries::push_tasks(&mut redis, &config, &[garbage])
+        .await
+        .unwrap();
+    // and a durable record whose arguments cannot be decoded
+    let bad: i64 = sqlx::query_scalar(
+        "insert into jobs (queue, payload, dedupe_key) values ('booking_email', '{\"booking_id\": \"x\"}', 'poison') returning id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    sqlx::query("select pg_notify('jobs_due', '')")
+        .execute(&app.db.pool)
+        .await
+        .unwrap();
+
+    eventually(
+        Duration::from_secs(20),
+        "the poison record is dead",
+        || async {
+            sqlx::query_scalar::<_, String>("select status from jobs where id = $1")
+                .bind(bad)
+                .fetch_one(&app.db.pool)
+                .await
+                .unwrap()
+                == "dead"
+        },
+    )
+    .await;
+    let error: String = sqlx::query_scalar("select last_error from jobs where id = $1")
+        .bind(bad)
+        .fetch_one(&app.db.pool)
+        .await
+        .unwrap();
+    assert!(error.contains("undecodable"), "{error}");
+
+    // the worker still works
+    let token = app.student().await;
+    let (_, booking) = app.book(&token, app.lesson_at(1, 14)).await;
+    let id = booking["id"].as_i64().unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "a normal booking still mails",
+        || async { tally(&app.smtp, &[id]).1 == 0 },
+    )
+    .await;
+    let (out, lost, extra) = tally(&app.smtp, &[id]);
+    record_summary("poison_jobs", 2, 2, out, lost, extra);
+    assert_eq!((lost, extra), (0, 0));
+}

@@ -1,0 +1,377 @@
+//! Fault scenarios on real processes.
+use std::time::Duration;
+
+use e2e::{
+    eventually,
+    pg_server::PgServer,
+    procs::{Cluster, book_lesson, record_summary},
+    redis_server::RedisServer,
+};
+use shared::testing::{self, TestDatabase};
+
+use crate::tally;
+
+async fn ids(cluster: &Cluster) -> (i64, i64) {
+    let instructor =
+        sqlx::query_scalar("select id from users where email = 'instructor@example.com'")
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+    let service = sqlx::query_scalar("select id from services limit 1")
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
+    (instructor, service)
+}
+
+/// Books `count` lessons through `bases` in turn, one every `every`.
+fn stream(
+    cluster: &Cluster,
+    bases: Vec<String>,
+    token: String,
+    count: usize,
+    every: Duration,
+) -> impl std::future::Future<Output = Vec<i64>> + use<> {
+    let pool = cluster.db.pool.clone();
+    async move {
+        let instructor: i64 =
+            sqlx::query_scalar("select id from users where email = 'instructor@example.com'")
+                .fetch_one(&pool)
+                .await
+                .unwrap();
+        let service: i64 = sqlx::query_scalar("select id from services limit 1")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        let http = reqwest::Client::new();
+        let mut booked = Vec::new();
+        for n in 0..count {
+            let base = &bases[n % bases.len()];
+            if let Some(id) = book_lesson(&http, base, &token, instructor, service, n).await {
+                booked.push(id);
+            }
+            tokio::time::sleep(every).await;
+        }
+        booked
+    }
+}
+
+fn base(port: u16) -> String {
+    format!("http://127.0.0.1:{port}")
+}
+
+async fn wait_for_all(cluster: &Cluster, bookings: &[i64], timeout: Duration) {
+    eventually(timeout, "every confirmation delivered", || async {
+        tally(&cluster.smtp, bookings).1 == 0
+    })
+    .await;
+    // anything doubled would arrive shortly after
+    tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_mid_jobs_lose_nothing() {
+    let mut cluster = Cluster::new(testing::redis_url(), &[]).await;
+    cluster.smtp.set_delay(Duration::from_millis(40));
+    let api = cluster.api().await;
+    let mut workers = vec![cluster.worker().await, cluster.worker().await];
+    let token = cluster.token("student@example.com").await;
+    let booking = tokio::spawn(stream(
+        &cluster,
+        vec![base(api.port)],
+        token,
+        36,
+        Duration::from_millis(80),
+    ));
+
+    let mut kills = 0;
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        workers.remove(0).kill().await;
+        kills += 1;
+        workers.push(cluster.worker().await);
+    }
+    let bookings = booking.await.unwrap();
+    assert_eq!(bookings.len(), 36);
+    wait_for_all(&cluster, &bookings, Duration::from_secs(90)).await;
+    // claims abandoned by a killed worker are taken over after EMAIL_CLAIM_TIMEOUT_SECS
+    eventually(
+        Duration::from_secs(30),
+        "every email recorded as sent",
+        || async {
+            let sent: i64 = sqlx::query_scalar(
+                "select count(*) from email_ledger where status = 'sent' and kind = 'confirmation'",
+            )
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+            sent as usize == bookings.len() * 2
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let (out, lost, extra) = tally(&cluster.smtp, &bookings);
+    record_summary(
+        "worker_sigkill",
+        kills,
+        bookings.len() * 2,
+        out,
+        lost,
+        extra,
+    );
+    assert_eq!(lost, 0);
+    assert_eq!(out, bookings.len() * 2);
+    // The one window where a kill can repeat an email: the SMTP server has the whole message
+    // but the worker died before recording it. The retry resends it with the same
+    // Message-ID (receivers drop the copy); at most the sends in flight at each kill.
+    assert!(
+        extra <= kills * 8,
+        "{extra} repeated transmissions for {kills} kills"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminated_worker_drains_in_flight_jobs_within_the_drain_time() {
+    let mut cluster = Cluster::new(testing::redis_url(), &[("DRAIN_SECS", "8")]).await;
+    cluster.smtp.set_delay(Duration::from_millis(1500));
+    let api = cluster.api().await;
+    let worker = cluster.worker().await;
+    let token = cluster.token("student@example.com").await;
+    let bookings = stream(
+        &cluster,
+        vec![base(api.port)],
+        token,
+        6,
+        Duration::from_millis(10),
+    )
+    .await;
+    eventually(Duration::from_secs(10), "sends in flight", || async {
+        let running: i64 = sqlx::query_scalar("select count(*) from jobs where status = 'running'")
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+        running > 0
+    })
+    .await;
+
+    let exit = worker.terminate(Duration::from_secs(15)).await;
+
+    let exit = exit.expect("the worker exits after SIGTERM");
+    assert!(
+        exit <= Duration::from_secs(10),
+        "exited after {exit:?}, drain time 8 s"
+    );
+    let stuck: i64 = sqlx::query_scalar("select count(*) from jobs where status = 'running'")
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(stuck, 0, "in-flight jobs finished or were handed back");
+    cluster.smtp.set_delay(Duration::ZERO);
+    let _worker = cluster.worker().await;
+    wait_for_all(&cluster, &bookings, Duration::from_secs(60)).await;
+    let (out, lost, extra) = tally(&cluster.smtp, &bookings);
+    record_summary("worker_sigterm", 1, bookings.len() * 2, out, lost, extra);
+    assert_eq!((lost, extra), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_with_its_data_gone_loses_nothing() {
+    let mut redis = RedisServer::start().await;
+    let mut cluster = Cluster::new(redis.url(), &[]).await;
+    cluster.smtp.set_delay(Duration::from_millis(30));
+    let api = cluster.api().await;
+    let _workers = [cluster.worker().await, cluster.worker().await];
+    let token = cluster.token("student@example.com").await;
+    let booking = tokio::spawn(stream(
+        &cluster,
+        vec![base(api.port)],
+        token,
+        24,
+        Duration::from_millis(100),
+    ));
+
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.stop().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    redis.restart().await;
+    let bookings = booking.await.unwrap();
+    assert_eq!(
+        bookings.len(),
+        24,
+        "the API takes bookings while Redis is away"
+    );
+    wait_for_all(&cluster, &bookings, Duration::from_secs(90)).await;
+
+    let (out, lost, extra) = tally(&cluster.smtp, &bookings);
+    record_summary("redis_restart", 1, bookings.len() * 2, out, lost, extra);
+    assert_eq!((lost, extra), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_means_503s_then_recovery_and_nothing_lost() {
+    let pg = PgServer::start().await;
+    let db = TestDatabase::create_on(&pg.url("postgres")).await;
+    let mut cluster = Cluster::with_database(db, testing::redis_url(), &[]).await;
+    let api = cluster.api().await;
+    let _worker = cluster.worker().await;
+    let token = cluster.token("student@example.com").await;
+    let (instructor, service) = ids(&cluster).await;
+    let http = reqwest::Client::new();
+    let mut bookings = Vec::new();
+    for n in 0..4 {
+        bookings.push(
+            book_lesson(&http, &base(api.port), &token, instructor, service, n)
+                .await
+                .unwrap(),
+        );
+    }
+
+    pg.stop();
+    let response = http
+        .get(format!("{}/api/v1/instructors", base(api.port)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status().as_u16(), 503);
+    assert!(response.headers().contains_key("retry-after"));
+    let body: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(body["code"], "unavailable", "{body}");
+    let ready = http
+        .get(format!("{}/ready", base(api.port)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status().as_u16(), 503);
+    pg.restart().await;
+
+    // the API recovers by itself; bookings made now are mailed too
+    for n in 4..8 {
+        bookings.push(
+            book_lesson(&http, &base(api.port), &token, instructor, service, n)
+                .await
+                .expect("booking after recovery"),
+        );
+    }
+    wait_for_all(&cluster, &bookings, Duration::from_secs(60)).await;
+    let (out, lost, extra) = tally(&cluster.smtp, &bookings);
+    record_summary("postgres_restart", 1, bookings.len() * 2, out, lost, extra);
+    assert_eq!((lost, extra), (0, 0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stopped_consuming_is_reported() {
+    let mut cluster = Cluster::new(testing::redis_url(), &[]).await;
+    let api = cluster.api().await;
+    let stalled = cluster.worker().await;
+    let _healthy = cluster.worker().await;
+    let admin = cluster.token("admin@example.com").await;
+    let http = reqwest::Client::new();
+    let stale = || async {
+        let queues: serde_json::Value = http
+            .get(format!("{}/api/v1/admin/queues", base(api.port)))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        queues
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|q| {
+                q["redis"]["stale_workers"]
+                    .as_array()
+                    .map(Vec::len)
+                    .unwrap_or(0)
+            })
+            .sum::<usize>()
+    };
+    assert_eq!(stale().await, 0);
+
+    stalled.signal("STOP").await;
+    eventually(
+        Duration::from_secs(20),
+        "the stalled worker reported",
+        || async { stale().await > 0 },
+    )
+    .await;
+    stalled.signal("CONT").await;
+    record_summary("worker_stalled", 1, 0, 0, 0, 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scaled_out_processes_share_the_load_and_do_everything_once() {
+    let mut cluster = Cluster::new(
+        testing::redis_url(),
+        &[("SCHEDULE_REMINDER_SWEEP", "* * * * * *")],
+    )
+    .await;
+    cluster.smtp.set_delay(Duration::from_millis(20));
+    let apis = [cluster.api().await, cluster.api().await];
+    let workers = [
+        cluster.worker().await,
+        cluster.worker().await,
+        cluster.worker().await,
+    ];
+    let _schedulers = [cluster.scheduler().await, cluster.scheduler().await];
+    let token = cluster.token("student@example.com").await;
+
+    let bookings = stream(
+        &cluster,
+        apis.iter().map(|a| base(a.port)).collect(),
+        token,
+        48,
+        Duration::from_millis(40),
+    )
+    .await;
+    assert_eq!(bookings.len(), 48);
+    wait_for_all(&cluster, &bookings, Duration::from_secs(60)).await;
+
+    let (out, lost, extra) = tally(&cluster.smtp, &bookings);
+    record_summary("scale_out", 0, bookings.len() * 2, out, lost, extra);
+    assert_eq!((lost, extra), (0, 0));
+    let http = reqwest::Client::new();
+    for worker in &workers {
+        let metrics = http
+            .get(format!("{}/metrics", base(worker.port)))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let handled: f64 = metrics
+            .lines()
+            .filter(|l| l.starts_with("jobs_total{") && l.contains("booking_email"))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert!(handled > 0.0, "{} handled no jobs:\n{metrics}", worker.name);
+    }
+    // two schedulers, each slot once
+    let (fires, slots): (i64, i64) = sqlx::query_as(
+        "select count(*), count(distinct (schedule, slot_local)) from schedule_fires",
+    )
+    .fetch_one(&cluster.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(fires, slots);
+
+    // nothing personal or secret in any process's log
+    let logs = cluster.logs();
+    assert!(!logs.is_empty());
+    for needle in [
+        "@example.com",
+        "dev-only-secret-change-me-in-production",
+        "Sam Student",
+        "Ida Instructor",
+    ] {
+        assert!(!logs.contains(needle), "logs contain {needle}");
+    }
+    let ip = logs
+        .lines()
+        .find(|l| l.contains("127.0.0.1") || l.contains("::1"));
+    assert!(ip.is_none(), "a log line carries an IP: {ip:?}");
+}
