@@ -375,3 +375,131 @@ async fn scaled_out_processes_share_the_load_and_do_everything_once() {
         .find(|l| l.contains("127.0.0.1") || l.contains("::1"));
     assert!(ip.is_none(), "a log line carries an IP: {ip:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_scheduler_processes_fire_every_slot_once_and_survive_a_killed_leader() {
+    let mut cluster = Cluster::new(
+        testing::redis_url(),
+        &[
+            ("SCHEDULE_SEARCH_ROLLUP", "* * * * * *"),
+            ("SCHEDULER_TICK_MS", "250"),
+            ("SCHEDULER_LEASE_MS", "1500"),
+        ],
+    )
+    .await;
+    let mut schedulers = vec![cluster.scheduler().await, cluster.scheduler().await];
+    let fires = |pool: sqlx::PgPool| async move {
+        sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>(
+            "select slot_at from schedule_fires where schedule = 'search_rollup' order by slot_at",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap()
+    };
+    eventually(Duration::from_secs(20), "a few slots fired", || async {
+        fires(cluster.db.pool.clone()).await.len() >= 3
+    })
+    .await;
+
+    let mut redis = shared::queue::connect(&cluster.redis_url).await.unwrap();
+    let leader: String = redis::cmd("GET")
+        .arg(format!("{}:scheduler:leader", cluster.prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    let index = schedulers
+        .iter()
+        .position(|s| leader.contains(&s.name))
+        .expect("the leader is one of ours");
+    schedulers.remove(index).kill().await;
+    let killed_at = chrono::Utc::now();
+    eventually(Duration::from_secs(20), "the survivor fires on", || async {
+        fires(cluster.db.pool.clone())
+            .await
+            .last()
+            .is_some_and(|last| *last > killed_at + chrono::Duration::seconds(3))
+    })
+    .await;
+
+    let slots = fires(cluster.db.pool.clone()).await;
+    for pair in slots.windows(2) {
+        assert_eq!(
+            pair[1] - pair[0],
+            chrono::Duration::seconds(1),
+            "a slot lost or doubled: {pair:?}"
+        );
+    }
+    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs where queue = 'scheduled_run' and payload->>'schedule' = 'search_rollup'")
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(jobs as usize, slots.len(), "one job per slot");
+    record_summary(
+        "scheduler_leader_killed",
+        1,
+        slots.len(),
+        jobs as usize,
+        0,
+        0,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
+    // apalis-redis promotes every due task in one Lua unpack, which fails past ~8,000: the
+    // worker's chunked promoter must get there first
+    let cluster = Cluster::new(testing::redis_url(), &[("WORKER_CONCURRENCY", "32")]).await;
+    let count: i64 = 9_000;
+    sqlx::query(
+        "insert into jobs (queue, payload, dedupe_key)
+         select 'booking_email', jsonb_build_object('booking_id', -n, 'kind', 'confirmation', 'party', 'student', 'booking_version', 1),
+                'backlog:' || n
+         from generate_series(1, $1) n",
+    )
+    .bind(count)
+    .execute(&cluster.db.pool)
+    .await
+    .unwrap();
+    let mut redis = shared::queue::connect(&cluster.redis_url).await.unwrap();
+    let relayed = worker::relay::relay_due(
+        &cluster.db.pool,
+        &mut redis,
+        &cluster.prefix,
+        Duration::from_secs(1),
+        chrono::Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(relayed as i64, count);
+
+    let mut cluster = cluster;
+    let _worker = cluster.worker().await;
+    eventually(
+        Duration::from_secs(240),
+        "the whole backlog handled",
+        || async {
+            let open: i64 = sqlx::query_scalar(
+                "select count(*) from jobs where status in ('enqueued', 'running', 'pending')",
+            )
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+            open == 0
+        },
+    )
+    .await;
+    // every one of them names a booking that does not exist: a permanent failure, recorded
+    let dead: i64 = sqlx::query_scalar("select count(*) from jobs where status = 'dead'")
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, count);
+    record_summary(
+        "redis_backlog_9000",
+        0,
+        count as usize,
+        dead as usize,
+        (count - dead) as usize,
+        0,
+    );
+}
