@@ -20,21 +20,42 @@ pub async fn enqueue<A: JobArgs>(
     args: &A,
     run_at: DateTime<Utc>,
 ) -> Result<Option<i64>, sqlx::Error> {
-    let payload = serde_json::to_value(args).map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
-    let id: Option<i64> = sqlx::query_scalar(
-        "insert into jobs (queue, payload, dedupe_key, run_at) values ($1, $2, $3, $4)
-         on conflict (dedupe_key) do nothing returning id",
+    Ok(enqueue_all(conn, &[(args, run_at)])
+        .await?
+        .into_iter()
+        .next())
+}
+
+/// Records several jobs of one kind in one statement (and one notification): the booking
+/// write path records four at a time. Returns the ids of those that were not duplicates.
+#[tracing::instrument(level = "debug", skip_all, fields(queue = A::QUEUE, count = jobs.len()))]
+pub async fn enqueue_all<A: JobArgs>(
+    conn: &mut PgConnection,
+    jobs: &[(&A, DateTime<Utc>)],
+) -> Result<Vec<i64>, sqlx::Error> {
+    let mut payloads = Vec::with_capacity(jobs.len());
+    let mut keys = Vec::with_capacity(jobs.len());
+    let mut run_ats = Vec::with_capacity(jobs.len());
+    for (args, run_at) in jobs {
+        payloads.push(serde_json::to_value(args).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
+        keys.push(args.dedupe_key());
+        run_ats.push(*run_at);
+    }
+    // the notification is delivered at commit, so the relay never sees a record that might
+    // still roll back; it is sent only when something was inserted
+    sqlx::query_scalar(
+        "with inserted as (
+            insert into jobs (queue, payload, dedupe_key, run_at)
+            select $1, p, k, r from unnest($2::jsonb[], $3::text[], $4::timestamptz[]) as t(p, k, r)
+            on conflict (dedupe_key) do nothing returning id),
+         notified as (select pg_notify($5, '') from (select 1) one where exists (select 1 from inserted))
+         select id from inserted, (select count(*) from notified) n",
     )
     .bind(A::QUEUE)
-    .bind(payload)
-    .bind(args.dedupe_key())
-    .bind(run_at)
-    .fetch_optional(&mut *conn)
-    .await?;
-    // delivered at commit, so the relay never sees a record that might still roll back
-    sqlx::query("select pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
-        .execute(&mut *conn)
-        .await?;
-    Ok(id)
+    .bind(payloads)
+    .bind(keys)
+    .bind(run_ats)
+    .bind(NOTIFY_CHANNEL)
+    .fetch_all(&mut *conn)
+    .await
 }

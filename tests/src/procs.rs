@@ -134,30 +134,41 @@ impl Cluster {
     }
 
     async fn spawn(&mut self, bin: &str, args: &[&str], port_var: &str) -> Proc {
-        self.counter += 1;
-        let name = format!("{bin}-{}", self.counter);
-        let port = free_port();
-        let log = self.log_dir.join(format!("{name}.log"));
-        let file = std::fs::File::create(&log).expect("log file");
-        let err = file.try_clone().expect("log file");
-        let child = Command::new(binary(bin))
-            .args(args)
-            .envs(self.env.iter().cloned())
-            .env(port_var, port.to_string())
-            .env("SCHEDULER_INSTANCE", &name)
-            .stdout(Stdio::from(file))
-            .stderr(Stdio::from(err))
-            .kill_on_drop(true)
-            .spawn()
-            .expect("spawn binary");
-        let proc = Proc {
-            name,
-            port,
-            log,
-            child,
-        };
-        wait_for_port(port).await;
-        proc
+        // a free port can be taken by another test between our probe and the bind: retry
+        for _ in 0..3 {
+            self.counter += 1;
+            let name = format!("{bin}-{}", self.counter);
+            let port = free_port();
+            let log = self.log_dir.join(format!("{name}.log"));
+            let file = std::fs::File::create(&log).expect("log file");
+            let err = file.try_clone().expect("log file");
+            let child = Command::new(binary(bin))
+                .args(args)
+                .envs(self.env.iter().cloned())
+                .env(port_var, port.to_string())
+                .env("SCHEDULER_INSTANCE", &name)
+                .stdout(Stdio::from(file))
+                .stderr(Stdio::from(err))
+                .kill_on_drop(true)
+                .spawn()
+                .expect("spawn binary");
+            let mut proc = Proc {
+                name,
+                port,
+                log,
+                child,
+            };
+            if wait_for_port(&mut proc).await {
+                return proc;
+            }
+            let output = std::fs::read_to_string(&proc.log).unwrap_or_default();
+            assert!(
+                output.contains("in use"),
+                "{} did not start:\n{output}",
+                proc.name
+            );
+        }
+        panic!("{bin} could not bind a port in three tries");
     }
 
     pub async fn api(&mut self) -> Proc {
@@ -210,17 +221,24 @@ impl Drop for Cluster {
     }
 }
 
-async fn wait_for_port(port: u16) {
-    for _ in 0..300 {
-        if tokio::net::TcpStream::connect(("127.0.0.1", port))
+/// Waits until `proc` listens on its port; false if it exited first.
+async fn wait_for_port(proc: &mut Proc) -> bool {
+    for _ in 0..600 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", proc.port))
             .await
             .is_ok()
         {
-            return;
+            return true;
+        }
+        if !proc.running() {
+            return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    panic!("nothing listened on port {port} within 15 s");
+    panic!(
+        "{} did not listen on port {} within 30 s",
+        proc.name, proc.port
+    );
 }
 
 /// Books lesson `n` (a distinct hour on a distinct day, inside the seeded availability)

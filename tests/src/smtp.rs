@@ -20,6 +20,8 @@ pub struct Received {
     pub from: String,
     pub to: Vec<String>,
     pub data: String,
+    /// When the sink accepted it (answered 250).
+    pub received_at: std::time::Instant,
 }
 
 impl Received {
@@ -185,6 +187,7 @@ impl SmtpSink {
                                 from: from.clone(),
                                 to: to.clone(),
                                 data,
+                                received_at: std::time::Instant::now(),
                             });
                         }
                         write.write_all(b"250 OK queued\r\n").await?;

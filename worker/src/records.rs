@@ -67,22 +67,25 @@ pub async fn finish(
     outcome: &Outcome,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
     match outcome {
+        // one statement each: no transaction needed
         Outcome::Done => {
             sqlx::query("update jobs set status = 'done', finished_at = now() where id = $1")
                 .bind(job_id)
-                .execute(&mut *tx)
+                .execute(pool)
                 .await?;
         }
         Outcome::Skipped(reason) => {
-            sqlx::query("update jobs set status = 'skipped', last_error = $2, finished_at = now() where id = $1")
-                .bind(job_id)
-                .bind(reason)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "update jobs set status = 'skipped', last_error = $2, finished_at = now() where id = $1",
+            )
+            .bind(job_id)
+            .bind(reason)
+            .execute(pool)
+            .await?;
         }
         Outcome::Retry(error) if attempt.number < attempt.max => {
+            let mut tx = pool.begin().await?;
             record_error(&mut tx, job_id, attempt, error).await?;
             sqlx::query(
                 "update jobs set status = 'pending', last_error = $2, run_at = $3 where id = $1",
@@ -92,17 +95,22 @@ pub async fn finish(
             .bind(now + backoff(attempt.number))
             .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         }
         Outcome::Retry(error) | Outcome::Dead(error) => {
+            let mut tx = pool.begin().await?;
             record_error(&mut tx, job_id, attempt, error).await?;
-            sqlx::query("update jobs set status = 'dead', last_error = $2, finished_at = now() where id = $1")
-                .bind(job_id)
-                .bind(error)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "update jobs set status = 'dead', last_error = $2, finished_at = now() where id = $1",
+            )
+            .bind(job_id)
+            .bind(error)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
         }
     }
-    tx.commit().await
+    Ok(())
 }
 
 async fn record_error(

@@ -51,13 +51,15 @@ pub async fn create(
         ));
     }
     let now = state.clock.now();
-    let mut tx = state.db.begin().await?;
+    // the reads need no transaction: what must hold under concurrency (no overlaps) is
+    // enforced by the exclusion constraints when the row is inserted
+    let mut conn = state.db.acquire().await?;
     let service: Option<(String, i32, i64, bool)> = sqlx::query_as(
         "select name, duration_minutes, price_cents, is_active from services where id = $1 and instructor_id = $2",
     )
     .bind(body.service_id)
     .bind(body.instructor_id)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut *conn)
     .await?;
     let Some((service_name, duration, price_cents, active)) = service else {
         return Err(ApiError::invalid(
@@ -74,7 +76,8 @@ pub async fn create(
         ));
     }
     let end = body.start + chrono::Duration::minutes(i64::from(duration));
-    check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
+    check_time(&mut conn, body.instructor_id, body.start, end, now).await?;
+    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let booking: Booking = sqlx::query_as(&format!(
         "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
                                duration_minutes, price_cents, notes)
@@ -92,18 +95,11 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     tracing::Span::current().record("booking_id", booking.id);
-    booking_email::enqueue_for_both(
+    booking_email::enqueue_with_reminders(
         &mut tx,
         booking.id,
         booking.version,
         EmailKind::Confirmation,
-        now,
-    )
-    .await?;
-    booking_email::schedule_reminders(
-        &mut tx,
-        booking.id,
-        booking.version,
         booking.starts_at,
         state.config.reminder_lead(),
         now,
@@ -130,13 +126,23 @@ async fn check_time(
             format!("at most {MAX_DAYS_AHEAD} days ahead"),
         ));
     }
-    let advance: Option<(i32,)> = sqlx::query_as(
-        "select min_advance_booking_hours from instructor_profiles where user_id = $1",
+    // one round trip: the instructor's advance window and whether the time is available
+    let rules: Option<(i32, bool)> = sqlx::query_as(
+        "select p.min_advance_booking_hours, exists(
+            select 1 from availability a
+            where a.instructor_id = p.user_id
+              and a.date between ($2 at time zone u.timezone)::date - 1 and ($2 at time zone u.timezone)::date
+              and (a.date + a.start_time) at time zone u.timezone <= $2
+              and (a.date + a.end_time) at time zone u.timezone >= $3)
+         from instructor_profiles p join users u on u.id = p.user_id
+         where p.user_id = $1",
     )
     .bind(instructor_id)
+    .bind(start)
+    .bind(end)
     .fetch_optional(&mut *conn)
     .await?;
-    let Some((advance_hours,)) = advance else {
+    let Some((advance_hours, inside)) = rules else {
         return Err(ApiError::invalid(
             "unknown_instructor",
             "instructor_id",
@@ -150,19 +156,6 @@ async fn check_time(
             format!("lessons must be booked at least {advance_hours} hours ahead"),
         ));
     }
-    let inside: bool = sqlx::query_scalar(
-        "select exists(
-            select 1 from availability a join users u on u.id = a.instructor_id
-            where a.instructor_id = $1
-              and a.date between ($2 at time zone u.timezone)::date - 1 and ($2 at time zone u.timezone)::date
-              and (a.date + a.start_time) at time zone u.timezone <= $2
-              and (a.date + a.end_time) at time zone u.timezone >= $3)",
-    )
-    .bind(instructor_id)
-    .bind(start)
-    .bind(end)
-    .fetch_one(&mut *conn)
-    .await?;
     if !inside {
         return Err(ApiError::invalid(
             "outside_availability",
@@ -365,11 +358,11 @@ pub async fn reschedule(
     .execute(&mut *tx)
     .await?;
     booking_email::retire_reminders(&mut tx, id, "booking rescheduled").await?;
-    booking_email::enqueue_for_both(&mut tx, id, moved.version, EmailKind::Reschedule, now).await?;
-    booking_email::schedule_reminders(
+    booking_email::enqueue_with_reminders(
         &mut tx,
         id,
         moved.version,
+        EmailKind::Reschedule,
         moved.starts_at,
         state.config.reminder_lead(),
         now,

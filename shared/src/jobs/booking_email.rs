@@ -76,34 +76,63 @@ pub async fn enqueue_for_both(
     kind: EmailKind,
     run_at: chrono::DateTime<chrono::Utc>,
 ) -> Result<(), sqlx::Error> {
-    for party in Party::BOTH {
-        let args = BookingEmail {
-            booking_id,
-            kind,
-            party,
-            booking_version,
-        };
-        crate::outbox::enqueue(conn, &args, run_at).await?;
-    }
-    Ok(())
+    enqueue_emails(conn, booking_id, booking_version, &[(kind, run_at)]).await
 }
 
-/// Schedules the reminders of a booking version `lead` before `starts_at`, unless that moment
-/// has already passed (the confirmation then says the lesson is soon). Returns whether it did.
-pub async fn schedule_reminders(
+/// Records the emails of a booking version, each `(kind, due)` for both parties, in one
+/// statement.
+pub async fn enqueue_emails(
     conn: &mut sqlx::PgConnection,
     booking_id: i64,
     booking_version: i32,
+    emails: &[(EmailKind, chrono::DateTime<chrono::Utc>)],
+) -> Result<(), sqlx::Error> {
+    let jobs: Vec<(BookingEmail, chrono::DateTime<chrono::Utc>)> = emails
+        .iter()
+        .flat_map(|(kind, due)| {
+            Party::BOTH.map(|party| {
+                (
+                    BookingEmail {
+                        booking_id,
+                        kind: *kind,
+                        party,
+                        booking_version,
+                    },
+                    *due,
+                )
+            })
+        })
+        .collect();
+    let refs: Vec<(&BookingEmail, chrono::DateTime<chrono::Utc>)> =
+        jobs.iter().map(|(a, t)| (a, *t)).collect();
+    crate::outbox::enqueue_all(conn, &refs).await.map(drop)
+}
+
+/// When the reminders of a lesson at `starts_at` are due, or `None` when that moment has
+/// already passed (the confirmation then says the lesson is soon).
+pub fn reminder_due(
     starts_at: chrono::DateTime<chrono::Utc>,
     lead: chrono::Duration,
     now: chrono::DateTime<chrono::Utc>,
-) -> Result<bool, sqlx::Error> {
+) -> Option<chrono::DateTime<chrono::Utc>> {
     let due = starts_at - lead;
-    if due <= now {
-        return Ok(false);
-    }
-    enqueue_for_both(conn, booking_id, booking_version, EmailKind::Reminder, due).await?;
-    Ok(true)
+    (due > now).then_some(due)
+}
+
+/// Records `kind` (due now) for both parties and, when the lesson is far enough ahead, its
+/// reminders: what every booking write that confirms a time records.
+pub async fn enqueue_with_reminders(
+    conn: &mut sqlx::PgConnection,
+    booking_id: i64,
+    booking_version: i32,
+    kind: EmailKind,
+    starts_at: chrono::DateTime<chrono::Utc>,
+    lead: chrono::Duration,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let mut emails = vec![(kind, now)];
+    emails.extend(reminder_due(starts_at, lead, now).map(|due| (EmailKind::Reminder, due)));
+    enqueue_emails(conn, booking_id, booking_version, &emails).await
 }
 
 /// Marks the not-yet-sent reminders of older versions of a booking as skipped. The worker

@@ -39,8 +39,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
         Party::Student => (booking.student_id, booking.instructor_id),
         Party::Instructor => (booking.instructor_id, booking.student_id),
     };
-    let recipient = load_person(&deps, recipient_id).await?;
-    let other = load_person(&deps, other_id).await?;
+    let (recipient, other) = load_people(&deps, recipient_id, other_id).await?;
     if recipient.erased_at.is_some() {
         return Ok(skip(args.kind, "recipient erased"));
     }
@@ -153,13 +152,26 @@ fn skip(kind: EmailKind, reason: &str) -> Outcome {
     Outcome::Skipped(reason.to_string())
 }
 
-async fn load_person(deps: &Deps, id: i64) -> Result<Recipient, WorkerError> {
-    Ok(
-        sqlx::query_as("select id, email, full_name, timezone, erased_at from users where id = $1")
-            .bind(id)
-            .fetch_one(&deps.pool)
-            .await?,
+/// Both parties of the booking in one round trip.
+async fn load_people(
+    deps: &Deps,
+    recipient_id: i64,
+    other_id: i64,
+) -> Result<(Recipient, Recipient), WorkerError> {
+    let people: Vec<Recipient> = sqlx::query_as(
+        "select id, email, full_name, timezone, erased_at from users where id = any($1)",
     )
+    .bind([recipient_id, other_id])
+    .fetch_all(&deps.pool)
+    .await?;
+    let find = |id: i64| {
+        people
+            .iter()
+            .find(|p| p.id == id)
+            .cloned()
+            .ok_or(WorkerError::Database(sqlx::Error::RowNotFound))
+    };
+    Ok((find(recipient_id)?, find(other_id)?))
 }
 
 enum Claim {

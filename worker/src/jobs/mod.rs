@@ -26,8 +26,8 @@ pub async fn execute<A, F, Fut>(
 ) -> Result<(), BoxDynError>
 where
     A: JobArgs,
-    F: FnOnce(Deps, i64, A) -> Fut,
-    Fut: Future<Output = Result<Outcome, crate::error::WorkerError>>,
+    F: FnOnce(Deps, i64, A) -> Fut + Send + 'static,
+    Fut: Future<Output = Result<Outcome, crate::error::WorkerError>> + Send + 'static,
 {
     let Some(job_id) = raw.get("job_id").and_then(serde_json::Value::as_i64) else {
         // nothing durable to record against: acknowledge it so it does not loop in Redis
@@ -46,11 +46,12 @@ where
         booking_id = tracing::field::Empty,
         schedule = tracing::field::Empty
     );
-    async move {
+    let deps = deps.clone();
+    let attempt = async move {
         let Some(attempt) = records::begin(&deps.pool, job_id).await? else {
             tracing::info!("duplicate delivery of a finished job: nothing to do");
             metrics::counter!("jobs_duplicate_deliveries_total", "queue" => A::QUEUE).increment(1);
-            return Ok(());
+            return Ok::<(), BoxDynError>(());
         };
         tracing::Span::current().record("attempt", attempt.number);
         let started = std::time::Instant::now();
@@ -90,6 +91,12 @@ where
         }
         Ok(())
     }
-    .instrument(span)
-    .await
+    .instrument(span);
+    // An attempt runs to its recorded outcome even if apalis drops this future (a worker
+    // restarted after a Redis error, a timeout): cancelled between the SMTP server's
+    // acceptance and the ledger write, it would leave an email to be sent twice.
+    match tokio::spawn(attempt).await {
+        Ok(result) => result,
+        Err(e) => Err(format!("job task failed: {e}").into()),
+    }
 }
