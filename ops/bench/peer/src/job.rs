@@ -40,7 +40,10 @@ pub type BenchEnvelope = Envelope<BenchJob>;
 
 /// Wraps job `seq` in its envelope.
 pub fn envelope(seq: u64, kind: &str, enq_ns: u64) -> BenchEnvelope {
-    Envelope { job_id: seq as i64, args: BenchJob::new(seq, kind, enq_ns) }
+    Envelope {
+        job_id: seq as i64,
+        args: BenchJob::new(seq, kind, enq_ns),
+    }
 }
 
 #[cfg(test)]
@@ -49,7 +52,12 @@ mod tests {
 
     #[test]
     fn payload_has_the_harness_shape_and_size() {
-        let json = serde_json::to_string(&BenchJob::new(12345, "booking_confirmation", 2_135_524_386_103)).unwrap();
+        let json = serde_json::to_string(&BenchJob::new(
+            12345,
+            "booking_confirmation",
+            2_135_524_386_103,
+        ))
+        .unwrap();
         assert_eq!(
             json,
             r#"{"booking_id":"BK-0000012345","kind":"booking_confirmation","recipient":"guest.0000012345@example-hotel-guests.test","locale":"en-GB","template":"confirm_v3","seq":12345,"enq_ns":2135524386103}"#

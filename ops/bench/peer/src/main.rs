@@ -21,7 +21,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG").unwrap_or_else(|_| "warn,bench_peer=info".into()),
+            tracing_subscriber::EnvFilter::try_from_env("BENCH_LOG")
+                .unwrap_or_else(|_| "warn,bench_peer=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
@@ -43,8 +44,13 @@ fn main() -> anyhow::Result<()> {
 /// adds wake-ups; `BENCH_THREADS` tries more.
 fn runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     if threads <= 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
-        tokio::runtime::Builder::new_multi_thread().worker_threads(threads).enable_all().build()
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
     }
 }

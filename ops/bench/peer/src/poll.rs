@@ -41,7 +41,11 @@ impl PollStrategy for Ticker {
         while self.interval.poll_tick(cx).is_ready() {
             fired = true;
         }
-        if fired { Poll::Ready(Some(())) } else { Poll::Pending }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
     }
 }
 
@@ -76,18 +80,24 @@ impl WriteSignal {
     pub async fn track(redis_url: &str, key_prefix: &str) -> redis::RedisResult<Arc<Self>> {
         use redis::IntoConnectionInfo;
         let info = redis_url.into_connection_info()?;
-        let settings = info.redis_settings().clone().set_protocol(redis::ProtocolVersion::RESP3);
+        let settings = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
         let signal = Arc::new(Self::default());
         let on_push = signal.clone();
-        let config = redis::AsyncConnectionConfig::new().set_push_sender(move |push: redis::PushInfo| {
-            if push.kind == redis::PushKind::Invalidate {
-                on_push.written.store(true, Ordering::Release);
-                on_push.waker.wake();
-            }
-            Ok::<(), std::convert::Infallible>(())
-        });
-        let mut conn = client.get_multiplexed_async_connection_with_config(&config).await?;
+        let config =
+            redis::AsyncConnectionConfig::new().set_push_sender(move |push: redis::PushInfo| {
+                if push.kind == redis::PushKind::Invalidate {
+                    on_push.written.store(true, Ordering::Release);
+                    on_push.waker.wake();
+                }
+                Ok::<(), std::convert::Infallible>(())
+            });
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
         let _: () = redis::cmd("CLIENT")
             .arg(&["TRACKING", "ON", "BCAST", "PREFIX", key_prefix])
             .query_async(&mut conn)
@@ -104,7 +114,11 @@ impl OnWrite {
     pub fn new(signal: Arc<WriteSignal>, fallback: Duration) -> Self {
         let mut fallback = tokio::time::interval(fallback);
         fallback.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self { signal, fallback, follow_up: None }
+        Self {
+            signal,
+            fallback,
+            follow_up: None,
+        }
     }
 }
 
@@ -115,16 +129,20 @@ impl PollStrategy for OnWrite {
         if fired {
             self.follow_up = Some(Box::pin(tokio::time::sleep(FOLLOW_UP)));
         }
-        if let Some(follow_up) = self.follow_up.as_mut() {
-            if follow_up.as_mut().poll(cx).is_ready() {
-                self.follow_up = None;
-                fired = true;
-            }
+        if let Some(follow_up) = self.follow_up.as_mut()
+            && follow_up.as_mut().poll(cx).is_ready()
+        {
+            self.follow_up = None;
+            fired = true;
         }
         while self.fallback.poll_tick(cx).is_ready() {
             fired = true;
         }
-        if fired { Poll::Ready(Some(())) } else { Poll::Pending }
+        if fired {
+            Poll::Ready(Some(()))
+        } else {
+            Poll::Pending
+        }
     }
 }
 

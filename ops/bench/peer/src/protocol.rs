@@ -19,8 +19,18 @@ pub struct Protocol {
 }
 
 impl Protocol {
-    pub fn new(conn: ConnectionManager, expected: u64, sleep: Duration, record_latency: bool) -> Self {
-        Self { conn, expected, sleep, record_latency }
+    pub fn new(
+        conn: ConnectionManager,
+        expected: u64,
+        sleep: Duration,
+        record_latency: bool,
+    ) -> Self {
+        Self {
+            conn,
+            expected,
+            sleep,
+            record_latency,
+        }
     }
 
     /// Runs steps 2–7 for a job whose handler started at `t_start` (step 1).

@@ -108,7 +108,9 @@ fn parse<T: std::str::FromStr>(name: &str) -> anyhow::Result<Option<T>>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
-    var(name).map(|v| v.parse::<T>().with_context(|| format!("{name}={v}"))).transpose()
+    var(name)
+        .map(|v| v.parse::<T>().with_context(|| format!("{name}={v}")))
+        .transpose()
 }
 
 fn parse_bool(name: &str) -> anyhow::Result<Option<bool>> {

@@ -35,7 +35,11 @@ pub async fn run(target: Target, settings: WorkerSettings) -> anyhow::Result<()>
 
     let moved = promote_all(&mut conn, &config).await?;
     tracing::info!(moved, "promoted the due backlog before starting");
-    let promoter = tokio::spawn(promote_periodically(conn.clone(), config.clone(), settings.promote_every));
+    let promoter = tokio::spawn(promote_periodically(
+        conn.clone(),
+        config.clone(),
+        settings.promote_every,
+    ));
 
     let protocol = Protocol::new(
         shared::queue::connect(&target.redis_url).await?,
@@ -104,7 +108,10 @@ fn bare_stack() -> bool {
 }
 
 /// Promotes until nothing due is left (each call moves at most 20 chunks of 1,000).
-async fn promote_all(conn: &mut ConnectionManager, config: &apalis_redis::Config) -> redis::RedisResult<u64> {
+async fn promote_all(
+    conn: &mut ConnectionManager,
+    config: &apalis_redis::Config,
+) -> redis::RedisResult<u64> {
     let mut total = 0;
     loop {
         let moved = shared::queue::promote_due(conn, config).await?;
@@ -115,7 +122,11 @@ async fn promote_all(conn: &mut ConnectionManager, config: &apalis_redis::Config
     }
 }
 
-async fn promote_periodically(mut conn: ConnectionManager, config: apalis_redis::Config, every: Duration) {
+async fn promote_periodically(
+    mut conn: ConnectionManager,
+    config: apalis_redis::Config,
+    every: Duration,
+) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
