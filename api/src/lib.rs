@@ -30,7 +30,7 @@ pub async fn build_state(
     config: Config,
     clock: SharedClock,
 ) -> Result<AppState, shared::error::Error> {
-    let db = shared::db::prepare(&config.database_url, 20).await?;
+    let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
     let redis = redis::Client::open(config.redis_url.as_str())?;
     Ok(AppState {
         db,

@@ -40,7 +40,7 @@ async fn main() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {addr}"))?;
             tracing::info!(port = listener.local_addr()?.port(), "api listening");
-            api::serve(listener, state, shutdown_signal()).await?;
+            api::serve(listener, state, shared::shutdown::signal()).await?;
             tracing::info!("api stopped");
         }
         Command::MintToken { email } => {
@@ -62,19 +62,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
 }

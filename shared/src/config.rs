@@ -27,6 +27,9 @@ pub struct Config {
     pub database_url: String,
     #[serde(default = "defaults::redis_url")]
     pub redis_url: String,
+    /// Postgres connections per api or worker process.
+    #[serde(default = "defaults::database_pool_size")]
+    pub database_pool_size: u32,
     /// Prefixes every Redis key this platform owns, so that tests and tenants never collide.
     #[serde(default = "defaults::queue_prefix")]
     pub queue_prefix: String,
@@ -77,6 +80,9 @@ pub struct Config {
 mod defaults {
     pub fn database_url() -> String {
         "postgres://postgres@127.0.0.1:5432/instainstru".into()
+    }
+    pub fn database_pool_size() -> u32 {
+        20
     }
     pub fn redis_url() -> String {
         "redis://127.0.0.1:6379/0".into()
@@ -207,6 +213,13 @@ impl Config {
                 "LOG_FORMAT",
                 &self.log_format,
                 "must be text or json",
+            ));
+        }
+        if self.database_pool_size == 0 || self.database_pool_size > 1000 {
+            return Err(invalid(
+                "DATABASE_POOL_SIZE",
+                &self.database_pool_size.to_string(),
+                "must be between 1 and 1000",
             ));
         }
         if self.rate_limit_per_sec == 0 {

@@ -11,5 +11,6 @@ pub mod jobs;
 pub mod outbox;
 pub mod queue;
 pub mod schedule;
+pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

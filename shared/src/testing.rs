@@ -57,7 +57,7 @@ impl TestDatabase {
             }
             _ => format!("{}/{name}", base.trim_end_matches('/')),
         };
-        let pool = crate::db::connect(&url, 10)
+        let pool = crate::db::connect(&url, 4)
             .await
             .expect("connect to test database");
         crate::db::MIGRATOR

@@ -1,6 +1,6 @@
 //! A private PostgreSQL server in a temporary directory, for tests that stop and restart
 //! Postgres. Postgres refuses to run as root, so as root it runs as the `postgres` user.
-use std::{path::PathBuf, process::Command, time::Duration};
+use std::{path::PathBuf, process::Command};
 
 use crate::redis_server::free_port;
 
@@ -83,15 +83,11 @@ impl PgServer {
             .status()
             .expect("pg_ctl start");
         assert!(status.success(), "pg_ctl start failed");
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        assert!(
+            crate::listening(self.port).await,
+            "postgres did not start on {}",
+            self.port
+        );
     }
 
     pub fn stop(&self) {

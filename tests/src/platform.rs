@@ -63,6 +63,8 @@ impl TestApp {
             ("HEARTBEAT_SECS".to_string(), "1".to_string()),
             ("RECONCILE_AFTER_SECS".to_string(), "5".to_string()),
             ("WORKER_CONCURRENCY".to_string(), "8".to_string()),
+            // tests run side by side on one Postgres (max_connections 100 on CI)
+            ("DATABASE_POOL_SIZE".to_string(), "4".to_string()),
             ("RATE_LIMIT_PER_SEC".to_string(), "10000".to_string()),
             ("RATE_LIMIT_BURST".to_string(), "10000".to_string()),
         ];

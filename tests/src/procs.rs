@@ -110,6 +110,8 @@ impl Cluster {
             ("EMAIL_CLAIM_TIMEOUT_SECS", "3"),
             ("DRAIN_SECS", "10"),
             ("WORKER_CONCURRENCY", "8"),
+            // tests run side by side on one Postgres (max_connections 100 on CI)
+            ("DATABASE_POOL_SIZE", "4"),
             ("RATE_LIMIT_PER_SEC", "100000"),
             ("RATE_LIMIT_BURST", "100000"),
             ("RUST_LOG", "info"),

@@ -1,5 +1,5 @@
 //! A private redis-server on a free port, for tests that stop and restart Redis.
-use std::{path::PathBuf, process::Stdio, time::Duration};
+use std::{path::PathBuf, process::Stdio};
 
 use tokio::process::{Child, Command};
 
@@ -52,16 +52,11 @@ impl RedisServer {
             .spawn()
             .expect("redis-server on PATH");
         self.child = Some(child);
-        for _ in 0..100 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("redis-server did not start on {}", self.port);
+        assert!(
+            crate::listening(self.port).await,
+            "redis-server did not start on {}",
+            self.port
+        );
     }
 
     pub async fn stop(&mut self) {

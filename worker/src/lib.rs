@@ -16,7 +16,10 @@ use shared::{
     config::Config,
     email::Mailer,
     jobs::{BookingEmail, JobArgs, ScheduledRun},
-    queue,
+    queue::{
+        self,
+        wake::{OnWrite, Ticker, Wake, WriteSignal},
+    },
 };
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -37,11 +40,7 @@ pub struct Deps {
 impl Deps {
     /// Connects to Postgres (creating and migrating it if needed) and builds the mailer.
     pub async fn from_config(config: Config, clock: SharedClock) -> Result<Self, WorkerError> {
-        let pool = shared::db::prepare(
-            &config.database_url,
-            (config.worker_concurrency as u32 + 8).min(60),
-        )
-        .await?;
+        let pool = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
         let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir)
             .map_err(WorkerError::Config)?;
         Ok(Deps {
@@ -113,19 +112,22 @@ pub async fn run(
         heartbeat,
         4,
     );
-    let poll = Duration::from_millis(50);
+    // woken by Redis when a queue is written (no busy polling), with a slow tick as the
+    // safety net; apalis' own interval strategy stops re-arming after one slow fetch
+    let email_wake = wake_signal(&config.redis_url, &emails).await;
+    let scheduled_wake = wake_signal(&config.redis_url, &scheduled).await;
     let (email_deps, scheduled_deps) = (deps.clone(), deps.clone());
     let monitor = Monitor::new()
         .register(move |run| {
             WorkerBuilder::new(worker_name(BookingEmail::QUEUE, run))
-                .backend(emails.clone().poll_with_interval(poll))
+                .backend(emails.clone().poll_with_strategy(wake(&email_wake)))
                 .data(email_deps.clone())
                 .concurrency(concurrency)
                 .build(booking_email_task)
         })
         .register(move |run| {
             WorkerBuilder::new(worker_name(ScheduledRun::QUEUE, run))
-                .backend(scheduled.clone().poll_with_interval(poll))
+                .backend(scheduled.clone().poll_with_strategy(wake(&scheduled_wake)))
                 .data(scheduled_deps.clone())
                 .concurrency(4)
                 .build(scheduled_run_task)
@@ -150,6 +152,28 @@ pub async fn run(
         let _ = handle.await;
     }
     result.map_err(|e| WorkerError::Config(format!("monitor: {e}")))
+}
+
+/// The safety-net tick of a worker woken by writes, and the tick of one that is not.
+const WAKE_TICK: Duration = Duration::from_millis(100);
+const POLL_TICK: Duration = Duration::from_millis(20);
+
+async fn wake_signal(
+    redis_url: &str,
+    storage: &apalis_redis::RedisStorage<serde_json::Value>,
+) -> Option<Arc<WriteSignal>> {
+    let key = storage.get_config().scheduled_jobs_set();
+    WriteSignal::track(redis_url, &key)
+        .await
+        .inspect_err(|e| tracing::warn!(error = %e, "no write tracking; polling instead"))
+        .ok()
+}
+
+fn wake(signal: &Option<Arc<WriteSignal>>) -> Wake {
+    match signal {
+        Some(signal) => Wake::OnWrite(OnWrite::new(signal.clone(), WAKE_TICK)),
+        None => Wake::Tick(Ticker::new(POLL_TICK)),
+    }
 }
 
 /// Serves `/metrics` and `/health` for the worker process.

@@ -21,22 +21,7 @@ async fn main() -> anyhow::Result<()> {
     let deps = worker::Deps::from_config(config, Arc::new(SystemClock))
         .await
         .context("starting the worker")?;
-    worker::run(deps, shutdown_signal()).await?;
+    worker::run(deps, shared::shutdown::signal()).await?;
     tracing::info!("worker stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {},
-        _ = terminate => {},
-    }
 }

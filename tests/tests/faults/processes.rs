@@ -261,7 +261,7 @@ async fn postgres_restarted_means_503s_then_recovery_and_nothing_lost() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_stopped_consuming_is_reported() {
-    let mut cluster = Cluster::new(testing::redis_url(), &[]).await;
+    let mut cluster = Cluster::new(testing::redis_url(), &[("HEARTBEAT_SECS", "2")]).await;
     let api = cluster.api().await;
     let stalled = cluster.worker().await;
     let _healthy = cluster.worker().await;
@@ -350,6 +350,25 @@ async fn scaled_out_processes_share_the_load_and_do_everything_once() {
             .sum();
         assert!(handled > 0.0, "{} handled no jobs:\n{metrics}", worker.name);
     }
+    // three relays, and no record pushed to Redis twice
+    // (a retry after a recorded failure is a deliberate new push, with its error kept)
+    let repushed: Vec<(i64, i32, i32, String, Option<String>)> = sqlx::query_as(
+        "select id, pushes, attempts, status, last_error from jobs j
+         where pushes > 1 + (select count(*) from job_errors e where e.job_id = j.id)",
+    )
+    .fetch_all(&cluster.db.pool)
+    .await
+    .unwrap();
+    assert!(
+        repushed.is_empty(),
+        "records pushed more than once by concurrent relays: {repushed:?}\n{}",
+        cluster
+            .logs()
+            .lines()
+            .filter(|l| l.contains("re-enqueued") || l.contains("WARN"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
     // two schedulers, each slot once
     let (fires, slots): (i64, i64) = sqlx::query_as(
         "select count(*), count(distinct (schedule, slot_local)) from schedule_fires",

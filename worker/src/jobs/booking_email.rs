@@ -62,8 +62,8 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
         args.party.as_str(),
         args.booking_version
     );
-    match claim(&deps, &args, recipient_id, &message_id).await? {
-        Claim::Ours => {}
+    let ledger_id = match claim(&deps, &args, recipient_id, &message_id).await? {
+        Claim::Ours(id) => id,
         Claim::AlreadySent => {
             tracing::info!("email already sent: duplicate delivery ignored");
             return Ok(Outcome::Done);
@@ -73,7 +73,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
                 "another delivery is sending this email".into(),
             ));
         }
-    }
+    };
 
     let previous_starts_at: Option<chrono::DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
         sqlx::query_scalar(
@@ -103,7 +103,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
     let email = match render_booking_email(&view) {
         Ok(email) => email,
         Err(e) => {
-            release(&deps, &args, recipient_id).await?;
+            release(&deps, ledger_id).await?;
             return Ok(Outcome::Dead(format!("rendering failed: {e}")));
         }
     };
@@ -119,7 +119,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
         .await;
     match sent {
         Ok(()) => {
-            mark_sent(&deps, &args, recipient_id).await?;
+            mark_sent(&deps, ledger_id).await?;
             metrics::counter!("emails_sent_total", "kind" => args.kind.as_str()).increment(1);
             if args.kind == EmailKind::Reminder {
                 metrics::counter!("reminders_sent_total").increment(1);
@@ -130,7 +130,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
             Ok(Outcome::Done)
         }
         Err(e) => {
-            release(&deps, &args, recipient_id).await?;
+            release(&deps, ledger_id).await?;
             metrics::counter!("emails_failed_total", "kind" => args.kind.as_str(), "permanent" => e.is_permanent().to_string())
                 .increment(1);
             if args.kind == EmailKind::Reminder {
@@ -175,62 +175,49 @@ async fn load_people(
 }
 
 enum Claim {
-    Ours,
+    /// The ledger row (by id) is ours to send.
+    Ours(i64),
     AlreadySent,
     InFlight,
 }
 
-/// Claims the ledger row of this email, or says why not.
+/// Claims the ledger row of this email, or says why not, in one statement: insert it; or
+/// take over a claim abandoned longer than `EMAIL_CLAIM_TIMEOUT_SECS`; or report the status.
 async fn claim(
     deps: &Deps,
     args: &BookingEmail,
     recipient_id: i64,
     message_id: &str,
 ) -> Result<Claim, WorkerError> {
-    let inserted: Option<i64> = sqlx::query_scalar(
-        "insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
-         values ($1, $2, $3, $4, $5) on conflict do nothing returning id",
+    let (id, verdict): (Option<i64>, Option<String>) = sqlx::query_as(
+        "with key as (select $1::bigint as booking_id, $2::text as kind, $3::bigint as recipient_id,
+                             $4::int as booking_version),
+         inserted as (
+            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
+            select booking_id, kind, recipient_id, booking_version, $5 from key
+            on conflict do nothing returning id),
+         existing as (
+            select l.id, l.status, l.claimed_at from email_ledger l join key k using (booking_id, kind, recipient_id, booking_version)),
+         taken as (
+            update email_ledger l set claimed_at = now() from existing e
+            where l.id = e.id and not exists (select 1 from inserted)
+              and e.status = 'sending' and e.claimed_at < now() - make_interval(secs => $6)
+            returning l.id)
+         select coalesce((select id from inserted), (select id from taken)),
+                case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
+                     else (select status from existing) end",
     )
     .bind(args.booking_id)
     .bind(args.kind.as_str())
     .bind(recipient_id)
     .bind(args.booking_version)
     .bind(message_id)
-    .fetch_optional(&deps.pool)
-    .await?;
-    if inserted.is_some() {
-        return Ok(Claim::Ours);
-    }
-    // someone holds it: sent, in flight, or abandoned by a worker that died mid-send
-    let taken_over: Option<i64> = sqlx::query_scalar(
-        "update email_ledger set claimed_at = now()
-         where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4
-           and status = 'sending' and claimed_at < now() - make_interval(secs => $5)
-         returning id",
-    )
-    .bind(args.booking_id)
-    .bind(args.kind.as_str())
-    .bind(recipient_id)
-    .bind(args.booking_version)
     .bind(deps.config.email_claim_timeout_secs as f64)
-    .fetch_optional(&deps.pool)
+    .fetch_one(&deps.pool)
     .await?;
-    if taken_over.is_some() {
-        tracing::warn!("taking over an email claim abandoned mid-send");
-        return Ok(Claim::Ours);
-    }
-    let status: Option<String> = sqlx::query_scalar(
-        "select status from email_ledger
-         where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4",
-    )
-    .bind(args.booking_id)
-    .bind(args.kind.as_str())
-    .bind(recipient_id)
-    .bind(args.booking_version)
-    .fetch_optional(&deps.pool)
-    .await?;
-    Ok(match status.as_deref() {
-        Some("sent") => Claim::AlreadySent,
+    Ok(match (id, verdict.as_deref()) {
+        (Some(id), Some("ours")) => Claim::Ours(id),
+        (_, Some("sent")) => Claim::AlreadySent,
         _ => Claim::InFlight,
     })
 }
@@ -238,20 +225,15 @@ async fn claim(
 /// Records that the SMTP server accepted the email. This knowledge exists only in this
 /// process until it is written, so a database outage is waited out here (up to two minutes)
 /// rather than dropped: dropping it would make a retry send the email again.
-async fn mark_sent(deps: &Deps, args: &BookingEmail, recipient_id: i64) -> Result<(), WorkerError> {
+async fn mark_sent(deps: &Deps, ledger_id: i64) -> Result<(), WorkerError> {
     let mut delay = std::time::Duration::from_millis(100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let result = sqlx::query(
-            "update email_ledger set status = 'sent', sent_at = now()
-             where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4",
-        )
-        .bind(args.booking_id)
-        .bind(args.kind.as_str())
-        .bind(recipient_id)
-        .bind(args.booking_version)
-        .execute(&deps.pool)
-        .await;
+        let result =
+            sqlx::query("update email_ledger set status = 'sent', sent_at = now() where id = $1")
+                .bind(ledger_id)
+                .execute(&deps.pool)
+                .await;
         match result {
             Ok(_) => return Ok(()),
             Err(e) if std::time::Instant::now() < deadline => {
@@ -265,16 +247,10 @@ async fn mark_sent(deps: &Deps, args: &BookingEmail, recipient_id: i64) -> Resul
 }
 
 /// Drops our claim after a failed send, so the retry can claim it again.
-async fn release(deps: &Deps, args: &BookingEmail, recipient_id: i64) -> Result<(), WorkerError> {
-    sqlx::query(
-        "delete from email_ledger
-         where booking_id = $1 and kind = $2 and recipient_id = $3 and booking_version = $4 and status = 'sending'",
-    )
-    .bind(args.booking_id)
-    .bind(args.kind.as_str())
-    .bind(recipient_id)
-    .bind(args.booking_version)
-    .execute(&deps.pool)
-    .await?;
+async fn release(deps: &Deps, ledger_id: i64) -> Result<(), WorkerError> {
+    sqlx::query("delete from email_ledger where id = $1 and status = 'sending'")
+        .bind(ledger_id)
+        .execute(&deps.pool)
+        .await?;
     Ok(())
 }

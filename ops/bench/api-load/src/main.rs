@@ -18,6 +18,7 @@ use std::{
 use anyhow::Context;
 use chrono::TimeZone;
 use clap::Parser;
+use e2e::redis_server::free_port;
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -191,8 +192,33 @@ async fn main() -> anyhow::Result<()> {
     }
     let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     let measured = args.rate * args.seconds;
+    let postgres: String = sqlx::query_scalar("select version()")
+        .fetch_one(&db.pool)
+        .await?;
+    let redis_version = {
+        let mut conn = shared::queue::connect(&shared::testing::redis_url()).await?;
+        let info: String = redis::cmd("INFO")
+            .arg("server")
+            .query_async(&mut conn)
+            .await?;
+        info.lines()
+            .find_map(|l| l.strip_prefix("redis_version:"))
+            .unwrap_or("?")
+            .to_string()
+    };
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines().find_map(|l| {
+                l.strip_prefix("model name")
+                    .map(|m| m.trim_start_matches([' ', '\t', ':']).to_string())
+            })
+        })
+        .unwrap_or_default();
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339(),
+        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0), "cpu": cpu},
+        "versions": {"postgres": postgres, "redis": redis_version, "api": env!("CARGO_PKG_VERSION")},
         "offered_rate": args.rate,
         "seconds": args.seconds,
         "offered_in_s": offered_for.as_secs_f64(),
@@ -244,13 +270,6 @@ fn booking_of(message_id: &str) -> Option<i64> {
         .next()?
         .parse()
         .ok()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap_or(18080)
 }
 
 /// Instructors with one service and 30 days of 08:00-20:00 availability, and students.

@@ -10,7 +10,6 @@
 //! Nothing here is used by the platform itself; it only measures it.
 pub mod clock;
 pub mod job;
-pub mod poll;
 pub mod producer;
 pub mod protocol;
 pub mod settings;

@@ -8,6 +8,8 @@
 //! - its stats calls are broken: [`stats`] reads the keys directly.
 //!
 //! Postgres stays the truth: attempts, dead letters and error history live in `jobs`.
+pub mod wake;
+
 use std::time::Duration;
 
 use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisStorage};
@@ -45,6 +47,8 @@ pub fn queue_config(prefix: &str, queue: &str, heartbeat: Duration) -> QueueConf
         .lock_tasks(false)
         // the ack: must stay on
         .persist_results(true)
+        // nothing subscribes to apalis' per-task pub/sub events; they cost 15-25% of drain
+        .emit_events(false)
         .idempotency_ttl(Some(Duration::from_secs(24 * 3600)))
 }
 

@@ -1,4 +1,5 @@
-//! How an idle worker learns there is work: a poll strategy that keeps polling on its
+//! How an idle worker learns there is work, shared by the platform's worker and the
+//! benchmark peer: a poll strategy that keeps polling on its
 //! interval ([`Ticker`]), or one woken by Redis when the queue is written ([`OnWrite`]).
 //!
 //! apalis-core 1.0's `IntervalStrategy` (behind `poll_with_interval`) stops waking the worker
@@ -75,9 +76,49 @@ pub struct WriteSignal {
 const FOLLOW_UP: Duration = Duration::from_millis(2);
 
 impl WriteSignal {
-    /// Starts tracking writes to keys under `key_prefix` on a dedicated RESP3 connection that
-    /// lives as long as the process.
+    /// Starts tracking writes to keys under `key_prefix` on a dedicated RESP3 connection,
+    /// kept for the life of the process and re-established (and the worker woken, in case a
+    /// write was missed meanwhile) when Redis goes away and comes back.
     pub async fn track(redis_url: &str, key_prefix: &str) -> redis::RedisResult<Arc<Self>> {
+        let signal = Arc::new(Self::default());
+        let mut conn = Self::connect(redis_url, key_prefix, &signal).await?;
+        let (url, prefix, keeper) = (
+            redis_url.to_string(),
+            key_prefix.to_string(),
+            signal.clone(),
+        );
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if redis::cmd("PING")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .is_ok()
+                {
+                    continue;
+                }
+                match Self::connect(&url, &prefix, &keeper).await {
+                    Ok(fresh) => {
+                        conn = fresh;
+                        keeper.notify();
+                    }
+                    Err(e) => tracing::debug!(error = %e, "write tracking: redis unavailable"),
+                }
+            }
+        });
+        Ok(signal)
+    }
+
+    fn notify(&self) {
+        self.written.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    async fn connect(
+        redis_url: &str,
+        key_prefix: &str,
+        signal: &Arc<Self>,
+    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
         use redis::IntoConnectionInfo;
         let info = redis_url.into_connection_info()?;
         let settings = info
@@ -85,13 +126,12 @@ impl WriteSignal {
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let signal = Arc::new(Self::default());
         let on_push = signal.clone();
-        let config =
-            redis::AsyncConnectionConfig::new().set_push_sender(move |push: redis::PushInfo| {
+        let config = redis::AsyncConnectionConfig::new()
+            .set_response_timeout(Some(Duration::from_secs(5)))
+            .set_push_sender(move |push: redis::PushInfo| {
                 if push.kind == redis::PushKind::Invalidate {
-                    on_push.written.store(true, Ordering::Release);
-                    on_push.waker.wake();
+                    on_push.notify();
                 }
                 Ok::<(), std::convert::Infallible>(())
             });
@@ -102,11 +142,7 @@ impl WriteSignal {
             .arg(&["TRACKING", "ON", "BCAST", "PREFIX", key_prefix])
             .query_async(&mut conn)
             .await?;
-        tokio::spawn(async move {
-            let _tracking = conn; // tracking belongs to this connection: keep it open
-            std::future::pending::<()>().await
-        });
-        Ok(signal)
+        Ok(conn)
     }
 }
 
@@ -146,7 +182,7 @@ impl PollStrategy for OnWrite {
     }
 }
 
-/// The worker's wake-up: [`Ticker`] (`BENCH_WAKE=tick`) or [`OnWrite`] (`BENCH_WAKE=write`).
+/// A worker's wake-up: [`Ticker`], or [`OnWrite`] when write tracking could be set up.
 #[derive(Debug)]
 pub enum Wake {
     Tick(Ticker),
