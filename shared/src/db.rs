@@ -9,9 +9,33 @@ use sqlx::{
 /// The migrations in `migrations/`, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
-/// Opens a pool on `url`.
+/// How a pool's sessions commit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Commit {
+    /// Every commit waits for the disk: the default, and what the API's writes need.
+    Durable,
+    /// Commits return before the disk write: for bookkeeping whose loss in a Postgres crash
+    /// is harmless because it is redone; a statement that must be durable says
+    /// `set local synchronous_commit = on` in its transaction.
+    Async,
+}
+
+/// Opens a pool on `url` with durable commits.
 pub async fn connect(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    connect_with(url, max_connections, Commit::Durable).await
+}
+
+/// Opens a pool on `url` whose sessions commit as `commit` says.
+pub async fn connect_with(
+    url: &str,
+    max_connections: u32,
+    commit: Commit,
+) -> Result<PgPool, sqlx::Error> {
+    let mut options =
+        PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    if commit == Commit::Async {
+        options = options.options([("synchronous_commit", "off")]);
+    }
     PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(3))
@@ -47,8 +71,17 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
 
 /// Creates the database if needed, connects and migrates: what every binary does at start.
 pub async fn prepare(url: &str, max_connections: u32) -> Result<PgPool, sqlx::Error> {
+    prepare_with(url, max_connections, Commit::Durable).await
+}
+
+/// [`prepare`] with a pool whose sessions commit as `commit` says.
+pub async fn prepare_with(
+    url: &str,
+    max_connections: u32,
+    commit: Commit,
+) -> Result<PgPool, sqlx::Error> {
     create_database_if_missing(url).await?;
-    let pool = connect(url, max_connections).await?;
+    let pool = connect_with(url, max_connections, commit).await?;
     MIGRATOR.run(&pool).await?;
     Ok(pool)
 }

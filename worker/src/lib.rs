@@ -40,7 +40,14 @@ pub struct Deps {
 impl Deps {
     /// Connects to Postgres (creating and migrating it if needed) and builds the mailer.
     pub async fn from_config(config: Config, clock: SharedClock) -> Result<Self, WorkerError> {
-        let pool = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
+        // job bookkeeping commits asynchronously; what must survive a crash (an email recorded
+        // as sent) commits durably on its own
+        let pool = shared::db::prepare_with(
+            &config.database_url,
+            config.database_pool_size,
+            shared::db::Commit::Async,
+        )
+        .await?;
         let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir)
             .map_err(WorkerError::Config)?;
         Ok(Deps {

@@ -37,11 +37,12 @@ pub struct Attempt {
     pub max: i32,
 }
 
-/// Starts an attempt of record `job_id`. `None` when the record is already finished: this
+/// Starts an attempt of record `job_id`. The status stays `enqueued` (with `started_at`
+/// set, that is a running job): an update of unindexed columns only is cheap (HOT). `None` when the record is already finished: this
 /// delivery is a duplicate and must do nothing.
 pub async fn begin(pool: &PgPool, job_id: i64) -> Result<Option<Attempt>, sqlx::Error> {
     let row: Option<(i32, i32)> = sqlx::query_as(
-        "update jobs set attempts = attempts + 1, status = 'running', started_at = now()
+        "update jobs set attempts = attempts + 1, started_at = now()
          where id = $1 and status in ('pending', 'enqueued', 'running')
          returning attempts, max_attempts",
     )
@@ -70,10 +71,13 @@ pub async fn finish(
     match outcome {
         // one statement each: no transaction needed
         Outcome::Done => {
-            sqlx::query("update jobs set status = 'done', finished_at = now() where id = $1")
-                .bind(job_id)
-                .execute(pool)
-                .await?;
+            // a handler may have recorded it already, with its own effect
+            sqlx::query(
+                "update jobs set status = 'done', finished_at = now() where id = $1 and status <> 'done'",
+            )
+            .bind(job_id)
+            .execute(pool)
+            .await?;
         }
         Outcome::Skipped(reason) => {
             sqlx::query(

@@ -7,8 +7,7 @@
 //! pushes a record another is pushing, and a failed push rolls the claim back.
 use std::time::Duration;
 
-use apalis::prelude::{TaskBuilder, TaskId};
-use apalis_redis::{ConnectionManager, RedisTask};
+use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
 use shared::{jobs::Envelope, queue};
 use sqlx::{PgPool, postgres::PgListener};
@@ -35,7 +34,7 @@ pub async fn relay_due(
             "with due as (
                 select id from jobs where status = 'pending' and run_at <= $1
                 order by run_at limit $2 for update skip locked)
-             update jobs set status = 'enqueued', enqueued_at = now(), pushes = pushes + 1
+             update jobs set status = 'enqueued', enqueued_at = now(), started_at = null, pushes = pushes + 1
              from due where jobs.id = due.id
              returning jobs.id, jobs.queue, jobs.payload, jobs.pushes, jobs.run_at",
         )
@@ -47,22 +46,24 @@ pub async fn relay_due(
             return Ok(total);
         }
         let count = rows.len();
-        let mut by_queue: std::collections::BTreeMap<String, Vec<RedisTask>> = Default::default();
+        let mut by_queue: std::collections::BTreeMap<String, Vec<queue::Outgoing>> =
+            Default::default();
         for (id, queue_name, args, pushes, run_at) in rows {
-            let bytes = serde_json::to_vec(&Envelope { job_id: id, args })?;
+            let payload = serde_json::to_vec(&Envelope { job_id: id, args })?;
             // the push count makes a re-push after Redis lost its data a new task, never a
             // duplicate id that Redis would silently drop
-            let task = TaskBuilder::new(bytes)
-                .task_id(TaskId::from_string(format!("{id}.{pushes}")))
-                .build();
+            let task = queue::Outgoing {
+                task_id: format!("{id}.{pushes}"),
+                payload,
+            };
             metrics::histogram!("outbox_relay_lag_seconds", "queue" => queue_name.clone())
                 .record((now - run_at).num_milliseconds().max(0) as f64 / 1000.0);
             by_queue.entry(queue_name).or_default().push(task);
         }
         for (queue_name, tasks) in by_queue {
             let config = queue::queue_config(prefix, &queue_name, heartbeat);
-            for chunk in tasks.chunks(200) {
-                apalis_redis::queries::push_tasks(redis, &config, chunk).await?;
+            for chunk in tasks.chunks(500) {
+                queue::push(redis, &config, chunk).await?;
             }
             metrics::counter!("outbox_relayed_total", "queue" => queue_name)
                 .increment(tasks.len() as u64);

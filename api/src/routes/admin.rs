@@ -37,10 +37,11 @@ pub async fn queues(
 ) -> ApiResult<Json<Vec<QueueView>>> {
     user.require(Role::Admin)?;
     let now = state.clock.now();
-    let rows: Vec<(String, String, i64)> =
-        sqlx::query_as("select queue, status, count(*) from jobs group by queue, status")
-            .fetch_all(&state.db)
-            .await?;
+    let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
+        "select queue, {STATUS_VIEW}, count(*) from jobs group by 1, 2"
+    ))
+    .fetch_all(&state.db)
+    .await?;
     let lag: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
         "select queue, min(run_at) from jobs where status = 'pending' and run_at <= $1 group by queue",
     )
@@ -127,6 +128,11 @@ pub struct ErrorView {
 
 const STATUSES: &[&str] = &["pending", "enqueued", "running", "done", "skipped", "dead"];
 
+/// A job's status as ops read it: an enqueued job whose attempt has started is running (the
+/// record keeps `enqueued` so that starting an attempt is a cheap update).
+const STATUS_VIEW: &str =
+    "case when status = 'enqueued' and started_at is not null then 'running' else status end";
+
 /// `GET /api/v1/admin/jobs?status=dead&queue=&limit=`: jobs with their error history.
 pub async fn jobs(
     State(state): State<AppState>,
@@ -143,10 +149,11 @@ pub async fn jobs(
         ));
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let mut jobs: Vec<JobView> = sqlx::query_as(
-        "select id, queue, payload, status, attempts, max_attempts, last_error, run_at, created_at, finished_at
-         from jobs where status = $1 and ($2::text is null or queue = $2) order by id desc limit $3",
-    )
+    let mut jobs: Vec<JobView> = sqlx::query_as(&format!(
+        "select id, queue, payload, {STATUS_VIEW} as status, attempts, max_attempts, last_error, run_at,
+                created_at, finished_at
+         from jobs where {STATUS_VIEW} = $1 and ($2::text is null or queue = $2) order by id desc limit $3"
+    ))
     .bind(&status)
     .bind(&query.queue)
     .bind(limit)

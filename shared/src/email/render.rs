@@ -34,6 +34,10 @@ pub struct BookingEmailView<'a> {
     pub starts_soon: bool,
 }
 
+/// The templates, parsed once per process.
+static ENVIRONMENT: std::sync::LazyLock<Environment<'static>> =
+    std::sync::LazyLock::new(environment);
+
 fn environment() -> Environment<'static> {
     let mut env = Environment::new();
     for (name, source) in [
@@ -85,7 +89,7 @@ pub fn render_booking_email(
         starts_soon => view.starts_soon,
         timezone => view.recipient_timezone,
     };
-    let env = environment();
+    let env = &*ENVIRONMENT;
     Ok(RenderedEmail {
         subject,
         html: env.get_template("booking.html")?.render(&ctx)?,

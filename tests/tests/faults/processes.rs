@@ -147,10 +147,12 @@ async fn a_terminated_worker_drains_in_flight_jobs_within_the_drain_time() {
     )
     .await;
     eventually(Duration::from_secs(10), "sends in flight", || async {
-        let running: i64 = sqlx::query_scalar("select count(*) from jobs where status = 'running'")
-            .fetch_one(&cluster.db.pool)
-            .await
-            .unwrap();
+        let running: i64 = sqlx::query_scalar(
+            "select count(*) from jobs where status = 'enqueued' and started_at is not null",
+        )
+        .fetch_one(&cluster.db.pool)
+        .await
+        .unwrap();
         running > 0
     })
     .await;
@@ -162,10 +164,12 @@ async fn a_terminated_worker_drains_in_flight_jobs_within_the_drain_time() {
         exit <= Duration::from_secs(10),
         "exited after {exit:?}, drain time 8 s"
     );
-    let stuck: i64 = sqlx::query_scalar("select count(*) from jobs where status = 'running'")
-        .fetch_one(&cluster.db.pool)
-        .await
-        .unwrap();
+    let stuck: i64 = sqlx::query_scalar(
+        "select count(*) from jobs where status = 'enqueued' and started_at is not null",
+    )
+    .fetch_one(&cluster.db.pool)
+    .await
+    .unwrap();
     assert_eq!(stuck, 0, "in-flight jobs finished or were handed back");
     cluster.smtp.set_delay(Duration::ZERO);
     let _worker = cluster.worker().await;

@@ -20,7 +20,7 @@ use shared::{
 
 use crate::{Deps, error::WorkerError, records::Outcome};
 
-pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
+pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
     let booking: Option<Booking> = sqlx::query_as(&format!(
         "select {BOOKING_COLUMNS} from bookings where id = $1"
@@ -119,7 +119,7 @@ pub async fn handle(deps: Deps, _job_id: i64, args: BookingEmail) -> Result<Outc
         .await;
     match sent {
         Ok(()) => {
-            mark_sent(&deps, ledger_id).await?;
+            mark_sent(&deps, ledger_id, job_id).await?;
             metrics::counter!("emails_sent_total", "kind" => args.kind.as_str()).increment(1);
             if args.kind == EmailKind::Reminder {
                 metrics::counter!("reminders_sent_total").increment(1);
@@ -222,20 +222,17 @@ async fn claim(
     })
 }
 
-/// Records that the SMTP server accepted the email. This knowledge exists only in this
-/// process until it is written, so a database outage is waited out here (up to two minutes)
-/// rather than dropped: dropping it would make a retry send the email again.
-async fn mark_sent(deps: &Deps, ledger_id: i64) -> Result<(), WorkerError> {
+/// Records that the SMTP server accepted the email, and the job as done, in one durable
+/// commit. This knowledge exists only in this process until it is written, so a database
+/// outage is waited out here (up to two minutes) rather than dropped: dropping it would make
+/// a retry send the email again. The worker's other writes commit asynchronously
+/// (`Deps::from_config`); this one waits for the disk, and its flush covers them too.
+async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), WorkerError> {
     let mut delay = std::time::Duration::from_millis(100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
     loop {
-        let result =
-            sqlx::query("update email_ledger set status = 'sent', sent_at = now() where id = $1")
-                .bind(ledger_id)
-                .execute(&deps.pool)
-                .await;
-        match result {
-            Ok(_) => return Ok(()),
+        match record_sent(deps, ledger_id, job_id).await {
+            Ok(()) => return Ok(()),
             Err(e) if std::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "email sent but not yet recorded; retrying the ledger");
                 tokio::time::sleep(delay).await;
@@ -244,6 +241,22 @@ async fn mark_sent(deps: &Deps, ledger_id: i64) -> Result<(), WorkerError> {
             Err(e) => return Err(e.into()),
         }
     }
+}
+
+async fn record_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), sqlx::Error> {
+    let mut tx = deps.pool.begin().await?;
+    sqlx::query("set local synchronous_commit = on")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(
+        "with sent as (update email_ledger set status = 'sent', sent_at = now() where id = $1)
+         update jobs set status = 'done', finished_at = now() where id = $2",
+    )
+    .bind(ledger_id)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
 }
 
 /// Drops our claim after a failed send, so the retry can claim it again.

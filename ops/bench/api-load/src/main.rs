@@ -36,6 +36,9 @@ struct Args {
     /// Write the results here as JSON.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start no worker: measures the API alone (no emails are sent).
+    #[arg(long)]
+    no_worker: bool,
 }
 
 const INSTRUCTORS: i64 = 100;
@@ -62,7 +65,12 @@ async fn main() -> anyhow::Result<()> {
         ("RUST_LOG", "warn".into()),
     ];
     let mut children = Vec::new();
-    for bin in ["api", "worker"] {
+    let bins: &[&str] = if args.no_worker {
+        &["api"]
+    } else {
+        &["api", "worker"]
+    };
+    for bin in bins {
         let path = args.bin_dir.join(bin);
         let child = tokio::process::Command::new(&path)
             .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
@@ -152,7 +160,12 @@ async fn main() -> anyhow::Result<()> {
         let _ = &results;
         map.keys().copied().collect()
     };
-    let deadline = Instant::now() + Duration::from_secs(120);
+    let deadline = Instant::now()
+        + if args.no_worker {
+            Duration::ZERO
+        } else {
+            Duration::from_secs(120)
+        };
     while smtp.count() < measured_ids.len() * 2 && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

@@ -1,22 +1,22 @@
 //! The producer contract: `--mode single|bulk|paced|count --n N --batch B [--interval-ms MS]
-//! [--kind K]`, pushing through the platform's `RedisStorage` and printing one JSON line.
+//! [--kind K]`, pushing through the platform's own push (`shared::queue::push`, what the
+//! outbox relay uses) and printing one JSON line.
 //! `elapsed_s` covers only the enqueue loop; connecting happens before the timer starts.
 use std::time::Duration;
 
-use apalis::prelude::TaskSink;
-use apalis_redis::RedisStorage;
 use serde_json::json;
+use shared::queue::Outgoing;
 
 use crate::clock::monotonic_ns;
-use crate::job::{BenchEnvelope, envelope};
+use crate::job::envelope;
 use crate::settings::Target;
 
 /// The four producer modes of the harness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Mode {
-    /// One `push` per job, each awaited (what a web handler or the outbox relay does).
+    /// One push per job, each awaited (one MULTI round trip).
     Single,
-    /// `push_bulk` of `--batch` jobs per call: one Lua script per batch.
+    /// `--batch` jobs per push: one MULTI per batch (what the outbox relay does).
     Bulk,
     /// One `push` at a time on an absolute schedule `t0 + i·interval`.
     Paced,
@@ -46,23 +46,30 @@ pub async fn run(target: &Target, args: &ProducerArgs) -> anyhow::Result<serde_j
         let stats = shared::queue::stats(&mut conn, &config).await?;
         return Ok(json!({"mode": "count", "count": stats.waiting}));
     }
-    let mut storage: RedisStorage<BenchEnvelope> = RedisStorage::new(conn).with_config(config);
     let kind = args.kind.as_str();
+    // task ids unique across producer runs (W3 sends warm-up jobs, then measured ones)
+    let run = monotonic_ns();
+    let task = |seq: u64, enq_ns: u64| -> anyhow::Result<Outgoing> {
+        Ok(Outgoing {
+            task_id: format!("{run}-{seq}"),
+            payload: serde_json::to_vec(&envelope(seq, kind, enq_ns))?,
+        })
+    };
 
     let t0 = monotonic_ns();
     match args.mode {
         Mode::Single => {
             for seq in 0..args.n {
-                storage.push(envelope(seq, kind, monotonic_ns())).await?;
+                shared::queue::push(&mut conn, &config, &[task(seq, monotonic_ns())?]).await?;
             }
         }
         Mode::Bulk => {
             let batch = args.batch.max(1);
             for start in (0..args.n).step_by(batch as usize) {
                 let jobs = (start..(start + batch).min(args.n))
-                    .map(|seq| envelope(seq, kind, monotonic_ns()))
-                    .collect();
-                storage.push_bulk(jobs).await?;
+                    .map(|seq| task(seq, monotonic_ns()))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                shared::queue::push(&mut conn, &config, &jobs).await?;
             }
         }
         Mode::Paced => {
@@ -75,7 +82,7 @@ pub async fn run(target: &Target, args: &ProducerArgs) -> anyhow::Result<serde_j
                     // wheel; nothing else runs on this producer's runtime meanwhile.
                     std::thread::sleep(Duration::from_nanos(due - now));
                 }
-                storage.push(envelope(seq, kind, monotonic_ns())).await?;
+                shared::queue::push(&mut conn, &config, &[task(seq, monotonic_ns())?]).await?;
             }
         }
         Mode::Count => unreachable!("handled above"),
