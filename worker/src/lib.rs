@@ -29,7 +29,10 @@ use crate::error::WorkerError;
 /// What every job handler and loop of the worker needs.
 #[derive(Clone, Debug)]
 pub struct Deps {
+    /// Job bookkeeping: commits asynchronously (lost in a Postgres crash, it is redone).
     pub pool: PgPool,
+    /// For what must survive a crash once done, like an email recorded as sent.
+    pub durable: PgPool,
     pub mailer: Mailer,
     pub config: Arc<Config>,
     pub clock: SharedClock,
@@ -48,10 +51,12 @@ impl Deps {
             shared::db::Commit::Async,
         )
         .await?;
+        let durable = shared::db::connect(&config.database_url, 4).await?;
         let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir)
             .map_err(WorkerError::Config)?;
         Ok(Deps {
             pool,
+            durable,
             mailer,
             config: Arc::new(config),
             clock,

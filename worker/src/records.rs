@@ -11,6 +11,8 @@ use sqlx::PgPool;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Done,
+    /// Done, and already recorded by the handler together with its effect.
+    Recorded,
     /// Nothing to do any more (a cancelled booking's reminder, an erased recipient).
     Skipped(String),
     /// A transient failure: try again later, unless the attempts are exhausted.
@@ -22,7 +24,7 @@ pub enum Outcome {
 impl Outcome {
     pub fn label(&self) -> &'static str {
         match self {
-            Outcome::Done => "done",
+            Outcome::Done | Outcome::Recorded => "done",
             Outcome::Skipped(_) => "skipped",
             Outcome::Retry(_) => "retry",
             Outcome::Dead(_) => "dead",
@@ -70,6 +72,7 @@ pub async fn finish(
 ) -> Result<(), sqlx::Error> {
     match outcome {
         // one statement each: no transaction needed
+        Outcome::Recorded => {}
         Outcome::Done => {
             // a handler may have recorded it already, with its own effect
             sqlx::query(

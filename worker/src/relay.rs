@@ -130,7 +130,11 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
         let wait = async {
             match listener.as_mut() {
                 Some(l) => match tokio::time::timeout(deps.relay_poll, l.recv()).await {
-                    Ok(Ok(_)) => {}
+                    Ok(Ok(_)) => {
+                        // every commit that enqueued sent one; under load many are queued:
+                        // take them all and relay once
+                        while l.next_buffered().is_some() {}
+                    }
                     Ok(Err(_)) => {
                         listener = None;
                         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -22,24 +22,18 @@ use crate::{Deps, error::WorkerError, records::Outcome};
 
 pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
-    let booking: Option<Booking> = sqlx::query_as(&format!(
-        "select {BOOKING_COLUMNS} from bookings where id = $1"
-    ))
-    .bind(args.booking_id)
-    .fetch_optional(&deps.pool)
-    .await?;
-    let Some(booking) = booking else {
+    let Some((booking, student, instructor)) = load_context(&deps, args.booking_id).await? else {
         return Ok(Outcome::Dead(format!(
             "booking {} does not exist",
             args.booking_id
         )));
     };
     tracing::Span::current().record("booking_id", booking.id);
-    let (recipient_id, other_id) = match args.party {
-        Party::Student => (booking.student_id, booking.instructor_id),
-        Party::Instructor => (booking.instructor_id, booking.student_id),
+    let (recipient, other) = match args.party {
+        Party::Student => (student, instructor),
+        Party::Instructor => (instructor, student),
     };
-    let (recipient, other) = load_people(&deps, recipient_id, other_id).await?;
+    let recipient_id = recipient.id;
     if recipient.erased_at.is_some() {
         return Ok(skip(args.kind, "recipient erased"));
     }
@@ -127,7 +121,7 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
                 metrics::histogram!("reminder_lag_seconds")
                     .record((now - due).num_milliseconds().max(0) as f64 / 1000.0);
             }
-            Ok(Outcome::Done)
+            Ok(Outcome::Recorded)
         }
         Err(e) => {
             release(&deps, ledger_id).await?;
@@ -152,26 +146,58 @@ fn skip(kind: EmailKind, reason: &str) -> Outcome {
     Outcome::Skipped(reason.to_string())
 }
 
-/// Both parties of the booking in one round trip.
-async fn load_people(
+/// A booking and both its parties, as they are now.
+#[derive(sqlx::FromRow)]
+struct Context {
+    #[sqlx(flatten)]
+    booking: Booking,
+    student_email: String,
+    student_name: String,
+    student_timezone: String,
+    student_erased_at: Option<chrono::DateTime<Utc>>,
+    instructor_email: String,
+    instructor_name: String,
+    instructor_timezone: String,
+    instructor_erased_at: Option<chrono::DateTime<Utc>>,
+}
+
+/// Reads the booking and both parties in one round trip.
+async fn load_context(
     deps: &Deps,
-    recipient_id: i64,
-    other_id: i64,
-) -> Result<(Recipient, Recipient), WorkerError> {
-    let people: Vec<Recipient> = sqlx::query_as(
-        "select id, email, full_name, timezone, erased_at from users where id = any($1)",
-    )
-    .bind([recipient_id, other_id])
-    .fetch_all(&deps.pool)
+    booking_id: i64,
+) -> Result<Option<(Booking, Recipient, Recipient)>, WorkerError> {
+    let columns: Vec<String> = BOOKING_COLUMNS
+        .split(',')
+        .map(|c| format!("b.{}", c.trim()))
+        .collect();
+    let context: Option<Context> = sqlx::query_as(&format!(
+        "select {}, s.email as student_email, s.full_name as student_name, s.timezone as student_timezone,
+                s.erased_at as student_erased_at, i.email as instructor_email, i.full_name as instructor_name,
+                i.timezone as instructor_timezone, i.erased_at as instructor_erased_at
+         from bookings b join users s on s.id = b.student_id join users i on i.id = b.instructor_id
+         where b.id = $1",
+        columns.join(", ")
+    ))
+    .bind(booking_id)
+    .fetch_optional(&deps.pool)
     .await?;
-    let find = |id: i64| {
-        people
-            .iter()
-            .find(|p| p.id == id)
-            .cloned()
-            .ok_or(WorkerError::Database(sqlx::Error::RowNotFound))
-    };
-    Ok((find(recipient_id)?, find(other_id)?))
+    Ok(context.map(|c| {
+        let student = Recipient {
+            id: c.booking.student_id,
+            email: c.student_email,
+            full_name: c.student_name,
+            timezone: c.student_timezone,
+            erased_at: c.student_erased_at,
+        };
+        let instructor = Recipient {
+            id: c.booking.instructor_id,
+            email: c.instructor_email,
+            full_name: c.instructor_name,
+            timezone: c.instructor_timezone,
+            erased_at: c.instructor_erased_at,
+        };
+        (c.booking, student, instructor)
+    }))
 }
 
 enum Claim {
@@ -226,7 +252,7 @@ async fn claim(
 /// commit. This knowledge exists only in this process until it is written, so a database
 /// outage is waited out here (up to two minutes) rather than dropped: dropping it would make
 /// a retry send the email again. The worker's other writes commit asynchronously
-/// (`Deps::from_config`); this one waits for the disk, and its flush covers them too.
+/// (`Deps::pool`); this one goes through `Deps::durable` and waits for the disk.
 async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), WorkerError> {
     let mut delay = std::time::Duration::from_millis(100);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
@@ -244,19 +270,15 @@ async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), Worke
 }
 
 async fn record_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), sqlx::Error> {
-    let mut tx = deps.pool.begin().await?;
-    sqlx::query("set local synchronous_commit = on")
-        .execute(&mut *tx)
-        .await?;
     sqlx::query(
         "with sent as (update email_ledger set status = 'sent', sent_at = now() where id = $1)
          update jobs set status = 'done', finished_at = now() where id = $2",
     )
     .bind(ledger_id)
     .bind(job_id)
-    .execute(&mut *tx)
-    .await?;
-    tx.commit().await
+    .execute(&deps.durable)
+    .await
+    .map(drop)
 }
 
 /// Drops our claim after a failed send, so the retry can claim it again.

@@ -84,7 +84,7 @@ where
         metrics::histogram!("job_duration_seconds", &labels)
             .record(started.elapsed().as_secs_f64());
         match &outcome {
-            Outcome::Done => tracing::info!("job done"),
+            Outcome::Done | Outcome::Recorded => tracing::info!("job done"),
             Outcome::Skipped(reason) => tracing::info!(reason = %reason, "job skipped"),
             Outcome::Retry(error) => tracing::warn!(error = %error, "job failed; retry scheduled"),
             Outcome::Dead(error) => tracing::error!(error = %error, "job dead"),
