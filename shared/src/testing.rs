@@ -67,3 +67,18 @@ impl TestDatabase {
         TestDatabase { url, pool }
     }
 }
+
+impl TestDatabase {
+    /// Drops the database (for long-lived users like benchmarks; test runs are cleaned by
+    /// `ops/test`).
+    pub async fn drop_database(self) -> Result<(), sqlx::Error> {
+        self.pool.close().await;
+        let options = PgConnectOptions::from_str(&self.url)?;
+        let name = options.get_database().unwrap_or_default().to_string();
+        let mut admin = PgConnection::connect_with(&options.database("postgres")).await?;
+        sqlx::query(&format!("drop database if exists \"{name}\" with (force)"))
+            .execute(&mut admin)
+            .await?;
+        admin.close().await
+    }
+}

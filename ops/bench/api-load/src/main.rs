@@ -258,6 +258,7 @@ async fn main() -> anyhow::Result<()> {
     if let Some(out) = args.out {
         std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
     }
+    db.drop_database().await?;
     Ok(())
 }
 
