@@ -243,6 +243,23 @@ async fn wait_for_port(proc: &mut Proc) -> bool {
     );
 }
 
+/// The `index`-th distinct lesson hour inside the seeded 08:00-20:00 New York
+/// availability: twelve a day, from the day after tomorrow.
+pub fn lesson_slot(index: i64) -> chrono::DateTime<chrono::Utc> {
+    use chrono::TimeZone;
+    let tz = chrono_tz::America::New_York;
+    let day = (chrono::Utc::now().with_timezone(&tz) + chrono::Duration::days(2 + index / 12))
+        .date_naive();
+    let local = day
+        .and_hms_opt(8 + (index % 12) as u32, 0, 0)
+        .unwrap_or_default();
+    // 08:00-19:00 never falls in a DST gap in New York
+    tz.from_local_datetime(&local)
+        .earliest()
+        .map(|t| t.with_timezone(&chrono::Utc))
+        .unwrap_or_default()
+}
+
 /// Books lesson `n` (a distinct hour on a distinct day, inside the seeded availability)
 /// through the API at `base`, retrying while the API answers 503; returns the booking id.
 pub async fn book_lesson(
@@ -253,16 +270,7 @@ pub async fn book_lesson(
     service: i64,
     n: usize,
 ) -> Option<i64> {
-    use chrono::TimeZone;
-    let tz = chrono_tz::America::New_York;
-    let day = (chrono::Utc::now().with_timezone(&tz) + chrono::Duration::days(2 + (n / 12) as i64))
-        .date_naive();
-    let hour = 8 + (n % 12) as u32;
-    let start = tz
-        .from_local_datetime(&day.and_hms_opt(hour, 0, 0).expect("hour"))
-        .earliest()
-        .expect("valid local time")
-        .with_timezone(&chrono::Utc);
+    let start = lesson_slot(n as i64);
     let body = serde_json::json!({"instructor_id": instructor, "service_id": service, "start": start.to_rfc3339()});
     for _ in 0..100 {
         let response = http

@@ -60,7 +60,7 @@ impl PollStrategy for Ticker {
 #[derive(Debug)]
 pub struct OnWrite {
     signal: Arc<WriteSignal>,
-    fallback: Interval,
+    fallback: Ticker,
     /// A second look shortly after a notification: a fetch already in flight when the write
     /// landed may have missed it, and the notification has been consumed by then.
     follow_up: Option<Pin<Box<tokio::time::Sleep>>>,
@@ -148,18 +148,16 @@ impl WriteSignal {
 
 impl OnWrite {
     pub fn new(signal: Arc<WriteSignal>, fallback: Duration) -> Self {
-        let mut fallback = tokio::time::interval(fallback);
-        fallback.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             signal,
-            fallback,
+            fallback: Ticker::new(fallback),
             follow_up: None,
         }
     }
 }
 
 impl PollStrategy for OnWrite {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
+    fn poll_drive(&mut self, cx: &mut Context<'_>, snapshot: &PollSnapshot) -> Poll<Option<()>> {
         self.signal.waker.register(cx.waker());
         let mut fired = self.signal.written.swap(false, Ordering::AcqRel);
         if fired {
@@ -171,10 +169,9 @@ impl PollStrategy for OnWrite {
             self.follow_up = None;
             fired = true;
         }
-        while self.fallback.poll_tick(cx).is_ready() {
-            fired = true;
-        }
-        if fired {
+        // polled every time, so that its waker stays armed
+        let ticked = self.fallback.poll_drive(cx, snapshot).is_ready();
+        if fired || ticked {
             Poll::Ready(Some(()))
         } else {
             Poll::Pending

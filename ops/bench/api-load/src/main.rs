@@ -16,7 +16,6 @@ use std::{
 };
 
 use anyhow::Context;
-use chrono::TimeZone;
 use clap::Parser;
 use e2e::redis_server::free_port;
 use hdrhistogram::Histogram;
@@ -264,17 +263,7 @@ async fn main() -> anyhow::Result<()> {
 
 /// The lesson slot of request `n`: instructors in turn, then the next hour, day by day.
 fn slot(n: i64) -> chrono::DateTime<chrono::Utc> {
-    let tz = chrono_tz::America::New_York;
-    let index = n / INSTRUCTORS;
-    let day = (chrono::Utc::now().with_timezone(&tz) + chrono::Duration::days(2 + index / 12))
-        .date_naive();
-    let hour = 8 + (index % 12) as u32;
-    let local = day.and_hms_opt(hour, 0, 0).unwrap_or_default();
-    // 08:00-19:00 never falls in a DST gap in New York
-    tz.from_local_datetime(&local)
-        .earliest()
-        .map(|t| t.with_timezone(&chrono::Utc))
-        .unwrap_or_default()
+    e2e::procs::lesson_slot(n / INSTRUCTORS)
 }
 
 fn booking_of(message_id: &str) -> Option<i64> {
