@@ -201,7 +201,9 @@ mod tests {
     use super::*;
 
     fn at(h: u32) -> DateTime<Utc> {
-        Utc.with_ymd_and_hms(2026, 5, 1, h, 0, 0).unwrap()
+        Utc.with_ymd_and_hms(2026, 5, 1, h, 0, 0)
+            .single()
+            .expect("test value")
     }
 
     #[test]

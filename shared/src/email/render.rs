@@ -113,7 +113,10 @@ mod tests {
             service_name: "Piano",
             duration_minutes: 60,
             price_cents: 6500,
-            starts_at: Utc.with_ymd_and_hms(2026, 3, 10, 18, 0, 0).unwrap(),
+            starts_at: Utc
+                .with_ymd_and_hms(2026, 3, 10, 18, 0, 0)
+                .single()
+                .expect("test value"),
             previous_starts_at: None,
             cancellation_reason: None,
             starts_soon: false,
@@ -122,10 +125,12 @@ mod tests {
 
     #[test]
     fn shows_the_time_in_the_recipients_zone() {
-        let ny = render_booking_email(&view(EmailKind::Confirmation, "America/New_York")).unwrap();
+        let ny = render_booking_email(&view(EmailKind::Confirmation, "America/New_York"))
+            .expect("test value");
         assert!(ny.text.contains("2:00 PM EDT"), "{}", ny.text);
         assert!(ny.html.contains("2:00 PM EDT"));
-        let berlin = render_booking_email(&view(EmailKind::Confirmation, "Europe/Berlin")).unwrap();
+        let berlin = render_booking_email(&view(EmailKind::Confirmation, "Europe/Berlin"))
+            .expect("test value");
         assert!(berlin.text.contains("7:00 PM CET"), "{}", berlin.text);
     }
 
@@ -138,14 +143,18 @@ mod tests {
             EmailKind::Reminder,
         ] {
             let mut v = view(kind, "America/New_York");
-            v.previous_starts_at = Some(Utc.with_ymd_and_hms(2026, 3, 9, 18, 0, 0).unwrap());
+            v.previous_starts_at = Some(
+                Utc.with_ymd_and_hms(2026, 3, 9, 18, 0, 0)
+                    .single()
+                    .expect("test value"),
+            );
             v.cancellation_reason = Some("ill");
-            let email = render_booking_email(&v).unwrap();
+            let email = render_booking_email(&v).expect("test value");
             assert!(email.html.contains("<html"), "{kind:?}");
             assert!(email.text.contains("Piano"), "{kind:?}");
             assert!(!email.text.contains("<p>"), "{kind:?}");
         }
-        let reminder = render_booking_email(&view(EmailKind::Reminder, "UTC")).unwrap();
+        let reminder = render_booking_email(&view(EmailKind::Reminder, "UTC")).expect("test value");
         assert!(reminder.subject.starts_with("Reminder:"));
     }
 
@@ -153,7 +162,7 @@ mod tests {
     fn html_escapes_names() {
         let mut v = view(EmailKind::Confirmation, "UTC");
         v.other_party_name = "<script>x</script>";
-        let email = render_booking_email(&v).unwrap();
+        let email = render_booking_email(&v).expect("test value");
         assert!(!email.html.contains("<script>"));
     }
 
@@ -161,7 +170,7 @@ mod tests {
     fn soon_lessons_say_so() {
         let mut v = view(EmailKind::Confirmation, "UTC");
         v.starts_soon = true;
-        let email = render_booking_email(&v).unwrap();
+        let email = render_booking_email(&v).expect("test value");
         assert!(email.text.contains("starts soon"), "{}", email.text);
     }
 }
