@@ -107,7 +107,7 @@ impl Cluster {
             ("QUEUE_PREFIX", prefix.as_str()),
             ("HEARTBEAT_SECS", "1"),
             ("RECONCILE_AFTER_SECS", "4"),
-            ("EMAIL_CLAIM_TIMEOUT_SECS", "3"),
+            ("EMAIL_CLAIM_TIMEOUT_SECS", "5"),
             ("DRAIN_SECS", "10"),
             ("WORKER_CONCURRENCY", "8"),
             // tests run side by side on one Postgres (max_connections 100 on CI)

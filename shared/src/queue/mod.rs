@@ -166,6 +166,36 @@ pub async fn cleanup_finished(
         .await
 }
 
+/// Deletes every key under `prefix` (a test's or a benchmark's private namespace), in
+/// batches, without blocking Redis on one huge command.
+pub async fn delete_namespace(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+) -> Result<u64, redis::RedisError> {
+    let pattern = format!("{prefix}:*");
+    let (mut cursor, mut deleted) = (0u64, 0u64);
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(conn)
+            .await?;
+        if !keys.is_empty() {
+            deleted += redis::cmd("DEL")
+                .arg(&keys)
+                .query_async::<u64>(conn)
+                .await?;
+        }
+        if next == 0 {
+            return Ok(deleted);
+        }
+        cursor = next;
+    }
+}
+
 /// What a queue holds right now, read from its keys.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 pub struct QueueStats {

@@ -209,6 +209,8 @@ enum Claim {
 
 /// Claims the ledger row of this email, or says why not, in one statement: insert it; or
 /// take over a claim abandoned longer than `EMAIL_CLAIM_TIMEOUT_SECS`; or report the status.
+/// Durable before the SMTP exchange starts: a claim lost in a Postgres crash would let the
+/// job, reverted by the same crash, send the email again.
 async fn claim(
     deps: &Deps,
     args: &BookingEmail,
@@ -239,7 +241,7 @@ async fn claim(
     .bind(args.booking_version)
     .bind(message_id)
     .bind(deps.config.email_claim_timeout_secs as f64)
-    .fetch_one(&deps.pool)
+    .fetch_one(&deps.durable)
     .await?;
     Ok(match (id, verdict.as_deref()) {
         (Some(id), Some("ours")) => Claim::Ours(id),
@@ -262,7 +264,9 @@ async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), Worke
             Err(e) if std::time::Instant::now() < deadline => {
                 tracing::warn!(error = %e, "email sent but not yet recorded; retrying the ledger");
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(5));
+                // short steps: once the database is back, "sent" must win the race against a
+                // redelivery that would take over this claim
+                delay = (delay * 2).min(std::time::Duration::from_secs(1));
             }
             Err(e) => return Err(e.into()),
         }

@@ -258,6 +258,8 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(&out, serde_json::to_vec_pretty(&report)?)?;
     }
     db.drop_database().await?;
+    let mut redis = shared::queue::connect(&shared::testing::redis_url()).await?;
+    shared::queue::delete_namespace(&mut redis, &prefix).await?;
     Ok(())
 }
 
