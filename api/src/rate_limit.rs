@@ -3,7 +3,7 @@
 //! governor's keyed GCRA limiter does the arithmetic; the client key is the authenticated
 //! user when the bearer token verifies, otherwise the peer address. Keying by the raw token
 //! would let a client escape its quota by sending a fresh made-up token with every request.
-use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
+use std::{net::SocketAddr, num::NonZeroU32};
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request, State},
@@ -60,5 +60,3 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
         Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs }.into_response(),
     }
 }
-
-pub type SharedLimiter = Arc<RateLimiter>;

@@ -31,11 +31,6 @@ impl TestClock {
     pub fn set(&self, instant: DateTime<Utc>) {
         *self.0.lock().unwrap_or_else(|p| p.into_inner()) = instant;
     }
-
-    pub fn advance(&self, by: chrono::Duration) {
-        let mut now = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        *now += by;
-    }
 }
 
 impl Clock for TestClock {

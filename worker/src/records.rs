@@ -74,7 +74,7 @@ pub async fn finish(
         // one statement each: no transaction needed
         Outcome::Recorded => {}
         Outcome::Done => {
-            // a handler may have recorded it already, with its own effect
+            // a concurrent delivery of the same job may have finished it first
             sqlx::query(
                 "update jobs set status = 'done', finished_at = now() where id = $1 and status <> 'done'",
             )

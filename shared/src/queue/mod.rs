@@ -16,8 +16,6 @@ use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisStorage};
 use redis::aio::ConnectionManagerConfig;
 use serde::Serialize;
 
-use crate::jobs::{Envelope, JobArgs};
-
 /// Connects with timeouts that survive load: redis-rs' default 500 ms response timeout turns
 /// a busy moment into a fatal worker error.
 pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
@@ -50,15 +48,6 @@ pub fn queue_config(prefix: &str, queue: &str, heartbeat: Duration) -> QueueConf
         // nothing subscribes to apalis' per-task pub/sub events; they cost 15-25% of drain
         .emit_events(false)
         .idempotency_ttl(Some(Duration::from_secs(24 * 3600)))
-}
-
-/// The typed storage of job kind `A`.
-pub fn storage<A: JobArgs>(
-    conn: ConnectionManager,
-    prefix: &str,
-    heartbeat: Duration,
-) -> RedisStorage<Envelope<A>> {
-    RedisStorage::new(conn).with_config(queue_config(prefix, A::QUEUE, heartbeat))
 }
 
 /// One task to push: its id (unique per push) and its encoded envelope.
