@@ -52,8 +52,12 @@ impl Deps {
         )
         .await?;
         let durable = shared::db::connect(&config.database_url, 4).await?;
-        let mailer = Mailer::from_config(config.smtp_url.as_deref(), &config.mail_dir)
-            .map_err(WorkerError::Config)?;
+        let mailer = Mailer::from_config(
+            config.smtp_url.as_deref(),
+            &config.mail_dir,
+            config.worker_concurrency,
+        )
+        .map_err(WorkerError::Config)?;
         Ok(Deps {
             pool,
             durable,

@@ -2,13 +2,18 @@
 //! `.eml` file per message under `MAIL_DIR` so local development needs no mail server.
 use std::time::Duration;
 
+use std::sync::Arc;
+
 use lettre::{
-    AsyncFileTransport, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor,
+    AsyncFileTransport, AsyncTransport, Message, Tokio1Executor,
     message::{Mailbox, MultiPart},
     transport::smtp::authentication::Credentials,
 };
 
-use super::RenderedEmail;
+use super::{
+    RenderedEmail,
+    smtp::{SmtpPool, SmtpTarget},
+};
 
 /// Why a message was not accepted; the worker retries transient failures only.
 #[derive(Debug, thiserror::Error)]
@@ -28,7 +33,7 @@ impl SendError {
 /// Where emails go.
 #[derive(Clone)]
 pub enum Mailer {
-    Smtp(AsyncSmtpTransport<Tokio1Executor>),
+    Smtp(Arc<SmtpPool>),
     Files(AsyncFileTransport<Tokio1Executor>),
 }
 
@@ -43,9 +48,14 @@ impl std::fmt::Debug for Mailer {
 
 impl Mailer {
     /// Builds the mailer from configuration: SMTP when `smtp_url` is set, files otherwise.
-    pub fn from_config(smtp_url: Option<&str>, mail_dir: &str) -> Result<Self, String> {
+    /// `concurrency` is how many sends can be in flight at once (the worker's concurrency).
+    pub fn from_config(
+        smtp_url: Option<&str>,
+        mail_dir: &str,
+        concurrency: usize,
+    ) -> Result<Self, String> {
         match smtp_url {
-            Some(url) => Self::smtp(url),
+            Some(url) => Self::smtp(url, concurrency),
             None => {
                 std::fs::create_dir_all(mail_dir)
                     .map_err(|e| format!("MAIL_DIR={mail_dir}: {e}"))?;
@@ -55,7 +65,7 @@ impl Mailer {
     }
 
     /// `smtp://[user:password@]host[:port]`: plain SMTP (a local relay or a test sink).
-    fn smtp(url: &str) -> Result<Self, String> {
+    fn smtp(url: &str, concurrency: usize) -> Result<Self, String> {
         let parsed = url::Url::parse(url).map_err(|e| format!("SMTP_URL: {e}"))?;
         if parsed.scheme() != "smtp" {
             return Err(
@@ -63,16 +73,21 @@ impl Mailer {
             );
         }
         let host = parsed.host_str().ok_or("SMTP_URL: missing host")?;
-        let mut builder = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host)
-            .port(parsed.port().unwrap_or(25))
-            .timeout(Some(Duration::from_secs(10)));
-        if !parsed.username().is_empty() {
-            builder = builder.credentials(Credentials::new(
+        let credentials = (!parsed.username().is_empty()).then(|| {
+            Credentials::new(
                 parsed.username().to_string(),
                 parsed.password().unwrap_or_default().to_string(),
-            ));
-        }
-        Ok(Mailer::Smtp(builder.build()))
+            )
+        });
+        let target = SmtpTarget {
+            host: host.to_string(),
+            port: parsed.port().unwrap_or(25),
+            credentials,
+            connect_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(30),
+        };
+        // as many idle sessions as concurrent senders: a busy moment never closes any
+        Ok(Mailer::Smtp(Arc::new(SmtpPool::new(target, concurrency))))
     }
 
     /// Sends one message with a stable `message_id`, so that a receiver can spot a duplicate.
@@ -104,13 +119,7 @@ impl Mailer {
             ))
             .map_err(|e| SendError::Permanent(format!("building message: {e}")))?;
         match self {
-            Mailer::Smtp(transport) => transport.send(message).await.map(drop).map_err(|e| {
-                if e.is_permanent() {
-                    SendError::Permanent(e.to_string())
-                } else {
-                    SendError::Transient(e.to_string())
-                }
-            }),
+            Mailer::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
             Mailer::Files(transport) => transport
                 .send(message)
                 .await
