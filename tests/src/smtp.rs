@@ -81,6 +81,8 @@ pub struct SmtpSink {
     received: Arc<Mutex<Vec<Received>>>,
     mode: Arc<AtomicU8>,
     delay_ms: Arc<AtomicU64>,
+    sessions: Arc<AtomicU64>,
+    hang_up: Arc<tokio::sync::Notify>,
 }
 
 impl SmtpSink {
@@ -93,11 +95,14 @@ impl SmtpSink {
             received: Arc::default(),
             mode: Arc::new(AtomicU8::new(Mode::Accept as u8)),
             delay_ms: Arc::default(),
+            sessions: Arc::default(),
+            hang_up: Arc::default(),
         };
         let server = sink.clone();
         tokio::spawn(async move {
             while let Ok((stream, _)) = listener.accept().await {
                 let server = server.clone();
+                server.sessions.fetch_add(1, Ordering::SeqCst);
                 tokio::spawn(async move {
                     let _ = server.session(stream).await;
                 });
@@ -119,6 +124,17 @@ impl SmtpSink {
             .store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
+    /// SMTP sessions accepted so far.
+    pub fn sessions(&self) -> u64 {
+        self.sessions.load(Ordering::SeqCst)
+    }
+
+    /// Closes every session waiting for its client's next command, as a server timing out
+    /// idle sessions does.
+    pub fn hang_up_idle(&self) {
+        self.hang_up.notify_waiters();
+    }
+
     pub fn messages(&self) -> Vec<Received> {
         self.received.lock().map(|m| m.clone()).unwrap_or_default()
     }
@@ -135,7 +151,11 @@ impl SmtpSink {
         let mut line = String::new();
         loop {
             line.clear();
-            if lines.read_line(&mut line).await? == 0 {
+            let read = tokio::select! {
+                read = lines.read_line(&mut line) => read?,
+                _ = self.hang_up.notified() => return Ok(()),
+            };
+            if read == 0 {
                 return Ok(());
             }
             let command = line.trim_end().to_string();

@@ -26,10 +26,8 @@ use lettre::{
 
 use super::SendError;
 
-/// An idle connection is checked with a NOOP before reuse when it has waited this long: a
-/// server may have closed it meanwhile (most time out idle sessions after minutes).
-const CHECK_AFTER_IDLE: Duration = Duration::from_secs(5);
-/// Idle connections older than this are closed rather than reused.
+/// Idle sessions older than this are closed rather than reused: servers time idle sessions
+/// out after minutes, and one that did would fail the next send on it.
 const MAX_IDLE: Duration = Duration::from_secs(60);
 
 /// Where and how to connect.
@@ -63,8 +61,32 @@ impl SmtpPool {
     }
 
     /// Sends one message. Fails transient (4xx, network, timeout) or permanent (5xx).
+    ///
+    /// A reused session that fails without any SMTP reply was most likely closed by the
+    /// server while idle: the message is sent once more on a new session. That is the same
+    /// retry the job would make a little later, so it adds no duplicate risk of its own.
     pub async fn send(&self, envelope: &Envelope, message: &[u8]) -> Result<(), SendError> {
-        let mut conn = self.checkout().await?;
+        let (conn, reused) = match self.idle() {
+            Some(conn) => (conn, true),
+            None => (self.connect().await?, false),
+        };
+        match self.attempt(conn, envelope, message).await {
+            Err(Failure { stale: true, .. }) if reused => {
+                let conn = self.connect().await?;
+                self.attempt(conn, envelope, message)
+                    .await
+                    .map_err(|f| f.error)
+            }
+            other => other.map_err(|f| f.error),
+        }
+    }
+
+    async fn attempt(
+        &self,
+        mut conn: AsyncSmtpConnection,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Result<(), Failure> {
         match tokio::time::timeout(self.target.send_timeout, conn.send(envelope, message)).await {
             Ok(Ok(_)) => {
                 self.check_in(conn);
@@ -73,34 +95,32 @@ impl SmtpPool {
             Ok(Err(e)) => {
                 // failures are rare: a fresh session beats reasoning about this one's state
                 conn.abort().await;
-                Err(classify(e))
+                Err(Failure {
+                    stale: !(e.is_transient() || e.is_permanent()),
+                    error: classify(e),
+                })
             }
-            // the session is mid-exchange: drop it (the server sees the connection close)
-            Err(_) => Err(SendError::Transient(format!(
-                "SMTP exchange timed out after {:?}",
-                self.target.send_timeout
-            ))),
+            // mid-exchange: the session is dropped, and the server sees it close
+            Err(_) => Err(Failure {
+                stale: false,
+                error: SendError::Transient(format!(
+                    "SMTP exchange timed out after {:?}",
+                    self.target.send_timeout
+                )),
+            }),
         }
     }
 
-    /// An idle session that still answers, or a new one.
-    async fn checkout(&self) -> Result<AsyncSmtpConnection, SendError> {
-        loop {
-            let next = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-            let Some((mut conn, since)) = next else {
-                return self.connect().await;
-            };
-            let age = since.elapsed();
-            if age > MAX_IDLE {
-                conn.abort().await;
-                continue;
+    /// The most recently used idle session young enough to trust.
+    fn idle(&self) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.idle.lock().ok()?;
+        while let Some((conn, since)) = idle.pop() {
+            if since.elapsed() <= MAX_IDLE {
+                return Some(conn);
             }
-            if age > CHECK_AFTER_IDLE && !conn.test_connected().await {
-                conn.abort().await;
-                continue;
-            }
-            return Ok(conn);
+            // too old: dropping closes the socket without a QUIT round trip
         }
+        None
     }
 
     fn check_in(&self, conn: AsyncSmtpConnection) {
@@ -145,6 +165,14 @@ impl SmtpPool {
                 )))
             })
     }
+}
+
+/// Why an attempt failed.
+struct Failure {
+    error: SendError,
+    /// The session failed without any SMTP reply (closed or reset): it was dead before
+    /// this message, not refused or stuck during it.
+    stale: bool,
 }
 
 fn classify(e: lettre::transport::smtp::Error) -> SendError {

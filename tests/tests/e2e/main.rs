@@ -5,3 +5,4 @@ mod contract;
 mod fuzz;
 mod rate_limit;
 mod reminders;
+mod smtp_pool;
