@@ -33,6 +33,7 @@ pub async fn build_state(
     let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
     let redis = redis::Client::open(config.redis_url.as_str())?;
     Ok(AppState {
+        outbox: shared::outbox::Waker::start(db.clone()),
         db,
         redis,
         keys: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_ttl_minutes)),

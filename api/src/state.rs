@@ -11,6 +11,8 @@ use crate::{auth::SharedKeys, rate_limit::RateLimiter};
 #[derive(Clone)]
 pub struct AppState {
     pub db: PgPool,
+    /// Wakes the worker's outbox relay after a commit that recorded jobs.
+    pub outbox: shared::outbox::Waker,
     pub redis: redis::Client,
     pub config: Arc<Config>,
     pub clock: SharedClock,

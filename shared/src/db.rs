@@ -31,16 +31,34 @@ pub async fn connect_with(
     max_connections: u32,
     commit: Commit,
 ) -> Result<PgPool, sqlx::Error> {
-    let mut options =
-        PgConnectOptions::from_str(url)?.log_statements(tracing::log::LevelFilter::Trace);
+    let mut options = PgConnectOptions::from_str(url)?
+        .log_statements(tracing::log::LevelFilter::Trace)
+        .application_name(&application_name(commit));
     if commit == Commit::Async {
         options = options.options([("synchronous_commit", "off")]);
     }
     PgPoolOptions::new()
         .max_connections(max_connections)
+        // sqlx pings every connection it hands out by default: one more round trip per
+        // statement. A connection that died since its last use fails its statement instead,
+        // which callers handle like any database error (the API answers 503, jobs retry).
+        .test_before_acquire(false)
         .acquire_timeout(Duration::from_secs(3))
         .connect_with(options)
         .await
+}
+
+/// Who a session belongs to in `pg_stat_activity` (and in Postgres' logs and
+/// `pg_stat_statements`): the binary's name, and which of its pools.
+fn application_name(commit: Commit) -> String {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|path| path.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "instainstru".into());
+    match commit {
+        Commit::Durable => binary,
+        Commit::Async => format!("{binary} (async commit)"),
+    }
 }
 
 /// Creates the database named in `url` when it does not exist yet.

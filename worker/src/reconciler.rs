@@ -58,10 +58,7 @@ pub async fn reconcile(
     .execute(pool)
     .await?
     .rows_affected();
-    sqlx::query("select pg_notify($1, '')")
-        .bind(shared::outbox::NOTIFY_CHANNEL)
-        .execute(pool)
-        .await?;
+    shared::outbox::notify(pool).await?;
     tracing::warn!(count = reset, "re-enqueued jobs that Redis no longer holds");
     metrics::counter!("reconciler_requeued_total").increment(reset);
     Ok(reset)

@@ -191,11 +191,8 @@ pub async fn retry(
             missing_or_conflict(&state, id, "only dead or skipped jobs can be retried").await,
         );
     }
-    sqlx::query("select pg_notify($1, '')")
-        .bind(shared::outbox::NOTIFY_CHANNEL)
-        .execute(&mut *tx)
-        .await?;
     tx.commit().await?;
+    state.outbox.wake();
     tracing::info!(job_id = id, "dead job sent back by an admin");
     Ok(Json(serde_json::json!({"id": id, "status": "pending"})))
 }

@@ -106,6 +106,7 @@ pub async fn create(
     )
     .await?;
     tx.commit().await?;
+    state.outbox.wake();
     metrics::counter!("bookings_created_total").increment(1);
     Ok((StatusCode::CREATED, Json(booking)))
 }
@@ -296,6 +297,7 @@ pub async fn cancel(
     booking_email::enqueue_for_both(&mut tx, id, booking.version, EmailKind::Cancellation, now)
         .await?;
     tx.commit().await?;
+    state.outbox.wake();
     metrics::counter!("bookings_cancelled_total").increment(1);
     Ok(Json(booking))
 }
@@ -369,6 +371,7 @@ pub async fn reschedule(
     )
     .await?;
     tx.commit().await?;
+    state.outbox.wake();
     metrics::counter!("bookings_rescheduled_total").increment(1);
     Ok(Json(moved))
 }

@@ -283,3 +283,45 @@ async fn availability_is_free_time_minus_bookings() {
     assert_eq!(list[0]["services"][0]["duration_minutes"], 60);
     assert_eq!(list[0]["timezone"], "America/New_York");
 }
+
+/// The relay hears of new records from a notification sent after the commit, not from its
+/// once-a-second poll: a booking and its cancellation each wake it.
+#[tokio::test]
+async fn bookings_and_cancellations_wake_the_relay_after_commit() {
+    let app = TestApp::start_with(Options {
+        start_worker: false,
+        ..Options::default()
+    })
+    .await;
+    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
+        .await
+        .unwrap();
+    listener
+        .listen(shared::outbox::NOTIFY_CHANNEL)
+        .await
+        .unwrap();
+    let token = app.student().await;
+
+    let (status, booking) = app.book(&token, app.lesson_at(3, 10)).await;
+    assert_eq!(status, 201, "{booking}");
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification after the booking")
+        .unwrap();
+    assert_eq!(app.jobs_in("pending").await, 4, "committed before the wake");
+
+    let id = booking["id"].as_i64().unwrap();
+    let (status, _) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/bookings/{id}/cancel"),
+            Some(&token),
+            Some(serde_json::json!({"reason": "ill"})),
+        )
+        .await;
+    assert_eq!(status, 200);
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .expect("a notification after the cancellation")
+        .unwrap();
+}
