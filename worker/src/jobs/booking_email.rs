@@ -22,41 +22,23 @@ use crate::{Deps, error::WorkerError, records::Outcome};
 
 pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
-    let Some((booking, student, instructor)) = load_context(&deps, args.booking_id).await? else {
+    let message_id = format!(
+        "<booking-{}-{}-{}-v{}@instainstru>",
+        args.booking_id,
+        args.kind.as_str(),
+        args.party.as_str(),
+        args.booking_version
+    );
+    let Some((claim, booking, student, instructor)) =
+        claim_with_context(&deps, &args, &message_id).await?
+    else {
         return Ok(Outcome::Dead(format!(
             "booking {} does not exist",
             args.booking_id
         )));
     };
     tracing::Span::current().record("booking_id", booking.id);
-    let (recipient, other) = match args.party {
-        Party::Student => (student, instructor),
-        Party::Instructor => (instructor, student),
-    };
-    let recipient_id = recipient.id;
-    if recipient.erased_at.is_some() {
-        return Ok(skip(args.kind, "recipient erased"));
-    }
-    if args.kind == EmailKind::Reminder {
-        if booking.status != BookingStatus::Confirmed {
-            return Ok(skip(args.kind, "booking not confirmed"));
-        }
-        if booking.version != args.booking_version {
-            return Ok(skip(args.kind, "booking changed"));
-        }
-        if booking.starts_at <= now {
-            return Ok(skip(args.kind, "lesson already started"));
-        }
-    }
-
-    let message_id = format!(
-        "<booking-{}-{}-{}-v{}@instainstru>",
-        booking.id,
-        args.kind.as_str(),
-        args.party.as_str(),
-        args.booking_version
-    );
-    let ledger_id = match claim(&deps, &args, recipient_id, &message_id).await? {
+    let ledger_id = match claim {
         Claim::Ours(id) => id,
         Claim::AlreadySent => {
             tracing::info!("email already sent: duplicate delivery ignored");
@@ -68,6 +50,15 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
             ));
         }
     };
+    let (recipient, other) = match args.party {
+        Party::Student => (student, instructor),
+        Party::Instructor => (instructor, student),
+    };
+    if let Some(reason) = skip_reason(&args, &booking, &recipient, now) {
+        // rare: changed bookings retire their reminders when they change
+        release(&deps, ledger_id).await?;
+        return Ok(skip(args.kind, reason));
+    }
 
     let previous_starts_at: Option<chrono::DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
         sqlx::query_scalar(
@@ -146,7 +137,31 @@ fn skip(kind: EmailKind, reason: &str) -> Outcome {
     Outcome::Skipped(reason.to_string())
 }
 
-/// A booking and both its parties, as they are now.
+/// Why this email is no longer wanted, if it is not.
+fn skip_reason(
+    args: &BookingEmail,
+    booking: &Booking,
+    recipient: &Recipient,
+    now: chrono::DateTime<Utc>,
+) -> Option<&'static str> {
+    if recipient.erased_at.is_some() {
+        return Some("recipient erased");
+    }
+    if args.kind == EmailKind::Reminder {
+        if booking.status != BookingStatus::Confirmed {
+            return Some("booking not confirmed");
+        }
+        if booking.version != args.booking_version {
+            return Some("booking changed");
+        }
+        if booking.starts_at <= now {
+            return Some("lesson already started");
+        }
+    }
+    None
+}
+
+/// A booking and both its parties as they are now, and the verdict on this email's claim.
 #[derive(sqlx::FromRow)]
 struct Context {
     #[sqlx(flatten)]
@@ -159,29 +174,80 @@ struct Context {
     instructor_name: String,
     instructor_timezone: String,
     instructor_erased_at: Option<chrono::DateTime<Utc>>,
+    ledger_id: Option<i64>,
+    verdict: Option<String>,
 }
 
-/// Reads the booking and both parties in one round trip.
-async fn load_context(
+enum Claim {
+    /// The ledger row (by id) is ours to send.
+    Ours(i64),
+    AlreadySent,
+    InFlight,
+}
+
+/// Claims this email's ledger row and reads the booking and both parties, in one durable
+/// round trip; `None` when the booking does not exist.
+///
+/// The claim: insert the row; or take over a claim abandoned longer than
+/// `EMAIL_CLAIM_TIMEOUT_SECS`; or report the row's status. It is durable before the SMTP
+/// exchange starts: a claim lost in a Postgres crash would let the job, reverted by the same
+/// crash, send the email again. Claiming before the skip checks costs a release in the rare
+/// case of a skip, and saves a round trip on every email.
+async fn claim_with_context(
     deps: &Deps,
-    booking_id: i64,
-) -> Result<Option<(Booking, Recipient, Recipient)>, WorkerError> {
+    args: &BookingEmail,
+    message_id: &str,
+) -> Result<Option<(Claim, Booking, Recipient, Recipient)>, WorkerError> {
     let columns: Vec<String> = BOOKING_COLUMNS
         .split(',')
         .map(|c| format!("b.{}", c.trim()))
         .collect();
     let context: Option<Context> = sqlx::query_as(&format!(
-        "select {}, s.email as student_email, s.full_name as student_name, s.timezone as student_timezone,
-                s.erased_at as student_erased_at, i.email as instructor_email, i.full_name as instructor_name,
-                i.timezone as instructor_timezone, i.erased_at as instructor_erased_at
-         from bookings b join users s on s.id = b.student_id join users i on i.id = b.instructor_id
-         where b.id = $1",
+        "with ctx as (
+            select {}, s.email as student_email, s.full_name as student_name,
+                   s.timezone as student_timezone, s.erased_at as student_erased_at,
+                   i.email as instructor_email, i.full_name as instructor_name,
+                   i.timezone as instructor_timezone, i.erased_at as instructor_erased_at
+            from bookings b join users s on s.id = b.student_id join users i on i.id = b.instructor_id
+            where b.id = $1),
+         key as (
+            select id as booking_id, $3::text as kind,
+                   case when $2 = 'student' then student_id else instructor_id end as recipient_id,
+                   $4::int as booking_version
+            from ctx),
+         inserted as (
+            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
+            select booking_id, kind, recipient_id, booking_version, $5 from key
+            on conflict do nothing returning id),
+         existing as (
+            select l.id, l.status, l.claimed_at
+            from email_ledger l join key k using (booking_id, kind, recipient_id, booking_version)),
+         taken as (
+            update email_ledger l set claimed_at = now() from existing e
+            where l.id = e.id and not exists (select 1 from inserted)
+              and e.status = 'sending' and e.claimed_at < now() - make_interval(secs => $6)
+            returning l.id)
+         select ctx.*,
+                coalesce((select id from inserted), (select id from taken)) as ledger_id,
+                case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
+                     else (select status from existing) end as verdict
+         from ctx",
         columns.join(", ")
     ))
-    .bind(booking_id)
-    .fetch_optional(&deps.pool)
+    .bind(args.booking_id)
+    .bind(args.party.as_str())
+    .bind(args.kind.as_str())
+    .bind(args.booking_version)
+    .bind(message_id)
+    .bind(deps.config.email_claim_timeout_secs as f64)
+    .fetch_optional(&deps.durable)
     .await?;
     Ok(context.map(|c| {
+        let claim = match (c.ledger_id, c.verdict.as_deref()) {
+            (Some(id), Some("ours")) => Claim::Ours(id),
+            (_, Some("sent")) => Claim::AlreadySent,
+            _ => Claim::InFlight,
+        };
         let student = Recipient {
             id: c.booking.student_id,
             email: c.student_email,
@@ -196,58 +262,8 @@ async fn load_context(
             timezone: c.instructor_timezone,
             erased_at: c.instructor_erased_at,
         };
-        (c.booking, student, instructor)
+        (claim, c.booking, student, instructor)
     }))
-}
-
-enum Claim {
-    /// The ledger row (by id) is ours to send.
-    Ours(i64),
-    AlreadySent,
-    InFlight,
-}
-
-/// Claims the ledger row of this email, or says why not, in one statement: insert it; or
-/// take over a claim abandoned longer than `EMAIL_CLAIM_TIMEOUT_SECS`; or report the status.
-/// Durable before the SMTP exchange starts: a claim lost in a Postgres crash would let the
-/// job, reverted by the same crash, send the email again.
-async fn claim(
-    deps: &Deps,
-    args: &BookingEmail,
-    recipient_id: i64,
-    message_id: &str,
-) -> Result<Claim, WorkerError> {
-    let (id, verdict): (Option<i64>, Option<String>) = sqlx::query_as(
-        "with key as (select $1::bigint as booking_id, $2::text as kind, $3::bigint as recipient_id,
-                             $4::int as booking_version),
-         inserted as (
-            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
-            select booking_id, kind, recipient_id, booking_version, $5 from key
-            on conflict do nothing returning id),
-         existing as (
-            select l.id, l.status, l.claimed_at from email_ledger l join key k using (booking_id, kind, recipient_id, booking_version)),
-         taken as (
-            update email_ledger l set claimed_at = now() from existing e
-            where l.id = e.id and not exists (select 1 from inserted)
-              and e.status = 'sending' and e.claimed_at < now() - make_interval(secs => $6)
-            returning l.id)
-         select coalesce((select id from inserted), (select id from taken)),
-                case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
-                     else (select status from existing) end",
-    )
-    .bind(args.booking_id)
-    .bind(args.kind.as_str())
-    .bind(recipient_id)
-    .bind(args.booking_version)
-    .bind(message_id)
-    .bind(deps.config.email_claim_timeout_secs as f64)
-    .fetch_one(&deps.durable)
-    .await?;
-    Ok(match (id, verdict.as_deref()) {
-        (Some(id), Some("ours")) => Claim::Ours(id),
-        (_, Some("sent")) => Claim::AlreadySent,
-        _ => Claim::InFlight,
-    })
 }
 
 /// Records that the SMTP server accepted the email, and the job as done, in one durable

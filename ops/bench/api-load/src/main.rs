@@ -60,7 +60,10 @@ async fn main() -> anyhow::Result<()> {
         ("WORKER_PORT", free_port().to_string()),
         ("RATE_LIMIT_PER_SEC", "1000000".into()),
         ("RATE_LIMIT_BURST", "1000000".into()),
-        ("WORKER_CONCURRENCY", "32".into()),
+        (
+            "WORKER_CONCURRENCY",
+            std::env::var("WORKER_CONCURRENCY").unwrap_or_else(|_| "32".into()),
+        ),
         ("RUST_LOG", "warn".into()),
     ];
     let mut children = Vec::new();
