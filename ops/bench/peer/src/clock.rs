@@ -13,3 +13,30 @@ pub fn monotonic_ns() -> u64 {
     debug_assert_eq!(rc, 0);
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
+
+/// What `tokio::time::sleep(sleep)` really takes on this runtime and machine: `tasks` tasks
+/// sleeping `rounds` times each, concurrently, as W4's handlers do. Returns the mean in ns.
+///
+/// W4's ideal assumes a sleep of exactly `sleep`; tokio's timer wheel has 1 ms slots and
+/// rounds every deadline up, so no peer on this runtime can reach the ideal. This measures
+/// the ceiling the harness contract (`tokio::time::sleep`) leaves.
+pub async fn mean_sleep_ns(sleep: std::time::Duration, tasks: usize, rounds: usize) -> u64 {
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            tokio::spawn(async move {
+                let mut total = 0u64;
+                for _ in 0..rounds {
+                    let start = monotonic_ns();
+                    tokio::time::sleep(sleep).await;
+                    total += monotonic_ns() - start;
+                }
+                total
+            })
+        })
+        .collect();
+    let mut total = 0u64;
+    for handle in handles {
+        total += handle.await.unwrap_or(0);
+    }
+    total / (tasks * rounds).max(1) as u64
+}

@@ -15,6 +15,15 @@ enum Command {
     Producer(producer::ProducerArgs),
     /// Consume per the harness worker contract until SIGTERM.
     Worker,
+    /// Measure what `tokio::time::sleep` takes here (W4's ceiling); prints one JSON line.
+    Timer {
+        #[arg(long, default_value_t = 20)]
+        sleep_ms: u64,
+        #[arg(long, default_value_t = 50)]
+        tasks: usize,
+        #[arg(long, default_value_t = 50)]
+        rounds: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -30,6 +39,21 @@ fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Producer(args) => {
             let out = runtime(settings::threads()?)?.block_on(producer::run(&target, &args))?;
+            println!("{out}");
+        }
+        Command::Timer {
+            sleep_ms,
+            tasks,
+            rounds,
+        } => {
+            let sleep = std::time::Duration::from_millis(sleep_ms);
+            let mean_ns = runtime(settings::threads()?)?
+                .block_on(bench_peer::clock::mean_sleep_ns(sleep, tasks, rounds));
+            let mean_ms = mean_ns as f64 / 1e6;
+            let out = serde_json::json!({
+                "sleep_ms": sleep_ms, "tasks": tasks, "rounds": rounds,
+                "mean_ms": mean_ms, "ceiling": sleep_ms as f64 / mean_ms,
+            });
             println!("{out}");
         }
         Command::Worker => {
