@@ -36,6 +36,7 @@ pub async fn build_state(
         outbox: shared::outbox::Waker::start(db.clone()),
         db,
         redis,
+        queues: Arc::default(),
         keys: Arc::new(JwtKeys::new(&config.jwt_secret, config.jwt_ttl_minutes)),
         limiter: Arc::new(RateLimiter::new(
             config.rate_limit_per_sec,

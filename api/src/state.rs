@@ -14,6 +14,8 @@ pub struct AppState {
     /// Wakes the worker's outbox relay after a commit that recorded jobs.
     pub outbox: shared::outbox::Waker,
     pub redis: redis::Client,
+    /// The queue view's Redis connection, opened on first use and reconnecting by itself.
+    pub queues: Arc<tokio::sync::OnceCell<shared::queue::ConnectionManager>>,
     pub config: Arc<Config>,
     pub clock: SharedClock,
     pub keys: SharedKeys,

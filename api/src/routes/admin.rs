@@ -48,13 +48,20 @@ pub async fn queues(
     .bind(now)
     .fetch_all(&state.db)
     .await?;
-    let mut redis = tokio::time::timeout(
-        Duration::from_secs(2),
-        shared::queue::connect(&state.config.redis_url),
-    )
-    .await
-    .ok()
-    .and_then(Result::ok);
+    let mut redis = state
+        .queues
+        .get_or_try_init(|| async {
+            tokio::time::timeout(
+                Duration::from_secs(2),
+                shared::queue::connect(&state.config.redis_url),
+            )
+            .await
+            .map_err(|_| ())?
+            .map_err(|_| ())
+        })
+        .await
+        .ok()
+        .cloned();
     let mut views = Vec::new();
     for name in ALL_QUEUES {
         let count = |status: &str| {

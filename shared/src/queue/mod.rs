@@ -12,7 +12,8 @@ pub mod wake;
 
 use std::time::Duration;
 
-use apalis_redis::{Config as QueueConfig, ConnectionManager, RedisStorage};
+pub use apalis_redis::ConnectionManager;
+use apalis_redis::{Config as QueueConfig, RedisStorage};
 use redis::aio::ConnectionManagerConfig;
 use serde::Serialize;
 
