@@ -34,7 +34,7 @@ def main(path):
     limits = data.get("meta", {}).get("instainstru", {}).get("limits", {})
     lines = []
 
-    def ratio_line(name, workload, key, peer, need, variant_filter=None):
+    def ratio_line(name, workload, key, peer, need):
         ours, ov = best(rows, workload, "instainstru", key)
         theirs, tv = best(rows, workload, peer, key)
         if ours is None or theirs is None:

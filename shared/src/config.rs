@@ -123,8 +123,10 @@ mod defaults {
     pub fn heartbeat_secs() -> u64 {
         5
     }
+    /// Longer than the longest SMTP send (`shared::email::smtp::SmtpTarget::longest_send`,
+    /// 260 s): a claim younger than that may belong to a send still waiting for its verdict.
     pub fn email_claim_timeout_secs() -> u64 {
-        60
+        300
     }
     pub fn drain_secs() -> u64 {
         20

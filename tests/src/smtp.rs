@@ -4,7 +4,7 @@ use std::{
     net::SocketAddr,
     sync::{
         Arc, Mutex,
-        atomic::{AtomicU8, AtomicU64, Ordering},
+        atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering},
     },
     time::Duration,
 };
@@ -72,6 +72,8 @@ pub enum Mode {
     Accept = 0,
     Transient = 1,
     Permanent = 2,
+    /// Takes the message, then drops the connection without a reply: the client cannot know.
+    AcceptThenHangUp = 3,
 }
 
 /// A running sink.
@@ -83,6 +85,7 @@ pub struct SmtpSink {
     delay_ms: Arc<AtomicU64>,
     sessions: Arc<AtomicU64>,
     hang_up: Arc<tokio::sync::Notify>,
+    close_next_mail: Arc<AtomicBool>,
 }
 
 impl SmtpSink {
@@ -97,6 +100,7 @@ impl SmtpSink {
             delay_ms: Arc::default(),
             sessions: Arc::default(),
             hang_up: Arc::default(),
+            close_next_mail: Arc::default(),
         };
         let server = sink.clone();
         tokio::spawn(async move {
@@ -135,6 +139,23 @@ impl SmtpSink {
         self.hang_up.notify_waiters();
     }
 
+    /// Answers the next MAIL with `421` and closes that session, as a server does that
+    /// announces its idle timeout only when the client speaks again.
+    pub fn close_next_mail(&self) {
+        self.close_next_mail.store(true, Ordering::SeqCst);
+    }
+
+    fn record(&self, from: &str, to: &[String], data: String) {
+        if let Ok(mut received) = self.received.lock() {
+            received.push(Received {
+                from: from.to_string(),
+                to: to.to_vec(),
+                data,
+                received_at: std::time::Instant::now(),
+            });
+        }
+    }
+
     pub fn messages(&self) -> Vec<Received> {
         self.received.lock().map(|m| m.clone()).unwrap_or_default()
     }
@@ -167,6 +188,12 @@ impl SmtpSink {
             } else if upper.starts_with("HELO") {
                 write.write_all(b"250 sink.test\r\n").await?;
             } else if upper.starts_with("MAIL FROM:") {
+                if self.close_next_mail.swap(false, Ordering::SeqCst) {
+                    write
+                        .write_all(b"421 4.4.2 idle too long, closing\r\n")
+                        .await?;
+                    return Ok(());
+                }
                 from = command[10..].trim().to_string();
                 to.clear();
                 write.write_all(b"250 OK\r\n").await?;
@@ -195,21 +222,19 @@ impl SmtpSink {
                     tokio::time::sleep(Duration::from_millis(delay)).await;
                 }
                 match self.mode.load(Ordering::SeqCst) {
+                    3 => {
+                        self.record(&from, &to, data);
+                        return Ok(());
+                    }
                     1 => write.write_all(b"451 4.3.0 try again later\r\n").await?,
                     2 => {
-                        write
-                            .write_all(b"550 5.1.1 mailbox unavailable\r\n")
-                            .await?
+                        // as real servers do, the refusal names the recipient
+                        let reply =
+                            format!("550 5.1.1 <{}>: mailbox unavailable\r\n", to.join(","));
+                        write.write_all(reply.as_bytes()).await?
                     }
                     _ => {
-                        if let Ok(mut received) = self.received.lock() {
-                            received.push(Received {
-                                from: from.clone(),
-                                to: to.clone(),
-                                data,
-                                received_at: std::time::Instant::now(),
-                            });
-                        }
+                        self.record(&from, &to, data);
                         write.write_all(b"250 OK queued\r\n").await?;
                     }
                 }

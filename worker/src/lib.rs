@@ -58,6 +58,16 @@ impl Deps {
             config.worker_concurrency,
         )
         .map_err(WorkerError::Config)?;
+        if let Some(longest) = mailer.longest_send()
+            && longest.as_secs() > config.email_claim_timeout_secs
+        {
+            tracing::warn!(
+                email_claim_timeout_secs = config.email_claim_timeout_secs,
+                longest_send_secs = longest.as_secs(),
+                "EMAIL_CLAIM_TIMEOUT_SECS is shorter than the longest SMTP send: a slow send \
+                 could be taken over and the email sent twice"
+            );
+        }
         Ok(Deps {
             pool,
             durable,

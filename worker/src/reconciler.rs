@@ -58,7 +58,10 @@ pub async fn reconcile(
     .execute(pool)
     .await?
     .rows_affected();
-    shared::outbox::notify(pool).await?;
+    if let Err(e) = shared::outbox::notify(pool).await {
+        // the reset is committed: the relay's poll finds the records anyway
+        tracing::warn!(error = %e, "could not wake the outbox relay");
+    }
     tracing::warn!(count = reset, "re-enqueued jobs that Redis no longer holds");
     metrics::counter!("reconciler_requeued_total").increment(reset);
     Ok(reset)

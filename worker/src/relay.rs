@@ -1,7 +1,8 @@
 //! The outbox relay: moves due job records from Postgres into their Redis queues.
 //!
-//! It wakes on the `jobs_due` notification that every enqueue sends at commit (so a new
-//! booking's emails are in Redis within milliseconds) and polls once a second for records
+//! It wakes on the `jobs_due` notification that writers send after committing new records
+//! (`shared::outbox::notify` / `Waker`; a new booking's emails are in Redis within
+//! milliseconds) and polls once a second for records
 //! that became due by time (reminders, retries). Claiming uses `for update skip locked` and
 //! the push happens inside the claiming transaction: any number of relays can run, none
 //! pushes a record another is pushing, and a failed push rolls the claim back.
@@ -131,8 +132,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             match listener.as_mut() {
                 Some(l) => match tokio::time::timeout(deps.relay_poll, l.recv()).await {
                     Ok(Ok(_)) => {
-                        // every commit that enqueued sent one; under load many are queued:
-                        // take them all and relay once
+                        // under load many are queued: take them all and relay once
                         while l.next_buffered().is_some() {}
                     }
                     Ok(Err(_)) => {

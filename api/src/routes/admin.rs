@@ -78,7 +78,11 @@ pub async fn queues(
                     name,
                     Duration::from_secs(state.config.heartbeat_secs),
                 );
-                queue::stats(conn, &config).await.ok()
+                // the cached connection retries on its own: bound the wait during an outage
+                tokio::time::timeout(Duration::from_secs(2), queue::stats(conn, &config))
+                    .await
+                    .ok()
+                    .and_then(Result::ok)
             }
             None => None,
         };

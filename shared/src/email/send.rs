@@ -15,18 +15,29 @@ use super::{
     smtp::{SmtpPool, SmtpTarget},
 };
 
-/// Why a message was not accepted; the worker retries transient failures only.
+/// Why a message was not delivered; the worker retries all but permanent failures.
 #[derive(Debug, thiserror::Error)]
 pub enum SendError {
+    /// Refused for now (4xx), or never handed over: send again later.
     #[error("transient send failure: {0}")]
     Transient(String),
+    /// Refused for good (5xx, an address the server cannot take): never send again.
     #[error("permanent send failure: {0}")]
     Permanent(String),
+    /// Handed over, but the verdict never came (the session was lost or timed out after the
+    /// message): the server may have it. A resend could deliver it twice.
+    #[error("send outcome unknown: {0}")]
+    Unknown(String),
 }
 
 impl SendError {
     pub fn is_permanent(&self) -> bool {
         matches!(self, SendError::Permanent(_))
+    }
+
+    /// Whether the server may have accepted the message despite the error.
+    pub fn may_have_been_accepted(&self) -> bool {
+        matches!(self, SendError::Unknown(_))
     }
 }
 
@@ -79,15 +90,17 @@ impl Mailer {
                 parsed.password().unwrap_or_default().to_string(),
             )
         });
-        let target = SmtpTarget {
-            host: host.to_string(),
-            port: parsed.port().unwrap_or(25),
-            credentials,
-            connect_timeout: Duration::from_secs(10),
-            send_timeout: Duration::from_secs(30),
-        };
+        let target = SmtpTarget::new(host.to_string(), parsed.port().unwrap_or(25), credentials);
         // as many idle sessions as concurrent senders: a busy moment never closes any
         Ok(Mailer::Smtp(Arc::new(SmtpPool::new(target, concurrency))))
+    }
+
+    /// The longest one send can take; `None` when it is a file write.
+    pub fn longest_send(&self) -> Option<Duration> {
+        match self {
+            Mailer::Smtp(pool) => Some(pool.target().longest_send()),
+            Mailer::Files(_) => None,
+        }
     }
 
     /// Sends one message with a stable `message_id`, so that a receiver can spot a duplicate.

@@ -187,3 +187,78 @@ async fn poison_jobs_become_dead_letters_and_the_worker_keeps_running() {
     record_summary("poison_jobs", 2, 2, out, lost, extra);
     assert_eq!((lost, extra), (0, 0));
 }
+
+/// The SMTP server takes the message and the connection drops before its verdict: the
+/// worker cannot know whether it was accepted. It keeps the ledger claim, so no retry resends
+/// the email until the claim times out (`EMAIL_CLAIM_TIMEOUT_SECS`, as after a crash
+/// mid-send); then it is sent once more with the same Message-ID, which receivers drop.
+#[tokio::test]
+async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
+    let app = TestApp::start_with(e2e::platform::Options {
+        extra_env: vec![("EMAIL_CLAIM_TIMEOUT_SECS".into(), "6".into())],
+        ..Default::default()
+    })
+    .await;
+    app.smtp.set_mode(Mode::AcceptThenHangUp);
+    let token = app.student().await;
+    let (_, booking) = app.book(&token, app.lesson_at(1, 12)).await;
+    let id = booking["id"].as_i64().unwrap();
+
+    eventually(
+        Duration::from_secs(20),
+        "both emails handed over once",
+        || async { app.smtp.count() == 2 },
+    )
+    .await;
+    app.smtp.set_mode(Mode::Accept);
+    // retries come after 2 s and 4 s: while the claims are young they resend nothing
+    eventually(
+        Duration::from_secs(20),
+        "a retry found the claim in flight",
+        || async {
+            let n: i64 = sqlx::query_scalar(
+                "select count(*) from job_errors where error like '%another delivery is sending%'",
+            )
+            .fetch_one(&app.db.pool)
+            .await
+            .unwrap();
+            n >= 1
+        },
+    )
+    .await;
+    let claimed: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+        sqlx::query_as("select status, claimed_at from email_ledger order by id")
+            .fetch_all(&app.db.pool)
+            .await
+            .unwrap();
+    assert_eq!(claimed.len(), 2);
+    assert!(claimed.iter().all(|(status, _)| status == "sending"));
+
+    eventually(
+        Duration::from_secs(60),
+        "resent after the claim timeout",
+        || async {
+            let sent: i64 =
+                sqlx::query_scalar("select count(*) from email_ledger where status = 'sent'")
+                    .fetch_one(&app.db.pool)
+                    .await
+                    .unwrap();
+            sent == 2
+        },
+    )
+    .await;
+    let (out, lost, extra) = tally(&app.smtp, &[id]);
+    record_summary("smtp_unknown_outcome", 2, 2, out, lost, extra);
+    assert_eq!((out, lost), (2, 0));
+    assert_eq!(extra, 2, "each resent exactly once, with its Message-ID");
+    // no copy came before its claim timed out (6 s after the claim, just before the first)
+    let messages = app.smtp.messages();
+    for first in &messages[..2] {
+        let again = messages[2..]
+            .iter()
+            .find(|m| m.message_id() == first.message_id())
+            .expect("a second copy");
+        let gap = again.received_at.duration_since(first.received_at);
+        assert!(gap >= Duration::from_secs(5), "resent after only {gap:?}");
+    }
+}

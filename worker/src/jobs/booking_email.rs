@@ -115,7 +115,13 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
             Ok(Outcome::Recorded)
         }
         Err(e) => {
-            release(&deps, ledger_id).await?;
+            if e.may_have_been_accepted() {
+                // the server may hold the message: keep the claim, so that only its timeout
+                // (EMAIL_CLAIM_TIMEOUT_SECS, as after a crash mid-send) lets a retry resend it
+                tracing::warn!(error = %e, "email outcome unknown; the claim is kept");
+            } else {
+                release(&deps, ledger_id).await?;
+            }
             metrics::counter!("emails_failed_total", "kind" => args.kind.as_str(), "permanent" => e.is_permanent().to_string())
                 .increment(1);
             if args.kind == EmailKind::Reminder {
