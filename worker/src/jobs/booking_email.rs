@@ -119,6 +119,8 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
                 // the server may hold the message: keep the claim, so that only its timeout
                 // (EMAIL_CLAIM_TIMEOUT_SECS, as after a crash mid-send) lets a retry resend it
                 tracing::warn!(error = %e, "email outcome unknown; the claim is kept");
+                metrics::counter!("emails_outcome_unknown_total", "kind" => args.kind.as_str())
+                    .increment(1);
             } else {
                 release(&deps, ledger_id).await?;
             }

@@ -34,9 +34,13 @@ pub async fn mean_sleep_ns(sleep: std::time::Duration, tasks: usize, rounds: usi
             })
         })
         .collect();
-    let mut total = 0u64;
+    let (mut total, mut sleeps) = (0u64, 0u64);
     for handle in handles {
-        total += handle.await.unwrap_or(0);
+        // a task that failed contributes nothing rather than zeros
+        if let Ok(sum) = handle.await {
+            total += sum;
+            sleeps += rounds as u64;
+        }
     }
-    total / (tasks * rounds).max(1) as u64
+    total / sleeps.max(1)
 }
