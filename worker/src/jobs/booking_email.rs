@@ -2,15 +2,16 @@
 //!
 //! Idempotent through the email ledger, keyed by (booking, kind, recipient, booking version):
 //! the row is claimed before the SMTP exchange and marked sent after it, so a retried or
-//! duplicated delivery sends nothing more. A claim younger than the in-flight window means
-//! another delivery is sending right now: retry later. A claim older than
-//! `EMAIL_CLAIM_TIMEOUT_SECS` means a worker died
-//! mid-send: take it over and send again with the same Message-ID, the one window in which a
-//! receiver can see a duplicate (and can drop it by that id).
+//! duplicated delivery sends nothing more. A claim younger than `EMAIL_CLAIM_TIMEOUT_SECS`
+//! means another delivery may be sending right now: retry later. An older one means a send
+//! was cut off (a worker died mid-send, or the SMTP server's verdict never came): take it
+//! over and send again with the same Message-ID, the one window in which a receiver can see
+//! a duplicate (and can drop it by that id).
 //!
 //! Reminders check the booking's current state: a cancelled, moved, started or erased
-//! booking is skipped, with the reason recorded. Transient SMTP failures retry with backoff
-//! (`records`); permanent ones (5xx, bad address) go straight to the dead letters.
+//! booking is skipped, with the reason recorded. Refusals release the claim: transient ones
+//! (4xx, connection failures before the message) retry with backoff (`records`); permanent
+//! ones (5xx, an address the server cannot take) go straight to the dead letters.
 use chrono::Utc;
 use shared::{
     domain::{BOOKING_COLUMNS, Booking, BookingStatus, Recipient},
