@@ -45,10 +45,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::MintToken { email } => {
             let pool = shared::db::prepare(&config.database_url, 1).await?;
-            let user: Option<(i64, Role)> = sqlx::query_as(
-                "select id, role from users where lower(email) = lower($1) and erased_at is null",
+            let user: Option<(i64, Role)> = sqlx::query!(
+                r#"select id, role as "role: Role" from users
+                   where lower(email) = lower($1) and erased_at is null"#,
+                &email
             )
-            .bind(&email)
+            .map(|r| (r.id, r.role))
             .fetch_optional(&pool)
             .await?;
             let (id, role) = user.context("no such user")?;

@@ -18,32 +18,32 @@ pub async fn seed(
         ("student@example.com", "Sam Student", "student"),
         ("instructor@example.com", "Ida Instructor", "instructor"),
     ] {
-        sqlx::query(
+        sqlx::query!(
             "insert into users (email, full_name, role, timezone) values ($1, $2, $3, 'America/New_York')
              on conflict (email) do nothing",
+            email,
+            name,
+            role
         )
-        .bind(email)
-        .bind(name)
-        .bind(role)
         .execute(&mut *tx)
         .await?;
     }
     let instructor: i64 =
-        sqlx::query_scalar("select id from users where email = 'instructor@example.com'")
+        sqlx::query_scalar!("select id from users where email = 'instructor@example.com'")
             .fetch_one(&mut *tx)
             .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into instructor_profiles (user_id, bio, min_advance_booking_hours) values ($1, 'Piano teacher', 2)
          on conflict (user_id) do nothing",
+        instructor
     )
-    .bind(instructor)
     .execute(&mut *tx)
     .await?;
-    sqlx::query(
+    sqlx::query!(
         "insert into services (instructor_id, name, duration_minutes, price_cents) values ($1, 'Piano', 60, 6500)
          on conflict (instructor_id, name) do nothing",
+        instructor
     )
-    .bind(instructor)
     .execute(&mut *tx)
     .await?;
     let tz: Tz = chrono_tz::America::New_York;
@@ -53,14 +53,14 @@ pub async fn seed(
         NaiveTime::from_hms_opt(20, 0, 0),
     );
     for offset in 0..=DAYS {
-        sqlx::query(
+        sqlx::query!(
             "insert into availability (instructor_id, date, start_time, end_time) values ($1, $2, $3, $4)
              on conflict (instructor_id, date, start_time) do nothing",
+            instructor,
+            today + Duration::days(offset),
+            open,
+            close
         )
-        .bind(instructor)
-        .bind(today + Duration::days(offset))
-        .bind(open)
-        .bind(close)
         .execute(&mut *tx)
         .await?;
     }

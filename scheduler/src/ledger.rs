@@ -38,25 +38,25 @@ pub async fn fire_due(
 ) -> Result<Fired, sqlx::Error> {
     let mut tx = pool.begin().await?;
     // A new schedule starts being evaluated now: a first deployment fires no backlog.
-    sqlx::query(
+    sqlx::query!(
         "insert into schedule_state (schedule, cron, timezone, catch_up, enabled, evaluated_to, updated_at)
          values ($1, $2, $3, $4, $5, $6, $6)
          on conflict (schedule) do update
             set cron = excluded.cron, timezone = excluded.timezone, catch_up = excluded.catch_up,
                 enabled = excluded.enabled, updated_at = excluded.updated_at",
+        &schedule.name,
+        &schedule.expr,
+        schedule.tz.name(),
+        schedule.catch_up.as_str(),
+        schedule.enabled,
+        now
     )
-    .bind(&schedule.name)
-    .bind(&schedule.expr)
-    .bind(schedule.tz.name())
-    .bind(schedule.catch_up.as_str())
-    .bind(schedule.enabled)
-    .bind(now)
     .execute(&mut *tx)
     .await?;
-    let after: DateTime<Utc> = sqlx::query_scalar(
+    let after: DateTime<Utc> = sqlx::query_scalar!(
         "select evaluated_to from schedule_state where schedule = $1 for update",
+        &schedule.name
     )
-    .bind(&schedule.name)
     .fetch_one(&mut *tx)
     .await?;
 
@@ -74,11 +74,11 @@ pub async fn fire_due(
             }
         }
     }
-    sqlx::query(
+    sqlx::query!(
         "update schedule_state set evaluated_to = greatest(evaluated_to, $2) where schedule = $1",
+        &schedule.name,
+        now
     )
-    .bind(&schedule.name)
-    .bind(now)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -106,17 +106,17 @@ async fn record_fire(
     now: DateTime<Utc>,
     holder: &str,
 ) -> Result<Option<Option<i64>>, sqlx::Error> {
-    let fire_id: Option<i64> = sqlx::query_scalar(
+    let fire_id: Option<i64> = sqlx::query_scalar!(
         "insert into schedule_fires (schedule, slot_local, timezone, slot_at, fired_at, fired_by)
          values ($1, $2, $3, $4, $5, $6)
          on conflict (schedule, slot_local) do nothing returning id",
+        &schedule.name,
+        slot.local,
+        schedule.tz.name(),
+        slot.at,
+        now,
+        holder
     )
-    .bind(&schedule.name)
-    .bind(slot.local)
-    .bind(schedule.tz.name())
-    .bind(slot.at)
-    .bind(now)
-    .bind(holder)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(fire_id) = fire_id else {
@@ -131,17 +131,21 @@ async fn record_fire(
         Some(id) => Some(id),
         // two local slots at one instant (spring forward) share the job
         None => {
-            sqlx::query_scalar("select id from jobs where dedupe_key = $1")
-                .bind(run.dedupe_key())
-                .fetch_optional(&mut *tx)
-                .await?
+            sqlx::query_scalar!(
+                "select id from jobs where dedupe_key = $1",
+                run.dedupe_key()
+            )
+            .fetch_optional(&mut *tx)
+            .await?
         }
     };
-    sqlx::query("update schedule_fires set job_id = $2 where id = $1")
-        .bind(fire_id)
-        .bind(job_id)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query!(
+        "update schedule_fires set job_id = $2 where id = $1",
+        fire_id,
+        job_id
+    )
+    .execute(&mut *tx)
+    .await?;
     Ok(Some(job_id))
 }
 
@@ -218,17 +222,17 @@ pub async fn record_leader(
     now: DateTime<Utc>,
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "insert into scheduler_leader (id, holder, acquired_at, renewed_at, expires_at)
          values (true, $1, $2, $2, $3)
          on conflict (id) do update
             set acquired_at = case when scheduler_leader.holder = excluded.holder
                                    then scheduler_leader.acquired_at else excluded.acquired_at end,
                 holder = excluded.holder, renewed_at = excluded.renewed_at, expires_at = excluded.expires_at",
+        holder,
+        now,
+        expires_at
     )
-    .bind(holder)
-    .bind(now)
-    .bind(expires_at)
     .execute(pool)
     .await?;
     Ok(())
@@ -241,11 +245,13 @@ pub async fn record_release(
     holder: &str,
     now: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("update scheduler_leader set expires_at = least(expires_at, $2) where holder = $1")
-        .bind(holder)
-        .bind(now)
-        .execute(pool)
-        .await?;
+    sqlx::query!(
+        "update scheduler_leader set expires_at = least(expires_at, $2) where holder = $1",
+        holder,
+        now
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -282,16 +288,17 @@ pub async fn check_health(
         metrics::gauge!("schedule_next_fire_timestamp_seconds", "schedule" => name.clone())
             .set(next.at.timestamp() as f64);
     }
-    let misses: Vec<(NaiveDateTime, String)> = sqlx::query_as(
+    let misses: Vec<(NaiveDateTime, String)> = sqlx::query!(
         "update schedule_fires f set missed_at = $2
            from jobs j
           where j.id = f.job_id and f.schedule = $1 and f.missed_at is null and f.slot_at < $3
             and j.status not in ('done', 'skipped')
           returning f.slot_local, j.status",
+        &schedule.name,
+        now,
+        now - schedule.deadline
     )
-    .bind(&schedule.name)
-    .bind(now)
-    .bind(now - schedule.deadline)
+    .map(|r| (r.slot_local, r.status))
     .fetch_all(pool)
     .await?;
     let misses: Vec<Miss> = misses

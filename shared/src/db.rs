@@ -66,11 +66,12 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), sqlx::Error> {
     let options = PgConnectOptions::from_str(url)?;
     let name = options.get_database().unwrap_or("postgres").to_string();
     let mut admin = PgConnection::connect_with(&options.clone().database("postgres")).await?;
-    let exists: bool =
-        sqlx::query_scalar("select exists(select 1 from pg_database where datname = $1)")
-            .bind(&name)
-            .fetch_one(&mut admin)
-            .await?;
+    let exists: bool = sqlx::query_scalar!(
+        r#"select exists(select 1 from pg_database where datname = $1) as "exists!""#,
+        &name
+    )
+    .fetch_one(&mut admin)
+    .await?;
     if !exists {
         // identifiers cannot be bound; quote it ourselves
         let quoted = format!("\"{}\"", name.replace('"', "\"\""));

@@ -55,9 +55,24 @@ pub struct Booking {
     pub updated_at: DateTime<Utc>,
 }
 
-/// Columns of `bookings` in the order [`Booking`] reads them.
-pub const BOOKING_COLUMNS: &str = "id, student_id, instructor_id, service_id, starts_at, ends_at, status, \
-     service_name, duration_minutes, price_cents, notes, cancellation_reason, version, created_at, updated_at";
+/// `sqlx::query_as!(Booking, $before + <every column of a booking> + $after, args…)`: the one
+/// column list of every compile-time checked query that reads a whole [`Booking`]. For
+/// crates that depend on `shared` (the status type is named by its path in the SQL).
+#[macro_export]
+macro_rules! query_booking {
+    ($before:literal, $after:literal $(, $arg:expr)* $(,)?) => {
+        sqlx::query_as!(
+            $crate::domain::Booking,
+            $before
+                + r#"id, student_id, instructor_id, service_id, starts_at, ends_at,
+                     status as "status: shared::domain::BookingStatus", service_name,
+                     duration_minutes, price_cents, notes, cancellation_reason, version,
+                     created_at, updated_at"#
+                + $after
+            $(, $arg)*
+        )
+    };
+}
 
 /// A person as the email worker needs them; read at send time, never carried in a payload.
 #[derive(Debug, Clone, sqlx::FromRow)]

@@ -51,15 +51,15 @@ pub async fn enqueue_all<A: JobArgs>(
         keys.push(args.dedupe_key());
         run_ats.push(*run_at);
     }
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "insert into jobs (queue, payload, dedupe_key, run_at)
          select $1, p, k, r from unnest($2::jsonb[], $3::text[], $4::timestamptz[]) as t(p, k, r)
          on conflict (dedupe_key) do nothing returning id",
+        A::QUEUE,
+        &payloads,
+        &keys,
+        &run_ats
     )
-    .bind(A::QUEUE)
-    .bind(payloads)
-    .bind(keys)
-    .bind(run_ats)
     .fetch_all(&mut *conn)
     .await
 }
@@ -70,8 +70,7 @@ pub async fn notify<'c, E>(executor: E) -> Result<(), sqlx::Error>
 where
     E: sqlx::PgExecutor<'c>,
 {
-    sqlx::query("select pg_notify($1, '')")
-        .bind(NOTIFY_CHANNEL)
+    sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
         .execute(executor)
         .await
         .map(drop)

@@ -442,9 +442,10 @@ pub struct FireStatus {
 /// published (else the declared defaults), the fire ledger, the jobs and the leader.
 #[tracing::instrument(skip_all)]
 pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleStatus>, sqlx::Error> {
-    let published: Vec<(String, String, String, String, bool)> = sqlx::query_as(
-        "select schedule, cron, timezone, catch_up, enabled from schedule_state order by schedule",
+    let published: Vec<(String, String, String, String, bool)> = sqlx::query!(
+        "select schedule, cron, timezone, catch_up, enabled from schedule_state order by schedule"
     )
+    .map(|r| (r.schedule, r.cron, r.timezone, r.catch_up, r.enabled))
     .fetch_all(pool)
     .await?;
     let mut rows: Vec<(String, String, String, String, bool)> = declared()
@@ -463,41 +464,26 @@ pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleSta
     rows.extend(published);
     rows.sort_by(|a, b| a.0.cmp(&b.0));
 
-    let leader: Option<String> =
-        sqlx::query_scalar("select holder from scheduler_leader where expires_at > $1")
-            .bind(now)
-            .fetch_optional(pool)
-            .await?;
+    let leader: Option<String> = sqlx::query_scalar!(
+        "select holder from scheduler_leader where expires_at > $1",
+        now
+    )
+    .fetch_optional(pool)
+    .await?;
 
     let mut out = Vec::with_capacity(rows.len());
     for (name, cron, timezone, catch_up, enabled) in rows {
-        let last_fire = sqlx::query_as::<
-            _,
-            (
-                NaiveDateTime,
-                DateTime<Utc>,
-                DateTime<Utc>,
-                Option<i64>,
-                Option<String>,
-            ),
-        >(
-            "select f.slot_local, f.slot_at, f.fired_at, f.job_id, j.status
-               from schedule_fires f left join jobs j on j.id = f.job_id
-              where f.schedule = $1
-              order by f.slot_at desc, f.slot_local desc limit 1",
+        let last_fire = sqlx::query_as!(
+            FireStatus,
+            // the job may be gone (retention): its status is nullable through the left join
+            r#"select f.slot_local, f.slot_at, f.fired_at, f.job_id, j.status as "outcome?"
+                 from schedule_fires f left join jobs j on j.id = f.job_id
+                where f.schedule = $1
+                order by f.slot_at desc, f.slot_local desc limit 1"#,
+            &name
         )
-        .bind(&name)
         .fetch_optional(pool)
-        .await?
-        .map(
-            |(slot_local, slot_at, fired_at, job_id, outcome)| FireStatus {
-                slot_local,
-                slot_at,
-                fired_at,
-                job_id,
-                outcome,
-            },
-        );
+        .await?;
         let last_success_at = last_success(pool, &name).await?;
         let next = Schedule::new(
             &name,
@@ -534,12 +520,12 @@ pub async fn last_success(
     pool: &PgPool,
     schedule: &str,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar(
+    sqlx::query_scalar!(
         "select max(finished_at) from jobs
           where queue = $1 and status = 'done' and payload->>'schedule' = $2",
+        <crate::jobs::ScheduledRun as crate::jobs::JobArgs>::QUEUE,
+        schedule
     )
-    .bind(<crate::jobs::ScheduledRun as crate::jobs::JobArgs>::QUEUE)
-    .bind(schedule)
     .fetch_one(pool)
     .await
 }

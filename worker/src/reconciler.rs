@@ -25,12 +25,13 @@ pub async fn reconcile(
     after: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<u64, WorkerError> {
-    let stale: Vec<(i64, String, i32)> = sqlx::query_as(
+    let stale: Vec<(i64, String, i32)> = sqlx::query!(
         "select id, queue, pushes from jobs
          where status in ('enqueued', 'running') and coalesce(started_at, enqueued_at) < $1
          order by id limit 1000",
+        now - after
     )
-    .bind(now - after)
+    .map(|r| (r.id, r.queue, r.pushes))
     .fetch_all(pool)
     .await?;
     let mut lost = Vec::new();
@@ -51,10 +52,10 @@ pub async fn reconcile(
     if lost.is_empty() {
         return Ok(0);
     }
-    let reset = sqlx::query(
+    let reset = sqlx::query!(
         "update jobs set status = 'pending' where id = any($1) and status in ('enqueued', 'running')",
+        &lost
     )
-    .bind(&lost)
     .execute(pool)
     .await?
     .rows_affected();

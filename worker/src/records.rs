@@ -43,15 +43,18 @@ pub struct Attempt {
 /// set, that is a running job): an update of unindexed columns only is cheap (HOT). `None` when the record is already finished: this
 /// delivery is a duplicate and must do nothing.
 pub async fn begin(pool: &PgPool, job_id: i64) -> Result<Option<Attempt>, sqlx::Error> {
-    let row: Option<(i32, i32)> = sqlx::query_as(
+    let row = sqlx::query!(
         "update jobs set attempts = attempts + 1, started_at = now()
          where id = $1 and status in ('pending', 'enqueued', 'running')
          returning attempts, max_attempts",
+        job_id
     )
-    .bind(job_id)
     .fetch_optional(pool)
     .await?;
-    Ok(row.map(|(number, max)| Attempt { number, max }))
+    Ok(row.map(|r| Attempt {
+        number: r.attempts,
+        max: r.max_attempts,
+    }))
 }
 
 /// The delay before retry number `attempt` (1-based): 2 s doubling to at most 10 min, ±20%.
@@ -75,31 +78,31 @@ pub async fn finish(
         Outcome::Recorded => {}
         Outcome::Done => {
             // a concurrent delivery of the same job may have finished it first
-            sqlx::query(
+            sqlx::query!(
                 "update jobs set status = 'done', finished_at = now() where id = $1 and status <> 'done'",
+                job_id
             )
-            .bind(job_id)
             .execute(pool)
             .await?;
         }
         Outcome::Skipped(reason) => {
-            sqlx::query(
+            sqlx::query!(
                 "update jobs set status = 'skipped', last_error = $2, finished_at = now() where id = $1",
+                job_id,
+                reason
             )
-            .bind(job_id)
-            .bind(reason)
             .execute(pool)
             .await?;
         }
         Outcome::Retry(error) if attempt.number < attempt.max => {
             let mut tx = pool.begin().await?;
             record_error(&mut tx, job_id, attempt, error).await?;
-            sqlx::query(
+            sqlx::query!(
                 "update jobs set status = 'pending', last_error = $2, run_at = $3 where id = $1",
+                job_id,
+                error,
+                now + backoff(attempt.number)
             )
-            .bind(job_id)
-            .bind(error)
-            .bind(now + backoff(attempt.number))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -107,11 +110,11 @@ pub async fn finish(
         Outcome::Retry(error) | Outcome::Dead(error) => {
             let mut tx = pool.begin().await?;
             record_error(&mut tx, job_id, attempt, error).await?;
-            sqlx::query(
+            sqlx::query!(
                 "update jobs set status = 'dead', last_error = $2, finished_at = now() where id = $1",
+                job_id,
+                error
             )
-            .bind(job_id)
-            .bind(error)
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;
@@ -126,13 +129,15 @@ async fn record_error(
     attempt: Attempt,
     error: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("insert into job_errors (job_id, attempt, error) values ($1, $2, $3)")
-        .bind(job_id)
-        .bind(attempt.number)
-        .bind(error)
-        .execute(conn)
-        .await
-        .map(drop)
+    sqlx::query!(
+        "insert into job_errors (job_id, attempt, error) values ($1, $2, $3)",
+        job_id,
+        attempt.number,
+        error
+    )
+    .execute(conn)
+    .await
+    .map(drop)
 }
 
 #[cfg(test)]

@@ -31,16 +31,17 @@ pub async fn relay_due(
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let rows: Vec<(i64, String, serde_json::Value, i32, DateTime<Utc>)> = sqlx::query_as(
+        let rows: Vec<(i64, String, serde_json::Value, i32, DateTime<Utc>)> = sqlx::query!(
             "with due as (
                 select id from jobs where status = 'pending' and run_at <= $1
                 order by run_at limit $2 for update skip locked)
              update jobs set status = 'enqueued', enqueued_at = now(), started_at = null, pushes = pushes + 1
              from due where jobs.id = due.id
              returning jobs.id, jobs.queue, jobs.payload, jobs.pushes, jobs.run_at",
+            now,
+            BATCH
         )
-        .bind(now)
-        .bind(BATCH)
+        .map(|r| (r.id, r.queue, r.payload, r.pushes, r.run_at))
         .fetch_all(&mut *tx)
         .await?;
         if rows.is_empty() {

@@ -37,15 +37,20 @@ pub async fn queues(
 ) -> ApiResult<Json<Vec<QueueView>>> {
     user.require(Role::Admin)?;
     let now = state.clock.now();
-    let rows: Vec<(String, String, i64)> = sqlx::query_as(&format!(
-        "select queue, {STATUS_VIEW}, count(*) from jobs group by 1, 2"
-    ))
+    let rows: Vec<(String, String, i64)> = sqlx::query!(
+        // running: see `jobs`
+        r#"select queue, case when status = 'enqueued' and started_at is not null then 'running'
+                              else status end as "status!", count(*) as "count!"
+           from jobs group by 1, 2"#
+    )
+    .map(|r| (r.queue, r.status, r.count))
     .fetch_all(&state.db)
     .await?;
-    let lag: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query_as(
-        "select queue, min(run_at) from jobs where status = 'pending' and run_at <= $1 group by queue",
+    let lag: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query!(
+        "select queue, min(run_at) as oldest from jobs where status = 'pending' and run_at <= $1 group by queue",
+        now
     )
-    .bind(now)
+    .map(|r| (r.queue, r.oldest))
     .fetch_all(&state.db)
     .await?;
     let mut redis = state
@@ -114,7 +119,7 @@ pub struct JobsQuery {
     limit: Option<i64>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 pub struct JobView {
     id: i64,
     queue: String,
@@ -126,11 +131,10 @@ pub struct JobView {
     run_at: DateTime<Utc>,
     created_at: DateTime<Utc>,
     finished_at: Option<DateTime<Utc>>,
-    #[sqlx(skip)]
     errors: Vec<ErrorView>,
 }
 
-#[derive(Serialize, sqlx::FromRow)]
+#[derive(Serialize)]
 pub struct ErrorView {
     attempt: i32,
     error: String,
@@ -138,11 +142,6 @@ pub struct ErrorView {
 }
 
 const STATUSES: &[&str] = &["pending", "enqueued", "running", "done", "skipped", "dead"];
-
-/// A job's status as ops read it: an enqueued job whose attempt has started is running (the
-/// record keeps `enqueued` so that starting an attempt is a cheap update).
-const STATUS_VIEW: &str =
-    "case when status = 'enqueued' and started_at is not null then 'running' else status end";
 
 /// `GET /api/v1/admin/jobs?status=dead&queue=&limit=`: jobs with their error history.
 pub async fn jobs(
@@ -160,21 +159,41 @@ pub async fn jobs(
         ));
     }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    let mut jobs: Vec<JobView> = sqlx::query_as(&format!(
-        "select id, queue, payload, {STATUS_VIEW} as status, attempts, max_attempts, last_error, run_at,
-                created_at, finished_at
-         from jobs where {STATUS_VIEW} = $1 and ($2::text is null or queue = $2) order by id desc limit $3"
-    ))
-    .bind(&status)
-    .bind(&query.queue)
-    .bind(limit)
+    // the status as ops read it: an enqueued job whose attempt has started is running (the
+    // record keeps `enqueued` so that starting an attempt is a cheap update)
+    let mut jobs: Vec<JobView> = sqlx::query!(
+        r#"select id as "id!", queue as "queue!", payload as "payload!", status_view as "status!",
+                  attempts as "attempts!", max_attempts as "max_attempts!", last_error,
+                  run_at as "run_at!", created_at as "created_at!", finished_at
+           from (select *, case when status = 'enqueued' and started_at is not null then 'running'
+                                else status end as status_view
+                 from jobs) j
+           where status_view = $1 and ($2::text is null or queue = $2) order by id desc limit $3"#,
+        &status,
+        query.queue.as_deref(),
+        limit
+    )
+    .map(|r| JobView {
+        id: r.id,
+        queue: r.queue,
+        payload: r.payload,
+        status: r.status,
+        attempts: r.attempts,
+        max_attempts: r.max_attempts,
+        last_error: r.last_error,
+        run_at: r.run_at,
+        created_at: r.created_at,
+        finished_at: r.finished_at,
+        errors: Vec::new(),
+    })
     .fetch_all(&state.db)
     .await?;
     for job in &mut jobs {
-        job.errors = sqlx::query_as(
+        job.errors = sqlx::query_as!(
+            ErrorView,
             "select attempt, error, at from job_errors where job_id = $1 order by id",
+            job.id
         )
-        .bind(job.id)
         .fetch_all(&state.db)
         .await?;
     }
@@ -189,12 +208,12 @@ pub async fn retry(
 ) -> ApiResult<Json<serde_json::Value>> {
     user.require(Role::Admin)?;
     let mut tx = state.db.begin().await?;
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "update jobs set status = 'pending', attempts = 0, run_at = $2, finished_at = null
          where id = $1 and status in ('dead', 'skipped')",
+        id,
+        state.clock.now()
     )
-    .bind(id)
-    .bind(state.clock.now())
     .execute(&mut *tx)
     .await?;
     if updated.rows_affected() == 0 {
@@ -215,11 +234,11 @@ pub async fn discard(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     user.require(Role::Admin)?;
-    let updated = sqlx::query(
+    let updated = sqlx::query!(
         "update jobs set status = 'skipped', last_error = coalesce(last_error, '') || ' (discarded by an admin)'
          where id = $1 and status = 'dead'",
+        id
     )
-    .bind(id)
     .execute(&state.db)
     .await?;
     if updated.rows_affected() == 0 {
@@ -229,8 +248,7 @@ pub async fn discard(
 }
 
 async fn missing_or_conflict(state: &AppState, id: i64, detail: &str) -> ApiError {
-    match sqlx::query_scalar::<_, i64>("select id from jobs where id = $1")
-        .bind(id)
+    match sqlx::query_scalar!("select id from jobs where id = $1", id)
         .fetch_optional(&state.db)
         .await
     {

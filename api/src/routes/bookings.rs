@@ -4,7 +4,7 @@ use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared::{
-    domain::{BOOKING_COLUMNS, Booking, BookingStatus, Role},
+    domain::{Booking, BookingStatus, Role},
     jobs::booking_email::{self, EmailKind},
 };
 use sqlx::PgConnection;
@@ -54,11 +54,12 @@ pub async fn create(
     // the reads need no transaction: what must hold under concurrency (no overlaps) is
     // enforced by the exclusion constraints when the row is inserted
     let mut conn = state.db.acquire().await?;
-    let service: Option<(String, i32, i64, bool)> = sqlx::query_as(
+    let service: Option<(String, i32, i64, bool)> = sqlx::query!(
         "select name, duration_minutes, price_cents, is_active from services where id = $1 and instructor_id = $2",
+        body.service_id,
+        body.instructor_id
     )
-    .bind(body.service_id)
-    .bind(body.instructor_id)
+    .map(|r| (r.name, r.duration_minutes, r.price_cents, r.is_active))
     .fetch_optional(&mut *conn)
     .await?;
     let Some((service_name, duration, price_cents, active)) = service else {
@@ -78,20 +79,21 @@ pub async fn create(
     let end = body.start + chrono::Duration::minutes(i64::from(duration));
     check_time(&mut conn, body.instructor_id, body.start, end, now).await?;
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
-    let booking: Booking = sqlx::query_as(&format!(
+    let booking: Booking = shared::query_booking!(
         "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
                                duration_minutes, price_cents, notes)
-         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning {BOOKING_COLUMNS}"
-    ))
-    .bind(user.id)
-    .bind(body.instructor_id)
-    .bind(body.service_id)
-    .bind(body.start)
-    .bind(end)
-    .bind(&service_name)
-    .bind(duration)
-    .bind(price_cents)
-    .bind(&body.notes)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning ",
+        "",
+        user.id,
+        body.instructor_id,
+        body.service_id,
+        body.start,
+        end,
+        &service_name,
+        duration,
+        price_cents,
+        body.notes.as_deref(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     tracing::Span::current().record("booking_id", booking.id);
@@ -128,19 +130,20 @@ async fn check_time(
         ));
     }
     // one round trip: the instructor's advance window and whether the time is available
-    let rules: Option<(i32, bool)> = sqlx::query_as(
-        "select p.min_advance_booking_hours, exists(
+    let rules: Option<(i32, bool)> = sqlx::query!(
+        r#"select p.min_advance_booking_hours, exists(
             select 1 from availability a
             where a.instructor_id = p.user_id
               and a.date between ($2 at time zone u.timezone)::date - 1 and ($2 at time zone u.timezone)::date
               and (a.date + a.start_time) at time zone u.timezone <= $2
-              and (a.date + a.end_time) at time zone u.timezone >= $3)
+              and (a.date + a.end_time) at time zone u.timezone >= $3) as "inside!"
          from instructor_profiles p join users u on u.id = p.user_id
-         where p.user_id = $1",
+         where p.user_id = $1"#,
+        instructor_id,
+        start,
+        end
     )
-    .bind(instructor_id)
-    .bind(start)
-    .bind(end)
+    .map(|r| (r.min_advance_booking_hours, r.inside))
     .fetch_optional(&mut *conn)
     .await?;
     let Some((advance_hours, inside)) = rules else {
@@ -174,15 +177,16 @@ async fn load_own(
     id: i64,
     lock: bool,
 ) -> ApiResult<Booking> {
-    let sql = format!(
-        "select {BOOKING_COLUMNS} from bookings where id = $1{}",
-        if lock { " for update" } else { "" }
-    );
-    let booking: Booking = sqlx::query_as(&sql)
-        .bind(id)
-        .fetch_optional(&mut *conn)
-        .await?
-        .ok_or(ApiError::NotFound("booking"))?;
+    let booking = if lock {
+        shared::query_booking!("select ", " from bookings where id = $1 for update", id)
+            .fetch_optional(&mut *conn)
+            .await?
+    } else {
+        shared::query_booking!("select ", " from bookings where id = $1", id)
+            .fetch_optional(&mut *conn)
+            .await?
+    }
+    .ok_or(ApiError::NotFound("booking"))?;
     if booking.student_id != user.id && booking.instructor_id != user.id && user.role != Role::Admin
     {
         return Err(ApiError::Forbidden("not your booking".into()));
@@ -229,16 +233,17 @@ pub async fn list(
             ));
         }
     };
-    let bookings: Vec<Booking> = sqlx::query_as(&format!(
-        "select {BOOKING_COLUMNS} from bookings
+    let bookings: Vec<Booking> = shared::query_booking!(
+        "select ",
+        " from bookings
          where (($2 and student_id = $1) or ($3 and instructor_id = $1))
            and ($4::text is null or status = $4)
-         order by starts_at limit 500"
-    ))
-    .bind(user.id)
-    .bind(as_student)
-    .bind(as_instructor)
-    .bind(query.status)
+         order by starts_at limit 500",
+        user.id,
+        as_student,
+        as_instructor,
+        query.status as _,
+    )
     .fetch_all(&state.db)
     .await?;
     Ok(Json(bookings))
@@ -285,12 +290,13 @@ pub async fn cancel(
             detail: "the lesson has already started".into(),
         });
     }
-    let booking: Booking = sqlx::query_as(&format!(
+    let booking: Booking = shared::query_booking!(
         "update bookings set status = 'cancelled', cancellation_reason = $2, version = version + 1, updated_at = now()
-         where id = $1 returning {BOOKING_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(&reason)
+         where id = $1 returning ",
+        "",
+        id,
+        reason.as_deref(),
+    )
     .fetch_one(&mut *tx)
     .await?;
     booking_email::retire_reminders(&mut tx, id, "booking cancelled").await?;
@@ -341,22 +347,23 @@ pub async fn reschedule(
     }
     let end = body.start + chrono::Duration::minutes(i64::from(booking.duration_minutes));
     check_time(&mut tx, booking.instructor_id, body.start, end, now).await?;
-    let moved: Booking = sqlx::query_as(&format!(
+    let moved: Booking = shared::query_booking!(
         "update bookings set starts_at = $2, ends_at = $3, version = version + 1, updated_at = now()
-         where id = $1 returning {BOOKING_COLUMNS}"
-    ))
-    .bind(id)
-    .bind(body.start)
-    .bind(end)
+         where id = $1 returning ",
+        "",
+        id,
+        body.start,
+        end,
+    )
     .fetch_one(&mut *tx)
     .await?;
     // the previous time is kept for the email: it says where the lesson moved from
-    sqlx::query(
+    sqlx::query!(
         "insert into booking_moves (booking_id, version, previous_starts_at) values ($1, $2, $3)",
+        id,
+        moved.version,
+        booking.starts_at
     )
-    .bind(id)
-    .bind(moved.version)
-    .bind(booking.starts_at)
     .execute(&mut *tx)
     .await?;
     booking_email::retire_reminders(&mut tx, id, "booking rescheduled").await?;

@@ -15,7 +15,7 @@ pub async fn health() -> impl IntoResponse {
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let postgres = tokio::time::timeout(
         Duration::from_secs(2),
-        sqlx::query("select 1").execute(&state.db),
+        sqlx::query_scalar!("select 1 as one").fetch_one(&state.db),
     )
     .await
     .map(|r| r.is_ok())

@@ -28,7 +28,6 @@ pub struct InstructorView {
 }
 
 /// One instructor joined with one of their services (none when they offer nothing).
-#[derive(sqlx::FromRow)]
 struct InstructorServiceRow {
     id: i64,
     name: String,
@@ -42,13 +41,15 @@ struct InstructorServiceRow {
 /// `GET /api/v1/instructors`
 #[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<InstructorView>>> {
-    let rows: Vec<InstructorServiceRow> = sqlx::query_as(
-        "select u.id, u.full_name as name, u.timezone, s.id as service_id, s.name as service_name,
-                s.duration_minutes as duration, s.price_cents as price
-         from instructor_profiles p
-         join users u on u.id = p.user_id and u.erased_at is null
-         left join services s on s.instructor_id = p.user_id and s.is_active
-         order by u.id, s.id",
+    // the left join makes every service column nullable: said explicitly with `?`
+    let rows: Vec<InstructorServiceRow> = sqlx::query_as!(
+        InstructorServiceRow,
+        r#"select u.id, u.full_name as name, u.timezone, s.id as "service_id?",
+                  s.name as "service_name?", s.duration_minutes as "duration?", s.price_cents as "price?"
+           from instructor_profiles p
+           join users u on u.id = p.user_id and u.erased_at is null
+           left join services s on s.instructor_id = p.user_id and s.is_active
+           order by u.id, s.id"#
     )
     .fetch_all(&state.db)
     .await?;
@@ -126,34 +127,37 @@ pub async fn availability(
             format!("at most {MAX_AVAILABILITY_DAYS} days per request"),
         ));
     }
-    let exists: Option<(i32,)> = sqlx::query_as(
+    let exists: Option<i32> = sqlx::query_scalar!(
         "select p.min_advance_booking_hours from instructor_profiles p join users u on u.id = p.user_id
          where p.user_id = $1 and u.erased_at is null",
+        id
     )
-    .bind(id)
     .fetch_optional(&state.db)
     .await?;
-    let Some((min_advance_hours,)) = exists else {
+    let Some(min_advance_hours) = exists else {
         return Err(ApiError::NotFound("instructor"));
     };
     // local wall-clock ranges become instants in the instructor's zone, as the booking check does
-    let open: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
-        "select (a.date + a.start_time) at time zone u.timezone, (a.date + a.end_time) at time zone u.timezone
-         from availability a join users u on u.id = a.instructor_id
-         where a.instructor_id = $1 and a.date between $2 and $3 order by 1",
+    let open: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query!(
+        r#"select (a.date + a.start_time) at time zone u.timezone as "opens!",
+                  (a.date + a.end_time) at time zone u.timezone as "closes!"
+           from availability a join users u on u.id = a.instructor_id
+           where a.instructor_id = $1 and a.date between $2 and $3 order by 1"#,
+        id,
+        query.start_date,
+        query.end_date
     )
-    .bind(id)
-    .bind(query.start_date)
-    .bind(query.end_date)
+    .map(|r| (r.opens, r.closes))
     .fetch_all(&state.db)
     .await?;
-    let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+    let busy: Vec<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query!(
         "select starts_at, ends_at from bookings
          where instructor_id = $1 and status = 'confirmed' and ends_at > $2 and starts_at < $3 order by starts_at",
+        id,
+        open.first().map(|r| r.0).unwrap_or_else(Utc::now),
+        open.last().map(|r| r.1).unwrap_or_else(Utc::now)
     )
-    .bind(id)
-    .bind(open.first().map(|r| r.0).unwrap_or_else(Utc::now))
-    .bind(open.last().map(|r| r.1).unwrap_or_else(Utc::now))
+    .map(|r| (r.starts_at, r.ends_at))
     .fetch_all(&state.db)
     .await?;
     let earliest = state.clock.now() + chrono::Duration::hours(i64::from(min_advance_hours));

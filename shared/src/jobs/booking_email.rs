@@ -142,14 +142,14 @@ pub async fn retire_reminders(
     booking_id: i64,
     reason: &str,
 ) -> Result<u64, sqlx::Error> {
-    let done = sqlx::query(
+    let done = sqlx::query!(
         "update jobs set status = 'skipped', last_error = $2, finished_at = now()
          where queue = $3 and status = 'pending'
            and payload->>'kind' = 'reminder' and (payload->>'booking_id')::bigint = $1",
+        booking_id,
+        reason,
+        BookingEmail::QUEUE
     )
-    .bind(booking_id)
-    .bind(reason)
-    .bind(BookingEmail::QUEUE)
     .execute(conn)
     .await?;
     Ok(done.rows_affected())

@@ -14,7 +14,7 @@
 //! ones (5xx, an address the server cannot take) go straight to the dead letters.
 use chrono::Utc;
 use shared::{
-    domain::{BOOKING_COLUMNS, Booking, BookingStatus, Recipient},
+    domain::{Booking, BookingStatus, Recipient},
     email::{BookingEmailView, render_booking_email},
     jobs::{BookingEmail, EmailKind, Party},
 };
@@ -62,11 +62,11 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
     }
 
     let previous_starts_at: Option<chrono::DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
-        sqlx::query_scalar(
+        sqlx::query_scalar!(
             "select previous_starts_at from booking_moves where booking_id = $1 and version = $2",
+            booking.id,
+            args.booking_version
         )
-        .bind(booking.id)
-        .bind(args.booking_version)
         .fetch_optional(&deps.pool)
         .await?
     } else {
@@ -170,23 +170,6 @@ fn skip_reason(
     None
 }
 
-/// A booking and both its parties as they are now, and the verdict on this email's claim.
-#[derive(sqlx::FromRow)]
-struct Context {
-    #[sqlx(flatten)]
-    booking: Booking,
-    student_email: String,
-    student_name: String,
-    student_timezone: String,
-    student_erased_at: Option<chrono::DateTime<Utc>>,
-    instructor_email: String,
-    instructor_name: String,
-    instructor_timezone: String,
-    instructor_erased_at: Option<chrono::DateTime<Utc>>,
-    ledger_id: Option<i64>,
-    verdict: Option<String>,
-}
-
 enum Claim {
     /// The ledger row (by id) is ours to send.
     Ours(i64),
@@ -207,13 +190,9 @@ async fn claim_with_context(
     args: &BookingEmail,
     message_id: &str,
 ) -> Result<Option<(Claim, Booking, Recipient, Recipient)>, WorkerError> {
-    let columns: Vec<String> = BOOKING_COLUMNS
-        .split(',')
-        .map(|c| format!("b.{}", c.trim()))
-        .collect();
-    let context: Option<Context> = sqlx::query_as(&format!(
-        "with ctx as (
-            select {}, s.email as student_email, s.full_name as student_name,
+    let c = sqlx::query!(
+        r#"with ctx as (
+            select b.*, s.email as student_email, s.full_name as student_name,
                    s.timezone as student_timezone, s.erased_at as student_erased_at,
                    i.email as instructor_email, i.full_name as instructor_name,
                    i.timezone as instructor_timezone, i.erased_at as instructor_erased_at
@@ -236,42 +215,67 @@ async fn claim_with_context(
             where l.id = e.id and not exists (select 1 from inserted)
               and e.status = 'sending' and e.claimed_at < now() - make_interval(secs => $6)
             returning l.id)
-         select ctx.*,
+         select ctx.id as "id!", ctx.student_id as "student_id!", ctx.instructor_id as "instructor_id!",
+                ctx.service_id as "service_id!", ctx.starts_at as "starts_at!", ctx.ends_at as "ends_at!",
+                ctx.status as "status!: BookingStatus", ctx.service_name as "service_name!",
+                ctx.duration_minutes as "duration_minutes!", ctx.price_cents as "price_cents!",
+                ctx.notes, ctx.cancellation_reason, ctx.version as "version!",
+                ctx.created_at as "created_at!", ctx.updated_at as "updated_at!",
+                ctx.student_email as "student_email!", ctx.student_name as "student_name!",
+                ctx.student_timezone as "student_timezone!", ctx.student_erased_at,
+                ctx.instructor_email as "instructor_email!", ctx.instructor_name as "instructor_name!",
+                ctx.instructor_timezone as "instructor_timezone!", ctx.instructor_erased_at,
                 coalesce((select id from inserted), (select id from taken)) as ledger_id,
                 case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
                      else (select status from existing) end as verdict
-         from ctx",
-        columns.join(", ")
-    ))
-    .bind(args.booking_id)
-    .bind(args.party.as_str())
-    .bind(args.kind.as_str())
-    .bind(args.booking_version)
-    .bind(message_id)
-    .bind(deps.config.email_claim_timeout_secs as f64)
+         from ctx"#,
+        args.booking_id,
+        args.party.as_str(),
+        args.kind.as_str(),
+        args.booking_version,
+        message_id,
+        deps.config.email_claim_timeout_secs as f64
+    )
     .fetch_optional(&deps.durable)
     .await?;
-    Ok(context.map(|c| {
+    Ok(c.map(|c| {
         let claim = match (c.ledger_id, c.verdict.as_deref()) {
             (Some(id), Some("ours")) => Claim::Ours(id),
             (_, Some("sent")) => Claim::AlreadySent,
             _ => Claim::InFlight,
         };
+        let booking = Booking {
+            id: c.id,
+            student_id: c.student_id,
+            instructor_id: c.instructor_id,
+            service_id: c.service_id,
+            starts_at: c.starts_at,
+            ends_at: c.ends_at,
+            status: c.status,
+            service_name: c.service_name,
+            duration_minutes: c.duration_minutes,
+            price_cents: c.price_cents,
+            notes: c.notes,
+            cancellation_reason: c.cancellation_reason,
+            version: c.version,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        };
         let student = Recipient {
-            id: c.booking.student_id,
+            id: booking.student_id,
             email: c.student_email,
             full_name: c.student_name,
             timezone: c.student_timezone,
             erased_at: c.student_erased_at,
         };
         let instructor = Recipient {
-            id: c.booking.instructor_id,
+            id: booking.instructor_id,
             email: c.instructor_email,
             full_name: c.instructor_name,
             timezone: c.instructor_timezone,
             erased_at: c.instructor_erased_at,
         };
-        (claim, c.booking, student, instructor)
+        (claim, booking, student, instructor)
     }))
 }
 
@@ -299,12 +303,12 @@ async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), Worke
 }
 
 async fn record_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query!(
         "with sent as (update email_ledger set status = 'sent', sent_at = now() where id = $1)
          update jobs set status = 'done', finished_at = now() where id = $2",
+        ledger_id,
+        job_id
     )
-    .bind(ledger_id)
-    .bind(job_id)
     .execute(&deps.durable)
     .await
     .map(drop)
@@ -312,9 +316,11 @@ async fn record_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), sql
 
 /// Drops our claim after a failed send, so the retry can claim it again.
 async fn release(deps: &Deps, ledger_id: i64) -> Result<(), WorkerError> {
-    sqlx::query("delete from email_ledger where id = $1 and status = 'sending'")
-        .bind(ledger_id)
-        .execute(&deps.pool)
-        .await?;
+    sqlx::query!(
+        "delete from email_ledger where id = $1 and status = 'sending'",
+        ledger_id
+    )
+    .execute(&deps.pool)
+    .await?;
     Ok(())
 }

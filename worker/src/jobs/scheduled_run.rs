@@ -33,12 +33,12 @@ pub async fn handle(deps: Deps, _job_id: i64, args: ScheduledRun) -> Result<Outc
             let cutoff = deps.clock.now() - chrono::Duration::days(FINISHED_JOB_KEEP_DAYS);
             let mut deleted = 0;
             loop {
-                let n = sqlx::query(
+                let n = sqlx::query!(
                     "delete from jobs where id in (
                         select id from jobs where status in ('done', 'skipped') and finished_at < $1 limit $2)",
+                    cutoff,
+                    RETENTION_BATCH
                 )
-                .bind(cutoff)
-                .bind(RETENTION_BATCH)
                 .execute(&deps.pool)
                 .await?
                 .rows_affected();
