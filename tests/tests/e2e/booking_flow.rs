@@ -284,10 +284,11 @@ async fn availability_is_free_time_minus_bookings() {
     assert_eq!(list[0]["timezone"], "America/New_York");
 }
 
-/// The relay hears of new records from a notification sent after the commit, not from its
-/// once-a-second poll: a booking and its cancellation each wake it.
+/// The relay hears of new records from a `jobs_due` notification, not only from its
+/// once-a-second poll: a booking, its cancellation and an admin's retry of a dead job each
+/// wake it.
 #[tokio::test]
-async fn bookings_and_cancellations_wake_the_relay_after_commit() {
+async fn bookings_cancellations_and_retries_wake_the_relay() {
     let app = TestApp::start_with(Options {
         start_worker: false,
         ..Options::default()
@@ -300,15 +301,17 @@ async fn bookings_and_cancellations_wake_the_relay_after_commit() {
         .listen(shared::outbox::NOTIFY_CHANNEL)
         .await
         .unwrap();
+    let mut woken = async |what: &str| {
+        tokio::time::timeout(Duration::from_secs(5), listener.recv())
+            .await
+            .unwrap_or_else(|_| panic!("no notification after {what}"))
+            .unwrap();
+    };
     let token = app.student().await;
 
     let (status, booking) = app.book(&token, app.lesson_at(3, 10)).await;
     assert_eq!(status, 201, "{booking}");
-    tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .expect("a notification after the booking")
-        .unwrap();
-    assert_eq!(app.jobs_in("pending").await, 4, "committed before the wake");
+    woken("the booking").await;
 
     let id = booking["id"].as_i64().unwrap();
     let (status, _) = app
@@ -320,8 +323,24 @@ async fn bookings_and_cancellations_wake_the_relay_after_commit() {
         )
         .await;
     assert_eq!(status, 200);
-    tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .expect("a notification after the cancellation")
-        .unwrap();
+    woken("the cancellation").await;
+
+    let dead: i64 = sqlx::query_scalar(
+        "update jobs set status = 'dead', last_error = 'test' where id = (select min(id) from jobs)
+         returning id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .unwrap();
+    let admin = app.token("admin@example.com").await;
+    let (status, body) = app
+        .send(
+            reqwest::Method::POST,
+            &format!("/api/v1/admin/jobs/{dead}/retry"),
+            Some(&admin),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    woken("the retry").await;
 }
