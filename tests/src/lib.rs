@@ -40,3 +40,23 @@ pub async fn listening(port: u16) -> bool {
     }
     false
 }
+
+/// Listens for the outbox relay's wake-up (`jobs_due`) on the database behind `pool`.
+pub async fn relay_wakes(pool: &sqlx::PgPool) -> sqlx::postgres::PgListener {
+    let mut listener = sqlx::postgres::PgListener::connect_with(pool)
+        .await
+        .expect("listener");
+    listener
+        .listen(shared::outbox::NOTIFY_CHANNEL)
+        .await
+        .expect("listen");
+    listener
+}
+
+/// Waits (up to 5 s) for the next relay wake-up; panics naming `after` if none comes.
+pub async fn woken(listener: &mut sqlx::postgres::PgListener, after: &str) {
+    tokio::time::timeout(Duration::from_secs(5), listener.recv())
+        .await
+        .unwrap_or_else(|_| panic!("no relay wake-up after {after}"))
+        .expect("notification");
+}

@@ -375,20 +375,11 @@ async fn missed_nightly_slots_fire_once_each_after_downtime() {
 #[tokio::test]
 async fn a_manual_trigger_wakes_the_relay() {
     let db = TestDatabase::create().await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&db.pool)
-        .await
-        .unwrap();
-    listener
-        .listen(shared::outbox::NOTIFY_CHANNEL)
-        .await
-        .unwrap();
+    let mut wakes = e2e::relay_wakes(&db.pool).await;
     let id = ledger::trigger(&db.pool, "retention_sweep", Utc::now())
         .await
         .expect("triggered");
-    tokio::time::timeout(Duration::from_secs(5), listener.recv())
-        .await
-        .expect("a notification after the trigger")
-        .unwrap();
+    e2e::woken(&mut wakes, "the trigger").await;
     let status: String = sqlx::query_scalar("select status from jobs where id = $1")
         .bind(id)
         .fetch_one(&db.pool)

@@ -294,24 +294,12 @@ async fn bookings_cancellations_and_retries_wake_the_relay() {
         ..Options::default()
     })
     .await;
-    let mut listener = sqlx::postgres::PgListener::connect_with(&app.db.pool)
-        .await
-        .unwrap();
-    listener
-        .listen(shared::outbox::NOTIFY_CHANNEL)
-        .await
-        .unwrap();
-    let mut woken = async |what: &str| {
-        tokio::time::timeout(Duration::from_secs(5), listener.recv())
-            .await
-            .unwrap_or_else(|_| panic!("no notification after {what}"))
-            .unwrap();
-    };
+    let mut wakes = e2e::relay_wakes(&app.db.pool).await;
     let token = app.student().await;
 
     let (status, booking) = app.book(&token, app.lesson_at(3, 10)).await;
     assert_eq!(status, 201, "{booking}");
-    woken("the booking").await;
+    e2e::woken(&mut wakes, "the booking").await;
 
     let id = booking["id"].as_i64().unwrap();
     let (status, _) = app
@@ -323,7 +311,7 @@ async fn bookings_cancellations_and_retries_wake_the_relay() {
         )
         .await;
     assert_eq!(status, 200);
-    woken("the cancellation").await;
+    e2e::woken(&mut wakes, "the cancellation").await;
 
     let dead: i64 = sqlx::query_scalar(
         "update jobs set status = 'dead', last_error = 'test' where id = (select min(id) from jobs)
@@ -342,5 +330,5 @@ async fn bookings_cancellations_and_retries_wake_the_relay() {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    woken("the retry").await;
+    e2e::woken(&mut wakes, "the retry").await;
 }
