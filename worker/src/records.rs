@@ -17,6 +17,12 @@ pub enum Outcome {
     Skipped(String),
     /// A transient failure: try again later, unless the attempts are exhausted.
     Retry(String),
+    /// Not this job's failure: something else holds what it needs (another delivery's email
+    /// claim) until `until`. Run again then, without spending an attempt.
+    Defer {
+        until: DateTime<Utc>,
+        reason: String,
+    },
     /// A permanent failure: straight to the dead letters.
     Dead(String),
 }
@@ -27,6 +33,7 @@ impl Outcome {
             Outcome::Done | Outcome::Recorded => "done",
             Outcome::Skipped(_) => "skipped",
             Outcome::Retry(_) => "retry",
+            Outcome::Defer { .. } => "deferred",
             Outcome::Dead(_) => "dead",
         }
     }
@@ -90,6 +97,19 @@ pub async fn finish(
                 "update jobs set status = 'skipped', last_error = $2, finished_at = now() where id = $1",
                 job_id,
                 reason
+            )
+            .execute(pool)
+            .await?;
+        }
+        Outcome::Defer { until, reason } => {
+            // the attempt begun for this delivery is given back
+            sqlx::query!(
+                "update jobs set status = 'pending', attempts = greatest(attempts - 1, 0),
+                                 last_error = $2, run_at = $3
+                 where id = $1",
+                job_id,
+                reason,
+                until
             )
             .execute(pool)
             .await?;

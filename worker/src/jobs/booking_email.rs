@@ -45,10 +45,15 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
             tracing::info!("email already sent: duplicate delivery ignored");
             return Ok(Outcome::Done);
         }
-        Claim::InFlight => {
-            return Ok(Outcome::Retry(
-                "another delivery is sending this email".into(),
-            ));
+        Claim::InFlight { claimed_at } => {
+            // not a failure of this job: it may run again once that claim can be taken over,
+            // however long the claim timeout is, without spending its attempts
+            let expires = claimed_at
+                + chrono::Duration::seconds(deps.config.email_claim_timeout_secs as i64 + 1);
+            return Ok(Outcome::Defer {
+                until: expires.max(now + chrono::Duration::seconds(1)),
+                reason: "another delivery is sending this email".into(),
+            });
         }
     };
     let (recipient, other) = match args.party {
@@ -174,7 +179,10 @@ enum Claim {
     /// The ledger row (by id) is ours to send.
     Ours(i64),
     AlreadySent,
-    InFlight,
+    /// Another delivery claimed it at `claimed_at` and has not recorded it sent.
+    InFlight {
+        claimed_at: chrono::DateTime<Utc>,
+    },
 }
 
 /// Claims this email's ledger row and reads the booking and both parties, in one durable
@@ -227,7 +235,8 @@ async fn claim_with_context(
                 ctx.instructor_timezone as "instructor_timezone!", ctx.instructor_erased_at,
                 coalesce((select id from inserted), (select id from taken)) as ledger_id,
                 case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
-                     else (select status from existing) end as verdict
+                     else (select status from existing) end as verdict,
+                (select claimed_at from existing) as claimed_at
          from ctx"#,
         args.booking_id,
         args.party.as_str(),
@@ -242,7 +251,9 @@ async fn claim_with_context(
         let claim = match (c.ledger_id, c.verdict.as_deref()) {
             (Some(id), Some("ours")) => Claim::Ours(id),
             (_, Some("sent")) => Claim::AlreadySent,
-            _ => Claim::InFlight,
+            _ => Claim::InFlight {
+                claimed_at: c.claimed_at.unwrap_or_else(|| deps.clock.now()),
+            },
         };
         let booking = Booking {
             id: c.id,

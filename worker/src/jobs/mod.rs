@@ -87,6 +87,9 @@ where
             Outcome::Done | Outcome::Recorded => tracing::info!("job done"),
             Outcome::Skipped(reason) => tracing::info!(reason = %reason, "job skipped"),
             Outcome::Retry(error) => tracing::warn!(error = %error, "job failed; retry scheduled"),
+            Outcome::Defer { until, reason } => {
+                tracing::info!(until = %until, reason = %reason, "job deferred")
+            }
             Outcome::Dead(error) => tracing::error!(error = %error, "job dead"),
         }
         Ok(())
