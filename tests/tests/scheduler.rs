@@ -370,8 +370,8 @@ async fn missed_nightly_slots_fire_once_each_after_downtime() {
     );
 }
 
-/// A run triggered by hand wakes the outbox relay at once (after its commit), not at the
-/// relay's next poll.
+/// A run triggered by hand sends the relay its wake-up, so it need not wait for the next
+/// poll.
 #[tokio::test]
 async fn a_manual_trigger_wakes_the_relay() {
     let db = TestDatabase::create().await;

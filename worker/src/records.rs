@@ -104,9 +104,11 @@ pub async fn finish(
         Outcome::Defer { until, reason } => {
             // the attempt begun for this delivery is given back
             sqlx::query!(
+                // only while this delivery's attempt is the latest word: a concurrent delivery
+                // that finished (or scheduled its own retry) meanwhile is not overwritten
                 "update jobs set status = 'pending', attempts = greatest(attempts - 1, 0),
                                  last_error = $2, run_at = $3
-                 where id = $1",
+                 where id = $1 and status in ('enqueued', 'running')",
                 job_id,
                 reason,
                 until

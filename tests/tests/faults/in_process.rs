@@ -195,7 +195,7 @@ async fn poison_jobs_become_dead_letters_and_the_worker_keeps_running() {
 #[tokio::test]
 async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
     let app = TestApp::start_with(e2e::platform::Options {
-        extra_env: vec![("EMAIL_CLAIM_TIMEOUT_SECS".into(), "6".into())],
+        extra_env: vec![("EMAIL_CLAIM_TIMEOUT_SECS".into(), "10".into())],
         ..Default::default()
     })
     .await;
@@ -211,11 +211,11 @@ async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
     )
     .await;
     app.smtp.set_mode(Mode::Accept);
-    // the retry (after about 2 s) finds the claims young: it resends nothing and is deferred
-    // to when they expire, without spending an attempt
+    // the retry (after about 2 s) finds the claims young: it resends nothing, gets its
+    // attempt back, and is deferred to when the claims expire (not a 2-4 s back-off)
     eventually(
         Duration::from_secs(20),
-        "a retry found the claim in flight",
+        "both retries deferred to the claims' expiry",
         || async {
             let deferred: Vec<(i32, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
                 "select attempts, run_at from jobs
@@ -224,17 +224,28 @@ async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
             .fetch_all(&app.db.pool)
             .await
             .unwrap();
-            deferred.len() == 2 && deferred.iter().all(|(attempts, _)| *attempts == 1)
+            let claims: Vec<(String, chrono::DateTime<chrono::Utc>)> =
+                sqlx::query_as("select status, claimed_at from email_ledger")
+                    .fetch_all(&app.db.pool)
+                    .await
+                    .unwrap();
+            let Some(first_claim) = claims.iter().map(|(_, at)| *at).min() else {
+                return false;
+            };
+            claims.len() == 2
+                && claims.iter().all(|(status, _)| status == "sending")
+                && deferred.len() == 2
+                && deferred.iter().all(|(attempts, run_at)| {
+                    *attempts == 1 && *run_at >= first_claim + chrono::Duration::seconds(10)
+                })
         },
     )
     .await;
-    let claimed: Vec<(String, chrono::DateTime<chrono::Utc>)> =
-        sqlx::query_as("select status, claimed_at from email_ledger order by id")
-            .fetch_all(&app.db.pool)
-            .await
-            .unwrap();
-    assert_eq!(claimed.len(), 2);
-    assert!(claimed.iter().all(|(status, _)| status == "sending"));
+    assert_eq!(
+        app.smtp.count(),
+        2,
+        "nothing resent while the claims are young"
+    );
 
     eventually(
         Duration::from_secs(60),
@@ -253,7 +264,7 @@ async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
     record_summary("smtp_unknown_outcome", 2, 2, out, lost, extra);
     assert_eq!((out, lost), (2, 0));
     assert_eq!(extra, 2, "each resent exactly once, with its Message-ID");
-    // no copy came before its claim timed out (6 s after the claim, just before the first)
+    // no copy came before its claim timed out (10 s after the claim, just before the first)
     let messages = app.smtp.messages();
     for first in &messages[..2] {
         let again = messages[2..]
@@ -261,6 +272,6 @@ async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
             .find(|m| m.message_id() == first.message_id())
             .expect("a second copy");
         let gap = again.received_at.duration_since(first.received_at);
-        assert!(gap >= Duration::from_secs(5), "resent after only {gap:?}");
+        assert!(gap >= Duration::from_secs(9), "resent after only {gap:?}");
     }
 }

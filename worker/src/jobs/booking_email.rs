@@ -48,10 +48,16 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
         Claim::InFlight { claimed_at } => {
             // not a failure of this job: it may run again once that claim can be taken over,
             // however long the claim timeout is, without spending its attempts
-            let expires = claimed_at
-                + chrono::Duration::seconds(deps.config.email_claim_timeout_secs as i64 + 1);
+            let soon = now + chrono::Duration::seconds(2);
+            let until = match claimed_at {
+                Some(at) => (at
+                    + chrono::Duration::seconds(deps.config.email_claim_timeout_secs as i64 + 1))
+                .max(soon),
+                // claimed at this very moment: look again shortly, when the claim is visible
+                None => soon,
+            };
             return Ok(Outcome::Defer {
-                until: expires.max(now + chrono::Duration::seconds(1)),
+                until,
                 reason: "another delivery is sending this email".into(),
             });
         }
@@ -179,9 +185,10 @@ enum Claim {
     /// The ledger row (by id) is ours to send.
     Ours(i64),
     AlreadySent,
-    /// Another delivery claimed it at `claimed_at` and has not recorded it sent.
+    /// Another delivery claimed it at `claimed_at` and has not recorded it sent; `None` when
+    /// that claim was inserted concurrently with this statement (invisible to it).
     InFlight {
-        claimed_at: chrono::DateTime<Utc>,
+        claimed_at: Option<chrono::DateTime<Utc>>,
     },
 }
 
@@ -221,7 +228,7 @@ async fn claim_with_context(
          taken as (
             update email_ledger l set claimed_at = now() from existing e
             where l.id = e.id and not exists (select 1 from inserted)
-              and e.status = 'sending' and e.claimed_at < now() - make_interval(secs => $6)
+              and l.status = 'sending' and l.claimed_at < now() - make_interval(secs => $6)
             returning l.id)
          select ctx.id as "id!", ctx.student_id as "student_id!", ctx.instructor_id as "instructor_id!",
                 ctx.service_id as "service_id!", ctx.starts_at as "starts_at!", ctx.ends_at as "ends_at!",
@@ -252,7 +259,7 @@ async fn claim_with_context(
             (Some(id), Some("ours")) => Claim::Ours(id),
             (_, Some("sent")) => Claim::AlreadySent,
             _ => Claim::InFlight {
-                claimed_at: c.claimed_at.unwrap_or_else(|| deps.clock.now()),
+                claimed_at: c.claimed_at,
             },
         };
         let booking = Booking {
