@@ -83,18 +83,10 @@ pub async fn fire_due(
     .await?;
     tx.commit().await?;
     if !fired.fired.is_empty() {
-        wake_relay(pool).await;
+        outbox::notify(pool).await;
     }
     report(schedule, &fired);
     Ok(fired)
-}
-
-/// The runs are committed whatever happens here: a failed wake-up only leaves them to the
-/// relay's poll.
-async fn wake_relay(pool: &PgPool) {
-    if let Err(e) = outbox::notify(pool).await {
-        tracing::warn!(error = %e, "could not wake the outbox relay");
-    }
 }
 
 /// Inserts the ledger row and enqueues the run of one slot. `None` when the slot was already
@@ -210,7 +202,7 @@ pub async fn trigger(
     let mut tx = pool.begin().await?;
     let id = outbox::enqueue(&mut tx, &run, now).await?;
     tx.commit().await?;
-    wake_relay(pool).await;
+    outbox::notify(pool).await;
     // a fresh uuid in the key: a duplicate is impossible short of a collision
     id.ok_or(sqlx::Error::RowNotFound)
 }

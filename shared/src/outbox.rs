@@ -65,15 +65,15 @@ pub async fn enqueue_all<A: JobArgs>(
 }
 
 /// Wakes the relay now. Call it after the transaction that wrote the records committed, on
-/// a connection outside any transaction.
-pub async fn notify<'c, E>(executor: E) -> Result<(), sqlx::Error>
-where
-    E: sqlx::PgExecutor<'c>,
-{
-    sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
-        .execute(executor)
+/// a connection outside any transaction. The records are committed whatever happens here: a
+/// failed wake-up is logged and leaves them to the relay's poll.
+pub async fn notify(pool: &PgPool) {
+    if let Err(e) = sqlx::query!("select pg_notify($1, '')", NOTIFY_CHANNEL)
+        .execute(pool)
         .await
-        .map(drop)
+    {
+        tracing::warn!(error = %e, "could not wake the outbox relay");
+    }
 }
 
 /// Wakes the relay from a hot path without a round trip in the request: [`Waker::wake`]
@@ -91,10 +91,7 @@ impl Waker {
         let (pending, mut woken) = mpsc::channel(1);
         tokio::spawn(async move {
             while woken.recv().await.is_some() {
-                if let Err(e) = notify(&pool).await {
-                    // the relay's poll finds the records anyway, a little later
-                    tracing::warn!(error = %e, "could not wake the outbox relay");
-                }
+                notify(&pool).await;
             }
         });
         Self { pending }

@@ -59,10 +59,7 @@ pub async fn reconcile(
     .execute(pool)
     .await?
     .rows_affected();
-    if let Err(e) = shared::outbox::notify(pool).await {
-        // the reset is committed: the relay's poll finds the records anyway
-        tracing::warn!(error = %e, "could not wake the outbox relay");
-    }
+    shared::outbox::notify(pool).await;
     tracing::warn!(count = reset, "re-enqueued jobs that Redis no longer holds");
     metrics::counter!("reconciler_requeued_total").increment(reset);
     Ok(reset)
