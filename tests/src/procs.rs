@@ -260,6 +260,25 @@ pub fn lesson_slot(index: i64) -> chrono::DateTime<chrono::Utc> {
         .unwrap_or_default()
 }
 
+/// `POST /api/v1/bookings` for `start` with `service` of `instructor`, as a student's client
+/// sends it.
+pub async fn post_booking(
+    http: &reqwest::Client,
+    base: &str,
+    token: &str,
+    instructor: i64,
+    service: i64,
+    start: chrono::DateTime<chrono::Utc>,
+) -> reqwest::Result<reqwest::Response> {
+    http.post(format!("{base}/api/v1/bookings"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({
+            "instructor_id": instructor, "service_id": service, "start": start.to_rfc3339()
+        }))
+        .send()
+        .await
+}
+
 /// Books lesson `n` (a distinct hour on a distinct day, inside the seeded availability)
 /// through the API at `base`, retrying while the API answers 503; returns the booking id.
 pub async fn book_lesson(
@@ -271,15 +290,8 @@ pub async fn book_lesson(
     n: usize,
 ) -> Option<i64> {
     let start = lesson_slot(n as i64);
-    let body = serde_json::json!({"instructor_id": instructor, "service_id": service, "start": start.to_rfc3339()});
     for _ in 0..100 {
-        let response = http
-            .post(format!("{base}/api/v1/bookings"))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await;
-        match response {
+        match post_booking(http, base, token, instructor, service, start).await {
             Ok(r) if r.status().as_u16() == 201 => {
                 let value: serde_json::Value = r.json().await.ok()?;
                 return value["id"].as_i64();

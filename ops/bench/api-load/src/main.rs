@@ -121,16 +121,12 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep_until(due.into()).await;
         let (instructor, service) = instructors[(n as i64 % INSTRUCTORS) as usize];
         let token = tokens[(n as i64 % STUDENTS) as usize].clone();
-        let body = json!({"instructor_id": instructor, "service_id": service, "start": slot(n as i64).to_rfc3339()});
+        let start = slot(n as i64);
         let (http, base, results, sent_at) =
             (http.clone(), base.clone(), results.clone(), sent_at.clone());
         tasks.push(tokio::spawn(async move {
-            let response = http
-                .post(format!("{base}/api/v1/bookings"))
-                .bearer_auth(token)
-                .json(&body)
-                .send()
-                .await;
+            let response =
+                e2e::procs::post_booking(&http, &base, &token, instructor, service, start).await;
             let elapsed = due.elapsed();
             let status = match response {
                 Ok(r) => {
