@@ -51,6 +51,15 @@ impl TestApp {
         Self::start_with(Options::default()).await
     }
 
+    /// The API alone: jobs stay in the outbox, nothing is sent.
+    pub async fn without_worker() -> TestApp {
+        Self::start_with(Options {
+            start_worker: false,
+            ..Options::default()
+        })
+        .await
+    }
+
     pub async fn start_with(options: Options) -> TestApp {
         let db = TestDatabase::create().await;
         let smtp = SmtpSink::start().await;
@@ -144,6 +153,19 @@ impl TestApp {
 
     pub async fn student(&self) -> String {
         self.token("student@example.com").await
+    }
+
+    /// A token of a second student, `other@example.com`, created on first use.
+    pub async fn other_student(&self) -> String {
+        sqlx::query(
+            "insert into users (email, full_name, role, timezone)
+             values ('other@example.com', 'Olive Other', 'student', 'America/New_York')
+             on conflict (email) do nothing",
+        )
+        .execute(&self.db.pool)
+        .await
+        .expect("second student");
+        self.token("other@example.com").await
     }
 
     pub async fn instructor_id(&self) -> i64 {

@@ -1,5 +1,5 @@
 //! Bad input and access: a clear 4xx with the JSON error body, never a 500.
-use e2e::platform::{Options, TestApp};
+use e2e::platform::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -14,11 +14,7 @@ fn assert_error(status: u16, body: &Value, expected: u16, code: &str) {
 
 #[tokio::test]
 async fn malformed_and_unknown_input_is_refused_clearly() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let token = app.student().await;
     let url = format!("{}/api/v1/bookings", app.base);
 
@@ -97,11 +93,7 @@ async fn malformed_and_unknown_input_is_refused_clearly() {
 
 #[tokio::test]
 async fn access_is_refused_without_the_right_token() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let student = app.student().await;
     let (status, booking) = app.book(&student, app.lesson_at(3, 9)).await;
     assert_eq!(status, 201);
@@ -153,11 +145,7 @@ async fn access_is_refused_without_the_right_token() {
     assert_error(status, &body, 401, "unauthorized");
 
     // another student cannot read or cancel it
-    sqlx::query("insert into users (email, full_name, role) values ('other@example.com', 'Otto Other', 'student')")
-        .execute(&app.db.pool)
-        .await
-        .unwrap();
-    let other = app.token("other@example.com").await;
+    let other = app.other_student().await;
     let (status, body) = app
         .send(
             Method::GET,

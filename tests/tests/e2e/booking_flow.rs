@@ -165,11 +165,7 @@ async fn bookings_made_while_redis_is_down_are_emailed_when_it_returns() {
 
 #[tokio::test]
 async fn fifty_concurrent_requests_for_one_slot_make_one_booking() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let token = app.student().await;
     let start = app.lesson_at(5, 14);
 
@@ -235,11 +231,7 @@ async fn cancelling_emails_both_parties() {
 
 #[tokio::test]
 async fn availability_is_free_time_minus_bookings() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let token = app.student().await;
     let start = app.lesson_at(6, 12);
     app.book(&token, start).await;
@@ -289,11 +281,7 @@ async fn availability_is_free_time_minus_bookings() {
 /// wake it.
 #[tokio::test]
 async fn bookings_cancellations_and_retries_wake_the_relay() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let mut wakes = e2e::relay_wakes(&app.db.pool).await;
     let token = app.student().await;
 

@@ -13,7 +13,7 @@
 //! document) are used by the fuzz and rate-limit tests too.
 use std::collections::{BTreeMap, BTreeSet};
 
-use e2e::platform::{Options, TestApp};
+use e2e::platform::TestApp;
 use reqwest::Method;
 use serde_json::{Value, json};
 
@@ -378,11 +378,7 @@ fn fill(template: &str, value: &str) -> String {
 
 #[tokio::test]
 async fn the_document_lists_exactly_the_routes_of_the_router() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let contract = Contract::fetch(&app).await;
     let routed = router_routes();
     assert!(routed.len() >= 10, "parsed too few routes: {routed:?}");
@@ -441,23 +437,12 @@ fn bad_tokens(app: &TestApp, user_id: i64) -> Vec<(&'static str, String)> {
 
 #[tokio::test]
 async fn every_endpoint_answers_as_documented() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let mut contract = Contract::fetch(&app).await;
     let student = app.student().await;
     let instructor = app.token("instructor@example.com").await;
     let admin = app.token("admin@example.com").await;
-    sqlx::query(
-        "insert into users (email, full_name, role, timezone)
-         values ('other@example.com', 'Olive Other', 'student', 'America/New_York')",
-    )
-    .execute(&app.db.pool)
-    .await
-    .expect("second student");
-    let other = app.token("other@example.com").await;
+    let other = app.other_student().await;
     let student_id: i64 =
         sqlx::query_scalar("select id from users where email = 'student@example.com'")
             .fetch_one(&app.db.pool)
@@ -780,11 +765,7 @@ async fn every_endpoint_answers_as_documented() {
 /// The cancel handler reads an optional body; over the limit it still answers the JSON 413.
 #[tokio::test]
 async fn an_oversized_cancel_body_is_a_json_413() {
-    let app = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let app = TestApp::without_worker().await;
     let mut contract = Contract::fetch(&app).await;
     let student = app.student().await;
     let (status, booking) = app.book(&student, app.lesson_at(3, 10)).await;

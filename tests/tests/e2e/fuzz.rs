@@ -7,7 +7,7 @@
 //!
 //! One platform serves a whole run: proptest's synchronous runner drives a tokio runtime
 //! built here, and the case count stays modest so the suite stays fast.
-use e2e::platform::{Options, TestApp};
+use e2e::platform::TestApp;
 use proptest::{
     prelude::*,
     test_runner::{Config, TestRunner},
@@ -411,11 +411,7 @@ fn request_parsers_answer_4xx_json_for_anything() {
         .build()
         .expect("runtime");
     let target = runtime.block_on(async {
-        let app = TestApp::start_with(Options {
-            start_worker: false,
-            ..Options::default()
-        })
-        .await;
+        let app = TestApp::without_worker().await;
         let contract = Contract::fetch(&app).await;
         let student = app.student().await;
         let (status, booking) = app.book(&student, app.lesson_at(3, 10)).await;

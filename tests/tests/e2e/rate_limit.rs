@@ -3,7 +3,7 @@
 //! token does not buy a fresh quota, and the client is let back in once it has waited.
 use std::time::{Duration, Instant};
 
-use e2e::platform::{Options, TestApp};
+use e2e::platform::TestApp;
 use reqwest::Method;
 use serde_json::json;
 use tokio::sync::oneshot;
@@ -80,22 +80,11 @@ async fn limited_api(platform: &TestApp) -> LimitedApi {
 
 #[tokio::test]
 async fn bursts_are_refused_per_client_with_retry_after() {
-    let platform = TestApp::start_with(Options {
-        start_worker: false,
-        ..Options::default()
-    })
-    .await;
+    let platform = TestApp::without_worker().await;
     let app = limited_api(&platform).await;
     let mut contract = Contract::fetch(&app).await;
     let student = platform.student().await;
-    sqlx::query(
-        "insert into users (email, full_name, role, timezone)
-         values ('other@example.com', 'Olive Other', 'student', 'America/New_York')",
-    )
-    .execute(&platform.db.pool)
-    .await
-    .expect("second student");
-    let other = platform.token("other@example.com").await;
+    let other = platform.other_student().await;
     let instructor_id = platform.instructor_id().await;
     let service_id = platform.service_id().await;
     let booking = |hour: u32| {
