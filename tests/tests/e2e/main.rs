@@ -4,5 +4,7 @@ mod booking_flow;
 mod contract;
 mod fuzz;
 mod rate_limit;
+mod registry;
 mod reminders;
 mod smtp_pool;
+mod upgrade;
