@@ -15,9 +15,12 @@ create index jobs_dead_idx on jobs (id) where status = 'dead';
 
 -- The booking a job is about, for cancel and reschedule (retire a booking's pending
 -- reminders) and for ops filters: a column, not a payload->>'booking_id' scan of every
--- pending job. Generated, so records written before this migration have it too.
+-- pending job. Generated, so records written before this migration have it too; a payload
+-- whose booking_id is not an integer (a poison record) gets none rather than refusing the
+-- insert.
 alter table jobs add column booking_id bigint
-    generated always as ((payload->>'booking_id')::bigint) stored;
+    generated always as (case when payload->>'booking_id' ~ '^[0-9]{1,18}$'
+                              then (payload->>'booking_id')::bigint end) stored;
 create index jobs_booking_idx on jobs (booking_id) where booking_id is not null;
 
 -- The schedule that started a job (a slot's fire or a manual trigger): the dead man's

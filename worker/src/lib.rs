@@ -6,24 +6,20 @@ pub mod maintenance;
 pub mod reconciler;
 pub mod records;
 pub mod relay;
+pub mod wake;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use metrics_exporter_prometheus::PrometheusHandle;
-use shared::{
-    clock::SharedClock,
-    config::Config,
-    email::Mailer,
-    queue::{
-        self,
-        wake::{OnWrite, Ticker, Wake, WriteSignal},
-    },
-};
+use shared::{clock::SharedClock, config::Config, email::Mailer, queue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::WorkerError;
+use crate::{
+    error::WorkerError,
+    wake::{OnWrite, Ticker, Wake, WriteSignal},
+};
 
 /// What every job handler and loop of the worker needs.
 #[derive(Clone, Debug)]
