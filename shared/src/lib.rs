@@ -13,4 +13,5 @@ pub mod queue;
 pub mod schedule;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
