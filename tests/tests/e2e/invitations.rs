@@ -242,6 +242,19 @@ async fn book_reschedule_cancel_leaves_the_student_one_event_moved_then_gone() {
             &app.config.mail_from,
         );
         assert_eq!(message.message_id(), expected_id);
+        // the subject, as a client shows it, names the time as the body does: in the
+        // student's zone, with its abbreviation (a long subject is folded in the raw
+        // message, sometimes between "AM" and "EST")
+        let shown = email::render::local_time(
+            if kind == EmailKind::Confirmation { first } else { moved },
+            "America/New_York",
+        );
+        assert!(
+            message.subject().ends_with(&shown),
+            "{kind:?}: {}",
+            message.subject()
+        );
+        assert!(message.text().contains(&format!("When:   {shown}")));
         assert!(message.text().contains(&manage), "{kind:?} links {manage}");
         let (ics, f) = read_invitation(message.data.as_bytes(), method);
         facts.push(f);
