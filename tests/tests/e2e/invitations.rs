@@ -245,10 +245,12 @@ async fn book_reschedule_cancel_leaves_the_student_one_event_moved_then_gone() {
         // the subject, as a client shows it, names the time as the body does: in the
         // student's zone, with its abbreviation (a long subject is folded in the raw
         // message, sometimes between "AM" and "EST")
-        let shown = email::render::local_time(
-            if kind == EmailKind::Confirmation { first } else { moved },
-            "America/New_York",
-        );
+        let starts_at = if kind == EmailKind::Confirmation {
+            first
+        } else {
+            moved
+        };
+        let shown = email::render::local_time(starts_at, "America/New_York");
         assert!(
             message.subject().ends_with(&shown),
             "{kind:?}: {}",
