@@ -6,11 +6,12 @@
 //! Idempotent through the email ledger, keyed by (booking, kind, recipient, booking version):
 //! the row is claimed before the SMTP exchange and marked sent after it, so a retried or
 //! duplicated delivery sends nothing more. What a message contains (its parts, its
-//! invitation) is no part of that key. A claim younger than `EMAIL_CLAIM_TIMEOUT_SECS`
-//! means another delivery may be sending right now: retry later. An older one means a send
-//! was cut off (a worker died mid-send, or the SMTP server's verdict never came): take it
-//! over and send again with the Message-ID the claim recorded, the one window in which a
-//! receiver can see a duplicate (and can drop it by that id).
+//! invitation) is no part of that key. A claim names the worker process holding it: while
+//! that worker heartbeats and the claim is younger than `EMAIL_CLAIM_TIMEOUT_SECS`, another
+//! delivery may be sending right now: look again later. A claim whose worker is dead (a crash
+//! mid-send) is taken over at once, and one older than the timeout (the SMTP server's verdict
+//! never came) too: send again with the Message-ID the claim recorded, the one window in
+//! which a receiver can see a duplicate (and can drop it by that id).
 //!
 //! Reminders check the booking's current state: a cancelled, moved, started or erased
 //! booking is skipped, with the reason recorded. Refusals release the claim: transient ones
@@ -116,8 +117,9 @@ async fn decide(
             return Ok(Decision::Finished(Outcome::Done));
         }
         Claim::InFlight { claimed_at } => {
-            // not a failure of this job: it may run again once that claim can be taken over,
-            // however long the claim timeout is, without spending its attempts
+            // not a failure of this job: its claim's worker is alive, so it runs again when
+            // the claim times out, without spending its attempts (should that worker die
+            // first, the delivery it was running comes back and takes the claim over at once)
             let soon = now + chrono::Duration::seconds(2);
             let until = match claimed_at {
                 Some(at) => (at
@@ -305,8 +307,10 @@ enum Claim {
 /// Claims this email's ledger row and reads the booking and both parties, in one durable
 /// round trip; `None` when the booking does not exist.
 ///
-/// The claim: insert the row; or take over a claim abandoned longer than
-/// `EMAIL_CLAIM_TIMEOUT_SECS`; or report the row's status. It is durable before the SMTP
+/// The claim, naming this worker: insert the row; or take over a claim whose worker is known
+/// dead (no heartbeat for [`crate::presence::dead_after`], or stopped), or that is older than
+/// `EMAIL_CLAIM_TIMEOUT_SECS` (longer than any send can take, so a live worker's send is never
+/// doubled: what outlives it is a send whose verdict never came); or report the row's status. It is durable before the SMTP
 /// exchange starts: a claim lost in a Postgres crash would let the job, reverted by the same
 /// crash, send the email again. Claiming before the skip checks costs a release in the rare
 /// case of a skip, and saves a round trip on every email.
@@ -329,16 +333,20 @@ async fn claim_with_context(
                    $4::int as booking_version
             from ctx),
          inserted as (
-            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
-            select booking_id, kind, recipient_id, booking_version, $5 from key
+            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id, claimed_by)
+            select booking_id, kind, recipient_id, booking_version, $5, $7 from key
             on conflict do nothing returning id),
          existing as (
             select l.id, l.status, l.claimed_at, l.message_id
             from email_ledger l join key k using (booking_id, kind, recipient_id, booking_version)),
          taken as (
-            update email_ledger l set claimed_at = now() from existing e
-            where l.id = e.id and not exists (select 1 from inserted)
-              and l.status = 'sending' and l.claimed_at < now() - make_interval(secs => $6)
+            update email_ledger l set claimed_at = now(), claimed_by = $7 from existing e
+            where l.id = e.id and not exists (select 1 from inserted) and l.status = 'sending'
+              and (l.claimed_at < now() - make_interval(secs => $6)
+                   or (l.claimed_by is not null and not exists (
+                         select 1 from workers w
+                          where w.id = l.claimed_by and w.stopped_at is null
+                            and w.heartbeat_at > now() - make_interval(secs => $8))))
             returning l.id)
          select ctx.id as "id!", ctx.student_id as "student_id!", ctx.instructor_id as "instructor_id!",
                 ctx.service_id as "service_id!", ctx.starts_at as "starts_at!", ctx.ends_at as "ends_at!",
@@ -361,7 +369,10 @@ async fn claim_with_context(
         args.kind.as_str(),
         args.booking_version,
         message_id,
-        deps.config.email_claim_timeout_secs as f64
+        deps.config.email_claim_timeout_secs as f64,
+        &*deps.instance,
+        crate::presence::dead_after(std::time::Duration::from_secs(deps.config.heartbeat_secs))
+            .as_secs_f64()
     )
     .fetch_optional(&deps.durable)
     .await?;
