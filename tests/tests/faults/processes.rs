@@ -341,7 +341,7 @@ async fn a_worker_that_stopped_consuming_is_reported() {
     let _healthy = cluster.worker().await;
     let admin = cluster.token("admin@example.com").await;
     let http = reqwest::Client::new();
-    let stale = || async {
+    let queues = || async {
         let queues: serde_json::Value = http
             .get(format!("{}/api/v1/admin/queues", base(api.port)))
             .bearer_auth(&admin)
@@ -351,9 +351,11 @@ async fn a_worker_that_stopped_consuming_is_reported() {
             .json()
             .await
             .unwrap();
-        queues
-            .as_array()
-            .unwrap()
+        queues.as_array().cloned().unwrap_or_default()
+    };
+    let stale = || async {
+        queues()
+            .await
             .iter()
             .map(|q| {
                 q["redis"]["stale_workers"]
@@ -363,6 +365,18 @@ async fn a_worker_that_stopped_consuming_is_reported() {
             })
             .sum::<usize>()
     };
+    // both workers consuming (registered in Redis) before one is stalled
+    eventually(
+        Duration::from_secs(20),
+        "both workers registered",
+        || async {
+            queues()
+                .await
+                .iter()
+                .any(|q| q["queue"] == "booking_email" && q["redis"]["workers"].as_u64() >= Some(2))
+        },
+    )
+    .await;
     assert_eq!(stale().await, 0);
 
     stalled.signal("STOP").await;
