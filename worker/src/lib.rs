@@ -1,11 +1,13 @@
 //! The worker process: apalis workers that execute jobs, the outbox relay that feeds them,
-//! the reconciler that re-feeds what Redis lost, and queue maintenance.
+//! the reconciler that re-feeds what Redis lost, queue maintenance, and the metrics.
 pub mod error;
+pub mod gauges;
 pub mod jobs;
 pub mod maintenance;
 pub mod reconciler;
 pub mod records;
 pub mod relay;
+pub mod telemetry;
 pub mod wake;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -93,6 +95,8 @@ pub async fn run(
     let stop = CancellationToken::new();
     let config = deps.config.clone();
     let heartbeat = Duration::from_secs(config.heartbeat_secs);
+    // every series at zero before the first scrape can see it missing
+    telemetry::register(&deps.registry);
 
     // the kinds this worker runs, for the admin views and for other workers' relays
     if let Err(e) = maintenance::publish_registry(&deps).await {
@@ -106,6 +110,7 @@ pub async fn run(
         tokio::spawn(relay::run(deps.clone(), stop.clone())),
         tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
         tokio::spawn(maintenance::run(deps.clone(), stop.clone())),
+        tokio::spawn(gauges::run(deps.clone(), stop.clone())),
     ];
 
     let redis = loop {

@@ -490,7 +490,7 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         &mut redis,
         &cluster.prefix,
         Duration::from_secs(1),
-        &worker::jobs::registry().queues(),
+        &worker::jobs::registry(),
         chrono::Utc::now(),
     )
     .await
