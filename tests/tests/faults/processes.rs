@@ -349,7 +349,7 @@ async fn scaled_out_processes_share_the_load_and_do_everything_once() {
             .unwrap();
         let handled: f64 = metrics
             .lines()
-            .filter(|l| l.starts_with("jobs_total{") && l.contains("booking_email"))
+            .filter(|l| l.starts_with("jobs_succeeded_total{") && l.contains("booking_email"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert!(handled > 0.0, "{} handled no jobs:\n{metrics}", worker.name);
