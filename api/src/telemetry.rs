@@ -31,6 +31,11 @@ pub fn init() -> PrometheusHandle {
     ] {
         metrics::counter!(name).absolute(0);
     }
+    // the server's own failures, which the dashboards and alert runbooks read; the client
+    // errors' codes appear with their first answer
+    for code in ["internal", "unavailable"] {
+        metrics::counter!("api_errors_total", "code" => code).absolute(0);
+    }
     handle
 }
 

@@ -66,6 +66,7 @@ impl Scheduler {
     /// Ticks until `shutdown` resolves, then gives the lease up. A tick in progress finishes
     /// first: its transaction either commits or never started.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // the binary registered already; a scheduler run in-process has not
         telemetry::register(&self.schedules);
         tracing::info!(
             instance = self.lease.holder(),

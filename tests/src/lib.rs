@@ -1,8 +1,10 @@
-//! End-to-end test support: a real SMTP sink, a private Redis server, and the platform
-//! (API and worker) started against a fresh database and its own Redis key prefix.
+//! End-to-end test support: a real SMTP sink, a private Redis server, a private Prometheus,
+//! and the platform (API and worker) started against a fresh database and its own Redis key
+//! prefix.
 pub mod pg_server;
 pub mod platform;
 pub mod procs;
+pub mod prometheus;
 pub mod redis_server;
 pub mod smtp;
 

@@ -95,7 +95,8 @@ pub async fn run(
     let stop = CancellationToken::new();
     let config = deps.config.clone();
     let heartbeat = Duration::from_secs(config.heartbeat_secs);
-    // every series at zero before the first scrape can see it missing
+    // every series at zero (again, for the binary; first, for a worker run in-process with
+    // a registry of its own)
     telemetry::register(&deps.registry);
 
     // the kinds this worker runs, for the admin views and for other workers' relays

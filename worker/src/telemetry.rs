@@ -238,3 +238,45 @@ fn describe() {
         "Redis total_commands_processed (INFO stats): its rate is Redis' ops/s"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_job_series_exists_at_zero_and_described_for_every_registered_kind() {
+        let handle = shared::telemetry::init_metrics();
+        let registry = crate::jobs::registry();
+        register(&registry);
+        let text = handle.render();
+        for kind in registry.kinds() {
+            for label in kind.metric_kinds() {
+                let labels = format!("queue=\"{}\",kind=\"{label}\"", kind.queue());
+                for (name, help) in JOB_COUNTERS {
+                    assert!(
+                        text.contains(&format!("{name}{{{labels}}} ")),
+                        "{name}{{{labels}}}"
+                    );
+                    assert!(
+                        text.contains(&format!("# HELP {name} {help}")),
+                        "{name} help"
+                    );
+                }
+                for histogram in ["job_run_duration_seconds", "job_wait_duration_seconds"] {
+                    assert!(
+                        text.contains(&format!("{histogram}_count{{{labels}}} ")),
+                        "{histogram}{{{labels}}}"
+                    );
+                }
+            }
+            for state in RECORD_STATES {
+                let series = format!(
+                    "job_records{{queue=\"{}\",state=\"{state}\"}} ",
+                    kind.queue()
+                );
+                assert!(text.contains(&series), "{series}");
+            }
+        }
+        assert!(text.contains("instainstru_build_info{binary=\"worker\""));
+    }
+}
