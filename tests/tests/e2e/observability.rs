@@ -221,6 +221,28 @@ async fn every_expression_of_the_dashboards_and_alerts_parses_and_names_existing
         assert!(seen, "never saw {what} ({expr}):\n{}", cluster.logs());
     }
 
+    // the work counted where it happened, by queue and kind
+    for expr in [
+        r#"sum(jobs_enqueued_total{queue="booking_email", kind="confirmation"}) >= 2"#,
+        r#"sum(jobs_started_total{queue="booking_email", kind="confirmation"}) >= 2"#,
+        r#"sum(jobs_succeeded_total{queue="booking_email", kind="confirmation"}) >= 2"#,
+        r#"sum(job_wait_duration_seconds_count{queue="booking_email", kind="confirmation"}) >= 2"#,
+        r#"sum(job_run_duration_seconds_count{queue="booking_email", kind="confirmation"}) >= 2"#,
+        r#"sum(jobs_succeeded_total{queue="retention_sweep"}) >= 1"#,
+        r#"sum(bookings_created_total) >= 1"#,
+        r#"sum(jobs_failed_total) == 0"#,
+    ] {
+        let mut holds = false;
+        for _ in 0..100 {
+            if !prom.query(expr).await.unwrap_or_default().is_empty() {
+                holds = true;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(holds, "does not hold: {expr}");
+    }
+
     // every rule loaded and evaluated without error
     let mut rules: Vec<(String, String)> = Vec::new();
     let mut broken = Vec::new();
