@@ -16,4 +16,5 @@ pub mod records;
 pub mod schedule;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
