@@ -42,7 +42,7 @@ const WAIT_BUCKETS: &[f64] = &[
 ];
 
 /// The metrics whose values are waits rather than latencies.
-pub const WAIT_HISTOGRAMS: &[&str] = &["job_wait_duration_seconds", "outbox_relay_lag_seconds"];
+const WAIT_HISTOGRAMS: &[&str] = &["job_wait_duration_seconds", "outbox_relay_lag_seconds"];
 
 /// Installs the global Prometheus recorder (once per process) and returns its handle.
 pub fn init_metrics() -> PrometheusHandle {
