@@ -7,6 +7,7 @@ pub mod rate_limit;
 pub mod routes;
 pub mod seed;
 pub mod state;
+pub mod telemetry;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
@@ -44,7 +45,7 @@ pub async fn build_state(
         )),
         config: Arc::new(config),
         clock,
-        metrics: shared::telemetry::init_metrics(),
+        metrics: telemetry::init(),
     })
 }
 
@@ -92,7 +93,10 @@ pub fn router(state: AppState) -> Router {
             }
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::record_request,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let route = request
@@ -113,27 +117,6 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .with_state(state)
-}
-
-/// Request counters and latency histograms by route and status.
-async fn record_request(request: Request, next: middleware::Next) -> axum::response::Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let method = request.method().to_string();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.

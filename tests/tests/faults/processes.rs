@@ -433,7 +433,7 @@ async fn scaled_out_processes_share_the_load_and_do_everything_once() {
             .unwrap();
         let handled: f64 = metrics
             .lines()
-            .filter(|l| l.starts_with("jobs_total{") && l.contains("booking_email"))
+            .filter(|l| l.starts_with("jobs_succeeded_total{") && l.contains("booking_email"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert!(handled > 0.0, "{} handled no jobs:\n{metrics}", worker.name);
@@ -574,7 +574,7 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         &mut redis,
         &cluster.prefix,
         Duration::from_secs(1),
-        &worker::jobs::registry().queues(),
+        &worker::jobs::registry(),
         chrono::Utc::now(),
     )
     .await
