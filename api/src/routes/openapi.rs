@@ -105,11 +105,11 @@ fn error_response(description: &str, codes: &[&str], retry_after: bool) -> Respo
 
 fn retry_after_header() -> Header {
     let mut header = HeaderBuilder::new()
-        .schema(
+        .schema(Some(
             ObjectBuilder::new()
                 .schema_type(Type::Integer)
                 .minimum(Some(1)),
-        )
+        ))
         .description(Some("Seconds to wait before retrying."))
         .build();
     // OpenAPI 3.1 headers have `required`, utoipa 6's `Header` has no such field: it goes in
