@@ -36,9 +36,15 @@ pub const MAX_KEY_CHARS: usize = 255;
 /// How long a key's answer is kept for retries.
 pub const TTL_HOURS: i64 = 24;
 
-/// A client's idempotency key, as sent.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct IdempotencyKey(String);
+/// A client's idempotency key, as sent; documents itself as the optional header parameter.
+#[derive(Debug, Clone, PartialEq, Eq, utoipa::IntoParams)]
+#[into_params(names("Idempotency-Key"), parameter_in = Header)]
+pub struct IdempotencyKey(
+    /// A key of the client's choosing (a UUID, say), the same for every retry of one
+    /// request: 1 to 255 printable ASCII characters, neither starting nor ending with a space.
+    #[param(required = false, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$")]
+    String,
+);
 
 impl IdempotencyKey {
     /// 1 to 255 printable ASCII characters, neither starting nor ending with a space (HTTP

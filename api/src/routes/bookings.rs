@@ -63,11 +63,7 @@ pub struct CreateBooking {
     tag = "bookings",
     operation_id = "createBooking",
     security(("bearerAuth" = [])),
-    params(
-        ("Idempotency-Key" = Option<String>, Header,
-            description = "A key of the client's choosing (a UUID, say), the same for every retry of one booking request: 1 to 255 printable ASCII characters, neither starting nor ending with a space.",
-            min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$")
-    ),
+    params(IdempotencyKey),
     request_body = CreateBooking,
     responses(
         (status = 201, description = "The booking.", body = Booking, headers(

@@ -55,9 +55,18 @@ use crate::error::ErrorBody;
             Unavailable
         )
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &Unlicensed)
 )]
 pub struct ApiDoc;
+
+/// The workspace declares no license: without this utoipa would state an empty one.
+struct Unlicensed;
+
+impl Modify for Unlicensed {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        openapi.info.license = None;
+    }
+}
 
 /// The `bearerAuth` scheme the authenticated operations name in their `security`.
 struct BearerAuth;
@@ -225,11 +234,11 @@ pub enum JobStatusView {
 #[allow(dead_code)]
 pub struct JobStatusChange {
     id: i64,
-    /// `pending` after a retry, `skipped` after a discard.
     #[schema(inline)]
     status: JobStatusChanged,
 }
 
+/// `pending` after a retry, `skipped` after a discard.
 #[derive(ToSchema)]
 #[schema(rename_all = "snake_case")]
 #[allow(dead_code)]
