@@ -137,7 +137,7 @@ pub async fn queues(
 pub struct JobsQuery {
     /// Jobs in this status (default dead).
     #[serde(default)]
-    #[param(value_type = Option<JobStatusView>)]
+    #[param(inline, value_type = Option<JobStatusView>)]
     status: Option<String>,
     /// Jobs of this queue only.
     #[serde(default)]

@@ -310,7 +310,7 @@ pub struct ListQuery {
     /// Only bookings where the caller is this party.
     // parsed as any role so that `admin` keeps its 422 invalid_role; documented as a party
     #[serde(default)]
-    #[param(value_type = Option<Party>)]
+    #[param(inline, value_type = Option<Party>)]
     role: Option<Role>,
     /// Only bookings in this status.
     #[serde(default)]

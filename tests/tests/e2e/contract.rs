@@ -203,6 +203,12 @@ impl Contract {
             operations,
             seen: BTreeSet::new(),
         };
+        // every reference resolves (a schema only a parameter names is easily left out)
+        let mut references = Vec::new();
+        collect_refs(&contract.doc, &mut references);
+        for reference in references {
+            contract.resolve(&json!({ "$ref": reference }));
+        }
         // the document's own answer is part of the contract
         let doc = contract.doc.clone();
         contract.check(
@@ -351,6 +357,20 @@ impl Contract {
         assert!(schema.is_object(), "{method} {template}: no JSON request body");
         self.errors(schema, body, &format!("{method} {template} body"))
             .is_empty()
+    }
+}
+
+/// Every `$ref` in `value`.
+fn collect_refs(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                into.push(reference.to_string());
+            }
+            map.values().for_each(|v| collect_refs(v, into));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, into)),
+        _ => {}
     }
 }
 
