@@ -203,7 +203,10 @@ mod tests {
         // then the handler's extractor, with keys that would refuse the token: it must be
         // answered from the kept verdict, not by verifying again
         let other: SharedKeys = Arc::new(JwtKeys::new("a-secret-that-never-signed-it", 60));
-        assert_eq!(AuthUser::from_request_parts(&mut parts, &other).await.ok(), Some(user));
+        assert_eq!(
+            AuthUser::from_request_parts(&mut parts, &other).await.ok(),
+            Some(user)
+        );
         // a fresh request with those keys is refused, as it must be
         let refused = AuthUser::from_request_parts(&mut parts_with(&token), &other).await;
         assert!(matches!(refused, Err(ApiError::Unauthorized(_))));

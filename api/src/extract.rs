@@ -41,19 +41,21 @@ pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> R
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice::<Option<T>>(body).map(Option::unwrap_or_default).map_err(|e| {
-        if e.is_data() {
-            ApiError::Unprocessable {
-                code: "invalid_body",
-                detail: e.to_string(),
-                field: None,
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            if e.is_data() {
+                ApiError::Unprocessable {
+                    code: "invalid_body",
+                    detail: e.to_string(),
+                    field: None,
+                }
+            } else {
+                ApiError::BadRequest {
+                    code: "malformed_json",
+                    detail: e.to_string(),
+                    field: None,
+                }
             }
-        } else {
-            ApiError::BadRequest {
-                code: "malformed_json",
-                detail: e.to_string(),
-                field: None,
-            }
-        }
-    })
+        })
 }

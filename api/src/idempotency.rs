@@ -42,7 +42,12 @@ pub const TTL_HOURS: i64 = 24;
 pub struct IdempotencyKey(
     /// A key of the client's choosing (a UUID, say), the same for every retry of one
     /// request: 1 to 255 printable ASCII characters, neither starting nor ending with a space.
-    #[param(required = false, min_length = 1, max_length = 255, pattern = r"^[!-~]([ -~]{0,253}[!-~])?$")]
+    #[param(
+        required = false,
+        min_length = 1,
+        max_length = 255,
+        pattern = r"^[!-~]([ -~]{0,253}[!-~])?$"
+    )]
     String,
 );
 
@@ -63,7 +68,9 @@ impl IdempotencyKey {
             return Err(invalid("must not be empty"));
         }
         if text.len() > MAX_KEY_CHARS {
-            return Err(invalid(&format!("must be at most {MAX_KEY_CHARS} characters")));
+            return Err(invalid(&format!(
+                "must be at most {MAX_KEY_CHARS} characters"
+            )));
         }
         if !text.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
             return Err(invalid("must be printable ASCII"));
@@ -130,7 +137,10 @@ impl IntoResponse for StoredAnswer {
         (
             self.status,
             [
-                (header::CONTENT_TYPE, HeaderValue::from_static("application/json")),
+                (
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                ),
                 (REPLAYED, HeaderValue::from_static("true")),
             ],
             self.body,
@@ -244,13 +254,19 @@ mod tests {
     #[test]
     fn keys_are_printable_ascii_up_to_255_characters() {
         assert_eq!(parse("abc-123").expect("valid").as_str(), "abc-123");
-        assert_eq!(parse("\"quoted, as the draft writes it\"").expect("valid").as_str(), "\"quoted, as the draft writes it\"");
+        assert_eq!(
+            parse("\"quoted, as the draft writes it\"")
+                .expect("valid")
+                .as_str(),
+            "\"quoted, as the draft writes it\""
+        );
         assert!(parse(&"k".repeat(255)).is_ok());
         assert!(parse(&"k".repeat(256)).is_err());
         assert!(parse("").is_err());
         assert!(parse("   ").is_err());
         assert!(parse("tab\there").is_err());
-        let obs_text = HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid header value");
+        let obs_text =
+            HeaderValue::from_bytes(b"caf\xe9").expect("obs-text is a valid header value");
         assert!(IdempotencyKey::parse(&obs_text).is_err());
     }
 
@@ -266,9 +282,15 @@ mod tests {
             fingerprint(operation, &request).expect("fingerprint")
         };
         let first = f(r#"{"at": "2030-01-01T10:00:00Z", "note": null}"#, "POST /x");
-        assert_eq!(first, f(r#"{ "at":"2030-01-01T05:00:00-05:00" }"#, "POST /x"));
+        assert_eq!(
+            first,
+            f(r#"{ "at":"2030-01-01T05:00:00-05:00" }"#, "POST /x")
+        );
         assert_ne!(first, f(r#"{"at": "2030-01-01T10:00:01Z"}"#, "POST /x"));
-        assert_ne!(first, f(r#"{"at": "2030-01-01T10:00:00Z", "note": ""}"#, "POST /x"));
+        assert_ne!(
+            first,
+            f(r#"{"at": "2030-01-01T10:00:00Z", "note": ""}"#, "POST /x")
+        );
         assert_ne!(first, f(r#"{"at": "2030-01-01T10:00:00Z"}"#, "POST /y"));
     }
 }

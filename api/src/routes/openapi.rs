@@ -14,8 +14,8 @@ use axum::{Extension, body::Bytes, http::header, response::IntoResponse};
 use utoipa::{
     Modify, OpenApi, ToResponse, ToSchema,
     openapi::{
-        AllOfBuilder, ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder,
-        Schema, Type,
+        AllOfBuilder, ContentBuilder, ObjectBuilder, Ref, RefOr, Response, ResponseBuilder, Schema,
+        Type,
         extensions::Extensions,
         header::{Header, HeaderBuilder},
         security::{HttpAuthScheme, HttpBuilder, SecurityScheme},

@@ -346,7 +346,8 @@ impl Contract {
     ) -> bool {
         let parameter = self.parameter(method, template, location, name);
         let context = format!("{method} {template} {location} {name}");
-        self.errors(&parameter["schema"], value, &context).is_empty()
+        self.errors(&parameter["schema"], value, &context)
+            .is_empty()
     }
 
     /// Whether the document lets a client send `body` (JSON) to an operation.
@@ -354,7 +355,10 @@ impl Contract {
         let operation = &self.doc["paths"][template][method.to_lowercase()];
         let request = self.resolve(&operation["requestBody"]);
         let schema = &request["content"]["application/json"]["schema"];
-        assert!(schema.is_object(), "{method} {template}: no JSON request body");
+        assert!(
+            schema.is_object(),
+            "{method} {template}: no JSON request body"
+        );
         self.errors(schema, body, &format!("{method} {template} body"))
             .is_empty()
     }
@@ -409,7 +413,8 @@ fn router_routes() -> BTreeSet<(String, String)> {
                     .rsplit_once("::")
                     .unwrap_or_else(|| panic!("routes!({handler}): expected module::handler"));
                 let module = module.rsplit("::").next().expect("module name");
-                let (method, path) = annotated_route(&src.join("routes").join(format!("{module}.rs")), name);
+                let (method, path) =
+                    annotated_route(&src.join("routes").join(format!("{module}.rs")), name);
                 routes.insert((method, path));
             }
         }
@@ -445,8 +450,7 @@ fn router_routes() -> BTreeSet<(String, String)> {
 
 /// The (METHOD, path) of the `#[utoipa::path(method, path = "...")]` on `fn name` in `file`.
 fn annotated_route(file: &std::path::Path, name: &str) -> (String, String) {
-    let text = std::fs::read_to_string(file)
-        .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
     let at = text
         .find(&format!("fn {name}("))
         .unwrap_or_else(|| panic!("{}: no fn {name}", file.display()));
@@ -965,32 +969,80 @@ async fn the_document_states_the_rules_of_single_fields() {
             "role={value}"
         );
     }
-    assert!(accepts("GET", "/api/v1/bookings", "query", "status", json!("no_show")));
-    assert!(!accepts("GET", "/api/v1/bookings", "query", "status", json!("lost")));
+    assert!(accepts(
+        "GET",
+        "/api/v1/bookings",
+        "query",
+        "status",
+        json!("no_show")
+    ));
+    assert!(!accepts(
+        "GET",
+        "/api/v1/bookings",
+        "query",
+        "status",
+        json!("lost")
+    ));
 
     // availability: real dates only
     let availability = "/api/v1/public/instructors/{id}/availability";
     for name in ["start_date", "end_date"] {
-        assert_eq!(contract.parameter("GET", availability, "query", name)["required"], true);
-        assert!(accepts("GET", availability, "query", name, json!("2026-03-01")));
-        assert!(!accepts("GET", availability, "query", name, json!("2026-02-30")));
-        assert!(!accepts("GET", availability, "query", name, json!("yesterday")));
+        assert_eq!(
+            contract.parameter("GET", availability, "query", name)["required"],
+            true
+        );
+        assert!(accepts(
+            "GET",
+            availability,
+            "query",
+            name,
+            json!("2026-03-01")
+        ));
+        assert!(!accepts(
+            "GET",
+            availability,
+            "query",
+            name,
+            json!("2026-02-30")
+        ));
+        assert!(!accepts(
+            "GET",
+            availability,
+            "query",
+            name,
+            json!("yesterday")
+        ));
     }
     let end = contract.parameter("GET", availability, "query", "end_date");
     assert!(
-        end["description"].as_str().is_some_and(|d| d.contains("start_date")),
+        end["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("start_date")),
         "the range rule is stated: {end}"
     );
     assert!(accepts("GET", availability, "path", "id", json!(12)));
     assert!(!accepts("GET", availability, "path", "id", json!("abc")));
 
     // admin: the statuses the jobs view knows
-    assert!(accepts("GET", "/api/v1/admin/jobs", "query", "status", json!("running")));
-    assert!(!accepts("GET", "/api/v1/admin/jobs", "query", "status", json!("zombie")));
+    assert!(accepts(
+        "GET",
+        "/api/v1/admin/jobs",
+        "query",
+        "status",
+        json!("running")
+    ));
+    assert!(!accepts(
+        "GET",
+        "/api/v1/admin/jobs",
+        "query",
+        "status",
+        json!("zombie")
+    ));
 
     // bodies: types, lengths, formats, unknown fields
     let create = |extra: Value| {
-        let mut body = json!({"instructor_id": 3, "service_id": 1, "start": "2030-01-01T10:00:00Z"});
+        let mut body =
+            json!({"instructor_id": 3, "service_id": 1, "start": "2030-01-01T10:00:00Z"});
         if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
             body.extend(extra.clone());
         }
@@ -1004,14 +1056,26 @@ async fn the_document_states_the_rules_of_single_fields() {
     assert!(!create(json!({"start": "2030-01-01 10:00"})));
     assert!(!create(json!({"instructor_id": "1"})));
     assert!(!create(json!({"admin": true})));
-    assert!(!contract.body_accepts("POST", "/api/v1/bookings", &json!({"instructor_id": 3, "service_id": 1})));
+    assert!(!contract.body_accepts(
+        "POST",
+        "/api/v1/bookings",
+        &json!({"instructor_id": 3, "service_id": 1})
+    ));
     let cancel = "/api/v1/bookings/{id}/cancel";
     assert!(contract.body_accepts("POST", cancel, &json!({"reason": "ill"})));
     assert!(!contract.body_accepts("POST", cancel, &json!({"reason": "r".repeat(2001)})));
     assert!(!contract.body_accepts("POST", cancel, &json!({"why": "because"})));
     let reschedule = "/api/v1/bookings/{id}/reschedule";
-    assert!(contract.body_accepts("POST", reschedule, &json!({"start": "2030-01-01T10:00:00Z"})));
-    assert!(!contract.body_accepts("POST", reschedule, &json!({"start": "2030-01-01T25:00:00Z"})));
+    assert!(contract.body_accepts(
+        "POST",
+        reschedule,
+        &json!({"start": "2030-01-01T10:00:00Z"})
+    ));
+    assert!(!contract.body_accepts(
+        "POST",
+        reschedule,
+        &json!({"start": "2030-01-01T25:00:00Z"})
+    ));
     assert!(!contract.body_accepts("POST", reschedule, &json!({})));
 
     // the Idempotency-Key header
@@ -1028,7 +1092,13 @@ async fn the_document_states_the_rules_of_single_fields() {
         ("caf\u{e9}".to_string(), false),
     ] {
         assert_eq!(
-            accepts("POST", "/api/v1/bookings", "header", "Idempotency-Key", json!(value)),
+            accepts(
+                "POST",
+                "/api/v1/bookings",
+                "header",
+                "Idempotency-Key",
+                json!(value)
+            ),
             ok,
             "Idempotency-Key {value:?}"
         );
@@ -1055,7 +1125,9 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
         if allowed.contains("GET") {
             allowed.insert("HEAD".into());
         }
-        for method in ["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE"] {
+        for method in [
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
+        ] {
             if allowed.contains(method) {
                 continue;
             }
@@ -1081,7 +1153,10 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
             assert_eq!(allow, allowed, "{context}: Allow");
             if method != "HEAD" {
                 assert_error_body(&answer, &context, "");
-                assert_eq!(answer.json.as_ref().expect("json")["code"], "method_not_allowed");
+                assert_eq!(
+                    answer.json.as_ref().expect("json")["code"],
+                    "method_not_allowed"
+                );
             }
             probed += 1;
         }
@@ -1089,13 +1164,23 @@ async fn a_method_a_path_does_not_have_is_405_with_allow() {
     assert!(probed > 50, "probed only {probed} method/path pairs");
 
     // the two the issue was found with
-    let answer = call(&app, Method::DELETE, "/api/v1/instructors", None, Body::None).await;
+    let answer = call(
+        &app,
+        Method::DELETE,
+        "/api/v1/instructors",
+        None,
+        Body::None,
+    )
+    .await;
     assert_eq!(answer.status, 405);
     assert_eq!(answer.headers["allow"], "GET,HEAD");
     let answer = call(&app, Method::TRACE, "/api/v1/bookings", None, Body::None).await;
     assert_eq!(answer.status, 405);
     let allow = answer.headers["allow"].to_str().expect("ascii");
-    assert!(["GET", "HEAD", "POST"].iter().all(|m| allow.contains(m)), "{allow}");
+    assert!(
+        ["GET", "HEAD", "POST"].iter().all(|m| allow.contains(m)),
+        "{allow}"
+    );
     // an unknown path stays a 404, whatever the method
     let answer = call(&app, Method::TRACE, "/no/such/route", None, Body::None).await;
     assert_eq!(answer.status, 404);
@@ -1109,7 +1194,11 @@ async fn the_docs_page_is_served_offline() {
     let app = TestApp::without_worker().await;
     let page = call(&app, Method::GET, "/api/v1/docs", None, Body::None).await;
     assert_eq!(page.status, 200);
-    assert!(page.content_type.starts_with("text/html"), "{}", page.content_type);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
     let mut references = Vec::new();
     for attribute in ["src=\"", "href=\""] {
         let mut rest = page.text.as_str();
@@ -1150,10 +1239,25 @@ async fn the_docs_page_is_served_offline() {
         "the page names a remote address: {}",
         page.text
     );
-    let initializer = call(&app, Method::GET, "/api/v1/docs/swagger-initializer.js", None, Body::None).await;
+    let initializer = call(
+        &app,
+        Method::GET,
+        "/api/v1/docs/swagger-initializer.js",
+        None,
+        Body::None,
+    )
+    .await;
     assert_eq!(initializer.status, 200);
-    assert!(initializer.text.contains("\"/api/v1/openapi.json\""), "{}", initializer.text);
-    assert!(initializer.text.contains("\"validatorUrl\": \"none\""), "{}", initializer.text);
+    assert!(
+        initializer.text.contains("\"/api/v1/openapi.json\""),
+        "{}",
+        initializer.text
+    );
+    assert!(
+        initializer.text.contains("\"validatorUrl\": \"none\""),
+        "{}",
+        initializer.text
+    );
     assert!(
         !initializer.text.contains("http://") && !initializer.text.contains("https://"),
         "the initializer names a remote address: {}",

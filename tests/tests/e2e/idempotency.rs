@@ -34,7 +34,11 @@ async fn count(app: &TestApp, sql: &str) -> i64 {
 }
 
 fn code(answer: &Answer) -> &str {
-    answer.json.as_ref().and_then(|j| j["code"].as_str()).unwrap_or("")
+    answer
+        .json
+        .as_ref()
+        .and_then(|j| j["code"].as_str())
+        .unwrap_or("")
 }
 
 #[tokio::test]
@@ -51,7 +55,9 @@ async fn a_retry_with_the_same_key_gets_the_first_answer_and_books_once() {
     let jobs = count(&app, "select count(*) from jobs").await;
 
     // the retry, spelt differently (field order, spacing, the same instant at another offset)
-    let start = app.lesson_at(3, 10).with_timezone(&chrono_tz::America::New_York);
+    let start = app
+        .lesson_at(3, 10)
+        .with_timezone(&chrono_tz::America::New_York);
     let respelt = format!(
         r#"{{ "start":"{}", "service_id":{}, "instructor_id":{} }}"#,
         start.to_rfc3339(),
@@ -82,11 +88,20 @@ async fn a_retry_with_the_same_key_gets_the_first_answer_and_books_once() {
     assert_eq!(code(&again), "booking_conflict");
 
     // the same key with another request
-    let other = post(&app, &student, Some("retry-1"), Body::Json(lesson(&app, 3, 12).await)).await;
+    let other = post(
+        &app,
+        &student,
+        Some("retry-1"),
+        Body::Json(lesson(&app, 3, 12).await),
+    )
+    .await;
     assert_eq!(other.status, 422, "{}", other.text);
     contract.check("POST", BOOKINGS, &other);
     assert_eq!(code(&other), "idempotency_key_reused");
-    assert_eq!(other.json.as_ref().expect("json")["field"], "Idempotency-Key");
+    assert_eq!(
+        other.json.as_ref().expect("json")["field"],
+        "Idempotency-Key"
+    );
     let with_notes = {
         let mut b = body.clone();
         b["notes"] = json!("bring music");
@@ -97,19 +112,46 @@ async fn a_retry_with_the_same_key_gets_the_first_answer_and_books_once() {
 
     // keys are per user: another student's "retry-1" is another key
     let someone = app.other_student().await;
-    let theirs = post(&app, &someone, Some("retry-1"), Body::Json(lesson(&app, 3, 14).await)).await;
+    let theirs = post(
+        &app,
+        &someone,
+        Some("retry-1"),
+        Body::Json(lesson(&app, 3, 14).await),
+    )
+    .await;
     assert_eq!(theirs.status, 201, "{}", theirs.text);
-    assert_ne!(theirs.json.as_ref().expect("json")["id"], first.json.as_ref().expect("json")["id"]);
+    assert_ne!(
+        theirs.json.as_ref().expect("json")["id"],
+        first.json.as_ref().expect("json")["id"]
+    );
 
     // a refused request stores nothing: its key still works for a request that succeeds
-    let refused = post(&app, &student, Some("retry-2"), Body::Json(lesson(&app, 3, 22).await)).await;
+    let refused = post(
+        &app,
+        &student,
+        Some("retry-2"),
+        Body::Json(lesson(&app, 3, 22).await),
+    )
+    .await;
     assert_eq!(code(&refused), "outside_availability", "{}", refused.text);
-    let accepted = post(&app, &student, Some("retry-2"), Body::Json(lesson(&app, 3, 16).await)).await;
+    let accepted = post(
+        &app,
+        &student,
+        Some("retry-2"),
+        Body::Json(lesson(&app, 3, 16).await),
+    )
+    .await;
     assert_eq!(accepted.status, 201, "{}", accepted.text);
 
     // keys the API does not take: 400, as the document says
     for key in [String::new(), "k".repeat(256), "tab\there".into()] {
-        let answer = post(&app, &student, Some(&key), Body::Json(lesson(&app, 4, 10).await)).await;
+        let answer = post(
+            &app,
+            &student,
+            Some(&key),
+            Body::Json(lesson(&app, 4, 10).await),
+        )
+        .await;
         assert_eq!(answer.status, 400, "{key:?}: {}", answer.text);
         contract.check("POST", BOOKINGS, &answer);
         assert_eq!(code(&answer), "invalid_idempotency_key");
@@ -132,7 +174,11 @@ async fn a_key_is_in_use_until_its_request_commits() {
     let app = TestApp::without_worker().await;
     let mut contract = Contract::fetch(&app).await;
     let student = app.student().await;
-    let student_id = count(&app, "select id from users where email = 'student@example.com'").await;
+    let student_id = count(
+        &app,
+        "select id from users where email = 'student@example.com'",
+    )
+    .await;
     let body = lesson(&app, 3, 10).await;
 
     // hold the key as a request still running holds it
@@ -163,7 +209,10 @@ async fn a_key_is_in_use_until_its_request_commits() {
         match answer.status {
             201 => {
                 let id = answer.json.as_ref().expect("json")["id"].clone();
-                assert!(booked.get_or_insert(id.clone()) == &id, "two bookings: {answers:?}");
+                assert!(
+                    booked.get_or_insert(id.clone()) == &id,
+                    "two bookings: {answers:?}"
+                );
             }
             409 => {
                 assert_error_body(answer, "a racing request", "");
@@ -210,5 +259,8 @@ async fn keys_expire_after_24_hours() {
     assert_eq!(answer.status, 201, "{}", answer.text);
     assert_ne!(answer.text, first.text);
     // the expired use was replaced, not kept beside the new one
-    assert_eq!(count(&app, "select count(*) from idempotency_keys").await, 1);
+    assert_eq!(
+        count(&app, "select count(*) from idempotency_keys").await,
+        1
+    );
 }
