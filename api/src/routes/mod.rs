@@ -1,6 +1,7 @@
 //! HTTP routes, one module per resource.
 pub mod admin;
 pub mod bookings;
+pub mod docs;
 pub mod health;
 pub mod instructors;
 pub mod openapi;

@@ -3,6 +3,7 @@ mod bad_input;
 mod booking_flow;
 mod contract;
 mod fuzz;
+mod idempotency;
 mod invitations;
 mod observability;
 mod rate_limit;
