@@ -123,6 +123,17 @@ where
             .strip_prefix("Bearer ")
             .ok_or_else(|| ApiError::Unauthorized("authorization must be a Bearer token".into()))?;
         let user = state.keys.verify(token.trim())?;
+        // an erased (or unknown) user's tokens stop working at once, even those issued before
+        // the erasure: one primary-key lookup per authenticated request
+        let active: Option<bool> = sqlx::query_scalar!(
+            r#"select erased_at is null as "active!" from users where id = $1"#,
+            user.id
+        )
+        .fetch_optional(&state.db)
+        .await?;
+        if active != Some(true) {
+            return Err(ApiError::Unauthorized("account closed".into()));
+        }
         tracing::Span::current().record("user_id", user.id);
         Ok(user)
     }

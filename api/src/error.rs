@@ -31,6 +31,15 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// A conflict with an existing resource the client may want: its `id` is in the body.
+    #[error("{detail}")]
+    ConflictWith {
+        code: &'static str,
+        detail: String,
+        id: i64,
+    },
+    #[error("{0}")]
+    Gone(String),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("unsupported media type: send application/json")]
@@ -49,6 +58,8 @@ struct Body<'a> {
     code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     field: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    id: Option<i64>,
 }
 
 impl ApiError {
@@ -71,7 +82,10 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, None),
+            ApiError::Conflict { code, .. } | ApiError::ConflictWith { code, .. } => {
+                (StatusCode::CONFLICT, code, None)
+            }
+            ApiError::Gone(_) => (StatusCode::GONE, "gone", None),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -107,6 +121,10 @@ impl IntoResponse for ApiError {
                 detail,
                 code,
                 field,
+                id: match &self {
+                    ApiError::ConflictWith { id, .. } => Some(*id),
+                    _ => None,
+                },
             }),
         )
             .into_response();

@@ -15,7 +15,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request},
     middleware,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{get, post, put},
 };
 use shared::{clock::SharedClock, config::Config};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -50,7 +50,7 @@ pub async fn build_state(
 
 /// All routes with their middleware.
 pub fn router(state: AppState) -> Router {
-    use routes::{admin, bookings, health, instructors};
+    use routes::{admin, bookings, health, instructors, privacy};
     // public reads and every write are rate limited per client
     let limited = Router::new()
         .route("/api/v1/instructors", get(instructors::list))
@@ -79,6 +79,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry))
         .route("/api/v1/admin/jobs/{id}/discard", post(admin::discard))
         .route("/api/v1/admin/schedules", get(admin::schedules))
+        .route("/api/v1/privacy/export", post(privacy::export))
+        .route("/api/v1/privacy/erase", post(privacy::erase))
+        .route("/api/v1/privacy/requests", get(privacy::list))
+        .route("/api/v1/privacy/requests/{id}", get(privacy::get))
+        .route(
+            "/api/v1/privacy/exports/{id}/download",
+            get(privacy::download),
+        )
+        .route("/api/v1/admin/privacy/erase", post(privacy::admin_erase))
+        .route("/api/v1/admin/privacy/audit", get(privacy::audit))
+        .route(
+            "/api/v1/admin/users/{id}/legal-hold",
+            put(privacy::legal_hold),
+        )
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

@@ -4,3 +4,4 @@ pub mod bookings;
 pub mod health;
 pub mod instructors;
 pub mod openapi;
+pub mod privacy;

@@ -4,6 +4,7 @@ mod booking_flow;
 mod contract;
 mod fuzz;
 mod invitations;
+mod privacy;
 mod rate_limit;
 mod registry;
 mod reminders;
