@@ -605,3 +605,68 @@ async fn the_audit_log_refuses_update_delete_and_truncate() {
         .unwrap();
     assert_eq!(n, 1);
 }
+
+#[tokio::test]
+async fn the_retention_sweep_deletes_expired_exports_but_held_ones_and_audits_the_counts() {
+    let app = TestApp::start().await;
+    let pool = &app.db.pool;
+    let student_id = user_id(&app, STUDENT_EMAIL).await;
+    let instructor_id = app.instructor_id().await;
+    sqlx::query("update users set legal_hold = true where id = $1")
+        .bind(instructor_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    // an expired export each, and a live one for the student
+    for (user, expires) in [
+        (student_id, "now() - interval '1 hour'"),
+        (instructor_id, "now() - interval '1 hour'"),
+        (student_id, "now() + interval '1 day'"),
+    ] {
+        sqlx::query(&format!(
+            "with r as (insert into privacy_requests (user_id, kind, state, requested_by, finished_at, expires_at)
+                        values ($1, 'export', 'done', $1, now(), {expires}) returning id, user_id, expires_at)
+             insert into export_documents (request_id, user_id, document, expires_at)
+             select id, user_id, '{{}}', expires_at from r"
+        ))
+        .bind(user)
+        .execute(pool)
+        .await
+        .expect("an export");
+    }
+    let mut tx = pool.begin().await.unwrap();
+    shared::outbox::enqueue(
+        &mut tx,
+        &shared::jobs::RetentionSweep { slot: Utc::now() },
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    shared::outbox::notify(pool).await;
+    eventually(Duration::from_secs(30), "the sweep", || async {
+        let n: i64 = sqlx::query_scalar(
+            "select count(*) from audit_log where actor = 'retention' and action = 'retention_sweep'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        n == 1
+    })
+    .await;
+    let left: Vec<(i64, bool)> = sqlx::query_as(
+        "select user_id, expires_at > now() from export_documents order by user_id, expires_at",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut expected = vec![(student_id, true), (instructor_id, false)];
+    expected.sort();
+    assert_eq!(left, expected);
+    let detail: Value =
+        sqlx::query_scalar("select detail from audit_log where actor = 'retention'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(detail["export_documents"], 1, "{detail}");
+}
