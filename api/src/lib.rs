@@ -5,6 +5,7 @@ pub mod error;
 pub mod extract;
 pub mod rate_limit;
 pub mod routes;
+pub mod search;
 pub mod seed;
 pub mod state;
 
@@ -15,7 +16,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request},
     middleware,
     response::IntoResponse,
-    routing::{get, post},
+    routing::{delete, get, post},
 };
 use shared::{clock::SharedClock, config::Config};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
@@ -32,7 +33,19 @@ pub async fn build_state(
 ) -> Result<AppState, shared::error::Error> {
     let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
     let redis = redis::Client::open(config.redis_url.as_str())?;
+    let ip_key = config
+        .search_ip_hash_key()
+        .map_err(|e| shared::error::Error::Other(e.to_string()))?;
+    // the months search events are written into; the worker keeps them ahead as well
+    if let Err(e) = shared::search::ensure_partitions(&db, clock.now()).await {
+        tracing::warn!(error = %e, "could not check the search event partitions");
+    }
     Ok(AppState {
+        search: search::ingest::Ingest::start(
+            db.clone(),
+            (config.database_pool_size as usize / 2).clamp(1, 4),
+        ),
+        ip_hasher: search::client::IpHasher::new(ip_key),
         outbox: shared::outbox::Waker::start(db.clone()),
         db,
         redis,
@@ -50,7 +63,7 @@ pub async fn build_state(
 
 /// All routes with their middleware.
 pub fn router(state: AppState) -> Router {
-    use routes::{admin, bookings, health, instructors};
+    use routes::{admin, admin_analytics, bookings, health, instructors, search};
     // public reads and every write are rate limited per client
     let limited = Router::new()
         .route("/api/v1/instructors", get(instructors::list))
@@ -68,6 +81,17 @@ pub fn router(state: AppState) -> Router {
             "/api/v1/bookings/{id}/reschedule",
             post(bookings::reschedule),
         )
+        .route("/api/v1/search/events", post(search::record_event))
+        .route(
+            "/api/v1/search/events/{id}/interactions",
+            post(search::record_interaction),
+        )
+        .route("/api/v1/search/history", get(search::history))
+        .route(
+            "/api/v1/search/history/{id}",
+            delete(search::delete_history),
+        )
+        .route("/api/v1/search/history/claim", post(search::claim_history))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
@@ -79,6 +103,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry))
         .route("/api/v1/admin/jobs/{id}/discard", post(admin::discard))
         .route("/api/v1/admin/schedules", get(admin::schedules))
+        .route(
+            "/api/v1/admin/analytics/search",
+            get(admin_analytics::search),
+        )
+        .route(
+            "/api/v1/admin/analytics/rollups",
+            post(admin_analytics::rollups),
+        )
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
         .route("/metrics", get(health::metrics))

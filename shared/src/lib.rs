@@ -1,6 +1,6 @@
 //! The vocabulary and seams every InstaInstru binary shares: configuration, the clock,
 //! database access, job definitions and the outbox that enqueues them, the Redis queue
-//! plumbing, email rendering and sending, and telemetry.
+//! plumbing, email rendering and sending, search analytics partitions, and telemetry.
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -11,6 +11,7 @@ pub mod jobs;
 pub mod outbox;
 pub mod queue;
 pub mod schedule;
+pub mod search;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testing;

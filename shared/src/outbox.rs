@@ -43,12 +43,40 @@ pub async fn enqueue_all<A: JobArgs>(
     conn: &mut PgConnection,
     jobs: &[(&A, DateTime<Utc>)],
 ) -> Result<Vec<i64>, sqlx::Error> {
+    insert(conn, jobs, None).await
+}
+
+/// Records `args` as a run of its own, distinct from any other of the same job: its dedupe
+/// key is the job's key followed by `:{suffix}`. For work asked for again on purpose (an
+/// admin's recomputation of a day the nightly run already rolled up), which the job's own
+/// key would swallow; a retried request that sends the same suffix is still a no-op.
+#[tracing::instrument(level = "debug", skip_all, fields(queue = A::QUEUE))]
+pub async fn enqueue_with_key_suffix<A: JobArgs>(
+    conn: &mut PgConnection,
+    args: &A,
+    run_at: DateTime<Utc>,
+    suffix: &str,
+) -> Result<Option<i64>, sqlx::Error> {
+    Ok(insert(conn, &[(args, run_at)], Some(suffix))
+        .await?
+        .into_iter()
+        .next())
+}
+
+async fn insert<A: JobArgs>(
+    conn: &mut PgConnection,
+    jobs: &[(&A, DateTime<Utc>)],
+    key_suffix: Option<&str>,
+) -> Result<Vec<i64>, sqlx::Error> {
     let mut payloads = Vec::with_capacity(jobs.len());
     let mut keys = Vec::with_capacity(jobs.len());
     let mut run_ats = Vec::with_capacity(jobs.len());
     for (args, run_at) in jobs {
         payloads.push(serde_json::to_value(args).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
-        keys.push(args.dedupe_key());
+        keys.push(match key_suffix {
+            Some(suffix) => format!("{}:{suffix}", args.dedupe_key()),
+            None => args.dedupe_key(),
+        });
         run_ats.push(*run_at);
     }
     sqlx::query_scalar!(

@@ -13,6 +13,7 @@ use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
     extract::{Json as JsonBody, Path, Query, optional_json},
+    search::interactions as search_conversion,
     state::AppState,
 };
 
@@ -29,6 +30,9 @@ pub struct CreateBooking {
     start: DateTime<Utc>,
     #[serde(default)]
     notes: Option<String>,
+    /// The search this booking came from: a conversion is recorded for it.
+    #[serde(default)]
+    search_event_id: Option<i64>,
 }
 
 /// `POST /api/v1/bookings` (students).
@@ -78,6 +82,10 @@ pub async fn create(
     }
     let end = body.start + chrono::Duration::minutes(i64::from(duration));
     check_time(&mut conn, body.instructor_id, body.start, end, now).await?;
+    let search_event = match body.search_event_id {
+        Some(id) => Some(search_conversion::find_for_booking(&mut conn, id, user.id).await?),
+        None => None,
+    };
     let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let booking: Booking = shared::query_booking!(
         "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
@@ -97,6 +105,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     tracing::Span::current().record("booking_id", booking.id);
+    if let Some(event) = &search_event {
+        search_conversion::record_for_booking(&mut tx, event, &booking, now).await?;
+    }
     booking_email::enqueue_with_reminders(
         &mut tx,
         booking.id,

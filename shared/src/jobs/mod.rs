@@ -7,6 +7,7 @@ use serde::{Serialize, de::DeserializeOwned};
 
 pub mod booking_email;
 pub mod scheduled;
+pub mod search_rollup;
 
 pub use booking_email::{BookingEmail, EmailKind, Party};
 pub use scheduled::ScheduledRun;

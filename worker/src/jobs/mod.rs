@@ -5,6 +5,7 @@
 //! retries by itself; retries, the attempt cap and the dead letters are ours (`records`).
 pub mod booking_email;
 pub mod scheduled_run;
+pub mod search_rollup;
 
 use std::{future::Future, panic::AssertUnwindSafe};
 
