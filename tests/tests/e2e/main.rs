@@ -5,4 +5,5 @@ mod contract;
 mod fuzz;
 mod rate_limit;
 mod reminders;
+mod search;
 mod smtp_pool;
