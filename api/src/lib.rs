@@ -33,9 +33,11 @@ pub async fn build_state(
 ) -> Result<AppState, shared::error::Error> {
     let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
     let redis = redis::Client::open(config.redis_url.as_str())?;
-    let ip_key = config
-        .search_ip_hash_key()
-        .map_err(|e| shared::error::Error::Other(e.to_string()))?;
+    let ip_hasher = search::client::IpHasher::new(
+        config
+            .search_ip_hash_key()
+            .map_err(|e| shared::error::Error::Other(e.to_string()))?,
+    );
     // the months search events are written into; the worker keeps them ahead as well
     if let Err(e) = shared::search::ensure_partitions(&db, clock.now()).await {
         tracing::warn!(error = %e, "could not check the search event partitions");
@@ -45,7 +47,7 @@ pub async fn build_state(
             db.clone(),
             (config.database_pool_size as usize / 2).clamp(1, 4),
         ),
-        ip_hasher: search::client::IpHasher::new(ip_key),
+        ip_hasher,
         outbox: shared::outbox::Waker::start(db.clone()),
         db,
         redis,

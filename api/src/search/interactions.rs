@@ -86,7 +86,7 @@ pub async fn record_interaction(
              where id = $1 and searched_at = $2 and exists (select 1 from inserted)
                and (($3 = 'click' and not clicked) or ($3 = 'conversion' and not converted))
          )
-         select id from inserted",
+         select id as "id!" from inserted",
         event.id,
         event.searched_at,
         new.kind.as_str(),

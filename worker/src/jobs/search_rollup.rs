@@ -65,25 +65,13 @@ fn start_of(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
         .unwrap_or_else(|| midnight.and_utc())
 }
 
-/// Computes local day `day` in `tz` and upserts its row, in one transaction.
-#[tracing::instrument(skip(pool, now), fields(%day, %tz))]
-pub async fn rollup_day(
-    pool: &PgPool,
-    day: NaiveDate,
-    tz: Tz,
-    now: DateTime<Utc>,
-) -> Result<RollupCounts, WorkerError> {
-    let (from, to) = day_bounds(day, tz);
-    let mut tx = pool.begin().await?;
-    // the per-query and per-searcher hash tables of a busy day fit in memory; JIT compiling
-    // this statement cost more than it saved when measured on a million events
-    sqlx::query!("set local work_mem = '64MB'")
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query!("set local jit = off").execute(&mut *tx).await?;
-    let counts = sqlx::query_as!(
-        RollupCounts,
-        r#"with by_query as (
+/// The rollup statement of one day, written once: `$1`..`$2` the day's instants, `$3` the
+/// date, `$4` the zone's name, `$5` now. Invoked as `query_as(RollupCounts,)` with no prefix
+/// to run it, and as `query_scalar()` with an `explain` prefix for its plan
+/// (ops/bench/search prints it).
+macro_rules! rollup_statement {
+    ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
+        sqlx::$macro!($($head)* $prefix + r#"with by_query as (
                select normalized_query, ua_class = 'bot' as bot,
                       count(*) as searches,
                       count(*) filter (where result_count = 0) as zero,
@@ -161,13 +149,22 @@ pub async fn rollup_day(
                   with_results as "searches_with_results!", clicked as "clicked_searches!",
                   converted as "converted_searches!", top as "top_queries!",
                   top_zero as "top_zero_result_queries!"
-           from computed"#,
-        from,
-        to,
-        day,
-        tz.name(),
-        now
-    )
+           from computed"#, $($arg),*)
+    };
+}
+
+/// Computes local day `day` in `tz` and upserts its row, in one transaction.
+#[tracing::instrument(skip(pool, now), fields(%day, %tz))]
+pub async fn rollup_day(
+    pool: &PgPool,
+    day: NaiveDate,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<RollupCounts, WorkerError> {
+    let (from, to) = day_bounds(day, tz);
+    let mut tx = pool.begin().await?;
+    set_rollup_session(&mut tx).await?;
+    let counts = rollup_statement!(query_as(RollupCounts,), "", from, to, day, tz.name(), now)
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -178,6 +175,46 @@ pub async fn rollup_day(
     );
     metrics::counter!("search_rollups_total").increment(1);
     Ok(counts)
+}
+
+/// The settings the rollup statement runs with, for its transaction only.
+async fn set_rollup_session(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Error> {
+    // the per-query and per-searcher hash tables of a busy day fit in memory; JIT compiling
+    // this statement cost more than it saved when measured on a million events
+    sqlx::query!("set local work_mem = '64MB'")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!("set local jit = off").execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The plan of the rollup of `day`, as Postgres runs it (`explain analyze`: the day is
+/// computed and upserted like [`rollup_day`] does, in a transaction rolled back here).
+pub async fn explain_rollup(
+    pool: &PgPool,
+    day: NaiveDate,
+    tz: Tz,
+    now: DateTime<Utc>,
+) -> Result<Vec<String>, WorkerError> {
+    let (from, to) = day_bounds(day, tz);
+    let mut tx = pool.begin().await?;
+    set_rollup_session(&mut tx).await?;
+    let plan = rollup_statement!(
+        query_scalar(),
+        "explain (analyze, buffers, costs off) ",
+        from,
+        to,
+        day,
+        tz.name(),
+        now
+    )
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect();
+    tx.rollback().await?;
+    Ok(plan)
 }
 
 /// Keeps the months ahead partitioned; the nightly run calls it next to its rollup, so the
