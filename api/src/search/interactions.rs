@@ -73,7 +73,7 @@ pub async fn record_interaction(
     new: &NewInteraction,
 ) -> Result<(i64, bool), sqlx::Error> {
     let inserted = sqlx::query_scalar!(
-        "with inserted as (
+        r#"with inserted as (
              insert into search_interactions (event_id, searched_at, kind, position,
                                               instructor_id, service_id, booking_id, occurred_at)
              values ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -86,7 +86,7 @@ pub async fn record_interaction(
              where id = $1 and searched_at = $2 and exists (select 1 from inserted)
                and (($3 = 'click' and not clicked) or ($3 = 'conversion' and not converted))
          )
-         select id as "id!" from inserted",
+         select id as "id!" from inserted"#,
         event.id,
         event.searched_at,
         new.kind.as_str(),

@@ -19,8 +19,9 @@
 //! the next morning is in D's numbers when D is computed again. The rates are generated
 //! columns of `search_rollups`, `null` when their denominator is 0.
 //!
-//! Idempotent: one statement in one transaction computes the day and upserts its row, so a
-//! rerun over the same events writes the same row (and leaves it untouched, `computed_at`
+//! Idempotent: one transaction computes the day (one select, which Postgres may run in
+//! parallel: a statement with a data-modifying CTE may not) and upserts its row, so a rerun
+//! over the same events writes the same row (and leaves it untouched, `computed_at`
 //! included, when nothing changed), and a failed run leaves the previous row. Retrying is
 //! always safe; a failure is a database error, retried with the job's back-off.
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
@@ -65,10 +66,10 @@ fn start_of(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
         .unwrap_or_else(|| midnight.and_utc())
 }
 
-/// The rollup statement of one day, written once: `$1`..`$2` the day's instants, `$3` the
-/// date, `$4` the zone's name, `$5` now. Invoked as `query_as(RollupCounts,)` with no prefix
-/// to run it, and as `query_scalar()` with an `explain` prefix for its plan
-/// (ops/bench/search prints it).
+/// The statement computing one day, written once: `$1`..`$2` the day's instants, `$3` the
+/// date. A plain select (no data-modifying CTE), so that Postgres may scan in parallel.
+/// Invoked as `query_as(RollupCounts,)` with no prefix to run it, and as `query_scalar()`
+/// with an `explain` prefix for its plan (ops/bench/search prints it).
 macro_rules! rollup_statement {
     ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
         sqlx::$macro!($($head)* $prefix + r#"with by_query as (
@@ -109,47 +110,12 @@ macro_rules! rollup_statement {
                from (select normalized_query, zero from by_query where not bot and zero > 0
                      order by zero desc, normalized_query collate "C" limit 20) t
            ),
-           computed as (
-               select t.searches, t.bot_searches, s.unique_searchers, t.zero, t.with_results,
-                      t.clicked, t.converted, top.list as top, top_zero.list as top_zero
-               from totals t, searchers s, top, top_zero
-           ),
-           upsert as (
-               insert into search_rollups as r (day, timezone, searches, bot_searches,
-                   unique_searchers, zero_result_searches, searches_with_results,
-                   clicked_searches, converted_searches, top_queries,
-                   top_zero_result_queries, computed_at)
-               select $3, $4, searches, bot_searches, unique_searchers, zero, with_results,
-                      clicked, converted, top, top_zero, $5
-               from computed
-               on conflict (day) do update set
-                   timezone = excluded.timezone, searches = excluded.searches,
-                   bot_searches = excluded.bot_searches,
-                   unique_searchers = excluded.unique_searchers,
-                   zero_result_searches = excluded.zero_result_searches,
-                   searches_with_results = excluded.searches_with_results,
-                   clicked_searches = excluded.clicked_searches,
-                   converted_searches = excluded.converted_searches,
-                   top_queries = excluded.top_queries,
-                   top_zero_result_queries = excluded.top_zero_result_queries,
-                   computed_at = excluded.computed_at
-               -- the same numbers leave the row as it was: a rerun changes nothing
-               where (r.timezone, r.searches, r.bot_searches, r.unique_searchers,
-                      r.zero_result_searches, r.searches_with_results, r.clicked_searches,
-                      r.converted_searches, r.top_queries, r.top_zero_result_queries)
-                     is distinct from
-                     (excluded.timezone, excluded.searches, excluded.bot_searches,
-                      excluded.unique_searchers, excluded.zero_result_searches,
-                      excluded.searches_with_results, excluded.clicked_searches,
-                      excluded.converted_searches, excluded.top_queries,
-                      excluded.top_zero_result_queries)
-           )
-           select $3::date as "day!", searches as "searches!", bot_searches as "bot_searches!",
-                  unique_searchers as "unique_searchers!", zero as "zero_result_searches!",
-                  with_results as "searches_with_results!", clicked as "clicked_searches!",
-                  converted as "converted_searches!", top as "top_queries!",
-                  top_zero as "top_zero_result_queries!"
-           from computed"#, $($arg),*)
+           select $3::date as "day!", t.searches as "searches!",
+                  t.bot_searches as "bot_searches!", s.unique_searchers as "unique_searchers!",
+                  t.zero as "zero_result_searches!", t.with_results as "searches_with_results!",
+                  t.clicked as "clicked_searches!", t.converted as "converted_searches!",
+                  top.list as "top_queries!", top_zero.list as "top_zero_result_queries!"
+           from totals t, searchers s, top, top_zero"#, $($arg),*)
     };
 }
 
@@ -164,8 +130,48 @@ pub async fn rollup_day(
     let (from, to) = day_bounds(day, tz);
     let mut tx = pool.begin().await?;
     set_rollup_session(&mut tx).await?;
-    let counts = rollup_statement!(query_as(RollupCounts,), "", from, to, day, tz.name(), now)
+    let counts = rollup_statement!(query_as(RollupCounts,), "", from, to, day)
     .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query!(
+        "insert into search_rollups as r (day, timezone, searches, bot_searches, unique_searchers,
+             zero_result_searches, searches_with_results, clicked_searches, converted_searches,
+             top_queries, top_zero_result_queries, computed_at)
+         values ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+         on conflict (day) do update set
+             timezone = excluded.timezone, searches = excluded.searches,
+             bot_searches = excluded.bot_searches, unique_searchers = excluded.unique_searchers,
+             zero_result_searches = excluded.zero_result_searches,
+             searches_with_results = excluded.searches_with_results,
+             clicked_searches = excluded.clicked_searches,
+             converted_searches = excluded.converted_searches,
+             top_queries = excluded.top_queries,
+             top_zero_result_queries = excluded.top_zero_result_queries,
+             computed_at = excluded.computed_at
+         -- the same numbers leave the row as it was: a rerun changes nothing
+         where (r.timezone, r.searches, r.bot_searches, r.unique_searchers,
+                r.zero_result_searches, r.searches_with_results, r.clicked_searches,
+                r.converted_searches, r.top_queries, r.top_zero_result_queries)
+               is distinct from
+               (excluded.timezone, excluded.searches, excluded.bot_searches,
+                excluded.unique_searchers, excluded.zero_result_searches,
+                excluded.searches_with_results, excluded.clicked_searches,
+                excluded.converted_searches, excluded.top_queries,
+                excluded.top_zero_result_queries)",
+        day,
+        tz.name(),
+        counts.searches,
+        counts.bot_searches,
+        counts.unique_searchers,
+        counts.zero_result_searches,
+        counts.searches_with_results,
+        counts.clicked_searches,
+        counts.converted_searches,
+        counts.top_queries,
+        counts.top_zero_result_queries,
+        now
+    )
+    .execute(&mut *tx)
     .await?;
     tx.commit().await?;
     tracing::info!(
@@ -188,8 +194,7 @@ async fn set_rollup_session(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// The plan of the rollup of `day`, as Postgres runs it (`explain analyze`: the day is
-/// computed and upserted like [`rollup_day`] does, in a transaction rolled back here).
+/// The plan of the statement computing `day`, as Postgres runs it (`explain analyze`).
 pub async fn explain_rollup(
     pool: &PgPool,
     day: NaiveDate,
@@ -204,16 +209,14 @@ pub async fn explain_rollup(
         "explain (analyze, buffers, costs off) ",
         from,
         to,
-        day,
-        tz.name(),
-        now
+        day
     )
         .fetch_all(&mut *tx)
         .await?
         .into_iter()
         .flatten()
         .collect();
-    tx.rollback().await?;
+    tx.commit().await?;
     Ok(plan)
 }
 
