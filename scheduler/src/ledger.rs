@@ -8,9 +8,9 @@
 //! leaves nothing behind, and the next leader decides the same slots again.
 use chrono::{DateTime, NaiveDateTime, Utc};
 use shared::{
-    jobs::{JobArgs, ScheduledRun},
-    outbox,
-    schedule::{Schedule, Slot},
+    outbox, records,
+    records::JobState,
+    schedule::{Schedule, ScheduleError, Slot},
 };
 use sqlx::PgPool;
 
@@ -114,22 +114,11 @@ async fn record_fire(
     let Some(fire_id) = fire_id else {
         return Ok(None);
     };
-    let run = ScheduledRun {
-        schedule: schedule.name.clone(),
-        slot: slot.at,
-        manual_key: None,
-    };
-    let job_id = match outbox::enqueue(&mut *tx, &run, slot.at).await? {
+    let record = fire_record(schedule, &slot, None)?;
+    let job_id = match outbox::enqueue_record(&mut *tx, &record).await? {
         Some(id) => Some(id),
         // two local slots at one instant (spring forward) share the job
-        None => {
-            sqlx::query_scalar!(
-                "select id from jobs where dedupe_key = $1",
-                run.dedupe_key()
-            )
-            .fetch_optional(&mut *tx)
-            .await?
-        }
+        None => outbox::find(&mut *tx, &record.dedupe_key).await?,
     };
     sqlx::query!(
         "update schedule_fires set job_id = $2 where id = $1",
@@ -183,24 +172,55 @@ fn report(schedule: &Schedule, fired: &Fired) {
     }
 }
 
-/// Enqueues one run of `schedule` now, outside its slots, with a key of its own.
-#[tracing::instrument(skip(pool))]
+/// The outbox record of `schedule`'s run for `slot`: its kind's arguments for that slot,
+/// keyed by the schedule and the instant (or by a manual trigger's own key), and marked as
+/// started by the schedule.
+fn fire_record<'a>(
+    schedule: &'a Schedule,
+    slot: &Slot,
+    manual_key: Option<&str>,
+) -> Result<outbox::Record<'a>, sqlx::Error> {
+    let job = schedule.job.ok_or_else(|| {
+        sqlx::Error::Configuration(Box::new(ScheduleError::NoJob(schedule.name.clone())))
+    })?;
+    let payload = job
+        .args_for(slot)
+        .map_err(|e| sqlx::Error::Encode(Box::new(e)))?;
+    // the key format of the schedules' runs before they were typed (`scheduled_run:…`), so
+    // that a slot fired before an upgrade is still recognised after it
+    let dedupe_key = match manual_key {
+        Some(key) => format!("scheduled_run:{}:manual:{key}", schedule.name),
+        None => format!("scheduled_run:{}:{}", schedule.name, slot.at.to_rfc3339()),
+    };
+    Ok(outbox::Record {
+        queue: job.queue,
+        payload,
+        dedupe_key,
+        run_at: slot.at,
+        schedule: Some(&schedule.name),
+    })
+}
+
+/// Enqueues one run of `schedule` now, outside its slots, with a key of its own: the run of
+/// the slot that `now` is (in the schedule's zone).
+#[tracing::instrument(skip(pool, schedule), fields(schedule = %schedule.name))]
 pub async fn trigger(
     pool: &PgPool,
-    schedule: &str,
+    schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
-    let run = ScheduledRun {
-        schedule: schedule.to_string(),
-        slot: now,
-        manual_key: Some(format!(
-            "{}-{}",
-            now.format("%Y%m%dT%H%M%S%.3fZ"),
-            uuid::Uuid::new_v4().simple()
-        )),
+    let slot = Slot {
+        local: schedule.local(now),
+        at: now,
     };
+    let key = format!(
+        "{}-{}",
+        now.format("%Y%m%dT%H%M%S%.3fZ"),
+        uuid::Uuid::new_v4().simple()
+    );
+    let record = fire_record(schedule, &slot, Some(&key))?;
     let mut tx = pool.begin().await?;
-    let id = outbox::enqueue(&mut tx, &run, now).await?;
+    let id = outbox::enqueue_record(&mut tx, &record).await?;
     tx.commit().await?;
     outbox::notify(pool).await;
     // a fresh uuid in the key: a duplicate is impossible short of a collision
@@ -252,8 +272,8 @@ pub async fn record_release(
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Miss {
     pub slot_local: NaiveDateTime,
-    /// The job's status then (pending, enqueued, running or dead).
-    pub job_status: String,
+    /// The job's state then (pending, enqueued, running or dead).
+    pub job_status: JobState,
 }
 
 /// The dead man's switch for one schedule: publishes its last success and deadline as
@@ -265,7 +285,7 @@ pub async fn check_health(
     now: DateTime<Utc>,
 ) -> Result<Vec<Miss>, sqlx::Error> {
     let name = schedule.name.clone();
-    if let Some(at) = shared::schedule::last_success(pool, &schedule.name).await? {
+    if let Some(at) = records::last_success(pool, &schedule.name).await? {
         metrics::gauge!("schedule_last_success_timestamp_seconds", "schedule" => name.clone())
             .set(at.timestamp() as f64);
     }
@@ -280,19 +300,8 @@ pub async fn check_health(
         metrics::gauge!("schedule_next_fire_timestamp_seconds", "schedule" => name.clone())
             .set(next.at.timestamp() as f64);
     }
-    let misses: Vec<(NaiveDateTime, String)> = sqlx::query!(
-        "update schedule_fires f set missed_at = $2
-           from jobs j
-          where j.id = f.job_id and f.schedule = $1 and f.missed_at is null and f.slot_at < $3
-            and j.status not in ('done', 'skipped')
-          returning f.slot_local, j.status",
-        &schedule.name,
-        now,
-        now - schedule.deadline
-    )
-    .map(|r| (r.slot_local, r.status))
-    .fetch_all(pool)
-    .await?;
+    let misses =
+        records::mark_missed_fires(pool, &schedule.name, now, now - schedule.deadline).await?;
     let misses: Vec<Miss> = misses
         .into_iter()
         .map(|(slot_local, job_status)| Miss {
@@ -301,7 +310,7 @@ pub async fn check_health(
         })
         .collect();
     for miss in &misses {
-        tracing::warn!(slot_local = %miss.slot_local, job_status = %miss.job_status, "fire missed its deadline");
+        tracing::warn!(slot_local = %miss.slot_local, job_status = miss.job_status.as_str(), "fire missed its deadline");
     }
     if !misses.is_empty() {
         metrics::counter!("schedule_misses_total", "schedule" => name, "reason" => "deadline")

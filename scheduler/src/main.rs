@@ -68,7 +68,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = db::prepare(&config.database_url, 2)
                 .await
                 .context("connecting to Postgres")?;
-            let id = ledger::trigger(&pool, &name, SystemClock.now()).await?;
+            let id = ledger::trigger(&pool, schedule, SystemClock.now()).await?;
             println!("{name} enqueued as job {id}");
             Ok(())
         }

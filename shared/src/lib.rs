@@ -1,6 +1,8 @@
 //! The vocabulary and seams every InstaInstru binary shares: configuration, the clock,
-//! database access, job definitions and the outbox that enqueues them, the Redis queue
+//! database access, job definitions, the outbox that enqueues them and the records of their
+//! progress, which emails a booking write records, the Redis queue
 //! plumbing, email rendering and sending, search analytics partitions, and telemetry.
+pub mod booking_emails;
 pub mod clock;
 pub mod config;
 pub mod db;
@@ -10,6 +12,7 @@ pub mod error;
 pub mod jobs;
 pub mod outbox;
 pub mod queue;
+pub mod records;
 pub mod schedule;
 pub mod search;
 pub mod shutdown;

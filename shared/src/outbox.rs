@@ -43,52 +43,92 @@ pub async fn enqueue_all<A: JobArgs>(
     conn: &mut PgConnection,
     jobs: &[(&A, DateTime<Utc>)],
 ) -> Result<Vec<i64>, sqlx::Error> {
-    insert(conn, jobs, None).await
-}
-
-/// Records `args` as a run of its own, distinct from any other of the same job: its dedupe
-/// key is the job's key followed by `:{suffix}`. For work asked for again on purpose (an
-/// admin's recomputation of a day the nightly run already rolled up), which the job's own
-/// key would swallow; a retried request that sends the same suffix is still a no-op.
-#[tracing::instrument(level = "debug", skip_all, fields(queue = A::QUEUE))]
-pub async fn enqueue_with_key_suffix<A: JobArgs>(
-    conn: &mut PgConnection,
-    args: &A,
-    run_at: DateTime<Utc>,
-    suffix: &str,
-) -> Result<Option<i64>, sqlx::Error> {
-    Ok(insert(conn, &[(args, run_at)], Some(suffix))
-        .await?
-        .into_iter()
-        .next())
-}
-
-async fn insert<A: JobArgs>(
-    conn: &mut PgConnection,
-    jobs: &[(&A, DateTime<Utc>)],
-    key_suffix: Option<&str>,
-) -> Result<Vec<i64>, sqlx::Error> {
     let mut payloads = Vec::with_capacity(jobs.len());
     let mut keys = Vec::with_capacity(jobs.len());
     let mut run_ats = Vec::with_capacity(jobs.len());
     for (args, run_at) in jobs {
         payloads.push(serde_json::to_value(args).map_err(|e| sqlx::Error::Encode(Box::new(e)))?);
-        keys.push(match key_suffix {
-            Some(suffix) => format!("{}:{suffix}", args.dedupe_key()),
-            None => args.dedupe_key(),
-        });
+        keys.push(args.dedupe_key());
         run_ats.push(*run_at);
     }
-    sqlx::query_scalar!(
-        "insert into jobs (queue, payload, dedupe_key, run_at)
-         select $1, p, k, r from unnest($2::jsonb[], $3::text[], $4::timestamptz[]) as t(p, k, r)
-         on conflict (dedupe_key) do nothing returning id",
-        A::QUEUE,
-        &payloads,
-        &keys,
-        &run_ats
+    insert(conn, A::QUEUE, &payloads, &keys, &run_ats, None).await
+}
+
+/// A record of a kind known by its queue, its arguments already encoded: what a schedule
+/// enqueues (`schedule::PeriodicJob`), or a kind enqueued under a key of the caller's own.
+#[derive(Debug, Clone)]
+pub struct Record<'a> {
+    pub queue: &'a str,
+    pub payload: serde_json::Value,
+    pub dedupe_key: String,
+    pub run_at: DateTime<Utc>,
+    /// The schedule that starts it, if one does (its dead man's switch reads this).
+    pub schedule: Option<&'a str>,
+}
+
+impl<'a> Record<'a> {
+    /// `args` due at `run_at` under `dedupe_key` instead of its own: a rerun of work whose
+    /// own key is taken by an earlier run (recomputing a day already rolled up).
+    pub fn keyed<A: JobArgs>(
+        args: &A,
+        dedupe_key: String,
+        run_at: DateTime<Utc>,
+    ) -> Result<Record<'static>, sqlx::Error> {
+        Ok(Record {
+            queue: A::QUEUE,
+            payload: serde_json::to_value(args).map_err(|e| sqlx::Error::Encode(Box::new(e)))?,
+            dedupe_key,
+            run_at,
+            schedule: None,
+        })
+    }
+}
+
+/// Writes `record`, unless a job with its dedupe key exists; returns the new id, or `None`.
+#[tracing::instrument(level = "debug", skip_all, fields(queue = record.queue))]
+pub async fn enqueue_record(
+    conn: &mut PgConnection,
+    record: &Record<'_>,
+) -> Result<Option<i64>, sqlx::Error> {
+    Ok(insert(
+        conn,
+        record.queue,
+        std::slice::from_ref(&record.payload),
+        std::slice::from_ref(&record.dedupe_key),
+        &[record.run_at],
+        record.schedule,
     )
-    .fetch_all(&mut *conn)
+    .await?
+    .into_iter()
+    .next())
+}
+
+/// The id of the job recorded under `dedupe_key`, if any.
+pub async fn find(conn: &mut PgConnection, dedupe_key: &str) -> Result<Option<i64>, sqlx::Error> {
+    sqlx::query_scalar!("select id from jobs where dedupe_key = $1", dedupe_key)
+        .fetch_optional(conn)
+        .await
+}
+
+async fn insert(
+    conn: &mut PgConnection,
+    queue: &str,
+    payloads: &[serde_json::Value],
+    keys: &[String],
+    run_ats: &[DateTime<Utc>],
+    schedule: Option<&str>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "insert into jobs (queue, payload, dedupe_key, run_at, schedule)
+         select $1, p, k, r, $5 from unnest($2::jsonb[], $3::text[], $4::timestamptz[]) as t(p, k, r)
+         on conflict (dedupe_key) do nothing returning id",
+        queue,
+        payloads,
+        keys,
+        run_ats,
+        schedule
+    )
+    .fetch_all(conn)
     .await
 }
 

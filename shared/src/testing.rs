@@ -40,6 +40,10 @@ impl TestDatabase {
 
     /// Creates and migrates a new database on the server of `base`.
     pub async fn create_on(base: &str) -> TestDatabase {
+        Self::create_with(base, &crate::db::MIGRATOR).await
+    }
+
+    async fn create_with(base: &str, migrator: &sqlx::migrate::Migrator) -> TestDatabase {
         let base = base.to_string();
         let options = PgConnectOptions::from_str(&base).expect("valid TEST_DATABASE_URL");
         let name = unique_name("test");
@@ -60,15 +64,29 @@ impl TestDatabase {
         let pool = crate::db::connect(&url, 4)
             .await
             .expect("connect to test database");
-        crate::db::MIGRATOR
-            .run(&pool)
-            .await
-            .expect("migrate test database");
+        migrator.run(&pool).await.expect("migrate test database");
         TestDatabase { url, pool }
     }
 }
 
 impl TestDatabase {
+    /// Creates a new database migrated only up to `version` (an upgrade test's "before").
+    pub async fn create_at(version: i64) -> TestDatabase {
+        let migrator = sqlx::migrate::Migrator {
+            migrations: crate::db::MIGRATOR
+                .iter()
+                .filter(|m| m.version <= version)
+                .cloned()
+                .collect::<Vec<_>>()
+                .into(),
+            // sqlx's own defaults (its fields are public for `migrate!`, semver-exempt)
+            ignore_missing: false,
+            locking: true,
+            no_tx: false,
+        };
+        Self::create_with(&base_database_url(), &migrator).await
+    }
+
     /// Drops the database (for long-lived users like benchmarks; test runs are cleaned by
     /// `ops/test`).
     pub async fn drop_database(self) -> Result<(), sqlx::Error> {

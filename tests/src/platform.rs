@@ -20,6 +20,10 @@ pub struct Options {
     pub clock: SharedClock,
     pub extra_env: Vec<(String, String)>,
     pub start_worker: bool,
+    /// The worker's job kinds, when not the platform's own (`worker::jobs::registry`).
+    pub registry: Option<worker::jobs::Registry>,
+    /// A database prepared by the test (say, migrated only part of the way), else a new one.
+    pub database: Option<TestDatabase>,
 }
 
 impl Default for Options {
@@ -29,6 +33,8 @@ impl Default for Options {
             clock: Arc::new(SystemClock),
             extra_env: Vec::new(),
             start_worker: true,
+            registry: None,
+            database: None,
         }
     }
 }
@@ -42,6 +48,7 @@ pub struct TestApp {
     pub config: Config,
     pub http: reqwest::Client,
     pub clock: SharedClock,
+    registry: Option<worker::jobs::Registry>,
     api_stop: Option<oneshot::Sender<()>>,
     worker: Option<(oneshot::Sender<()>, JoinHandle<()>)>,
 }
@@ -61,7 +68,16 @@ impl TestApp {
     }
 
     pub async fn start_with(options: Options) -> TestApp {
-        let db = TestDatabase::create().await;
+        let db = match options.database {
+            Some(db) => {
+                shared::db::MIGRATOR
+                    .run(&db.pool)
+                    .await
+                    .expect("migrate the prepared database");
+                db
+            }
+            None => TestDatabase::create().await,
+        };
         let smtp = SmtpSink::start().await;
         let prefix = testing::unique_name("t");
         let mut env = vec![
@@ -106,6 +122,7 @@ impl TestApp {
             config,
             http: reqwest::Client::new(),
             clock: options.clock,
+            registry: options.registry,
             api_stop: Some(api_stop),
             worker: None,
         };
@@ -121,6 +138,9 @@ impl TestApp {
             .await
             .expect("worker deps");
         deps.relay_poll = Duration::from_millis(200);
+        if let Some(registry) = &self.registry {
+            deps.registry = Arc::new(registry.clone());
+        }
         let (stop, stopped) = oneshot::channel::<()>();
         let handle = tokio::spawn(async move {
             let _ = worker::run(deps, async move {

@@ -7,6 +7,7 @@ use chrono::{DateTime, Utc};
 use scheduler::{Lease, Scheduler, Settings, ledger};
 use shared::{
     clock::{Clock, SharedClock, SystemClock, TestClock},
+    jobs::RetentionSweep,
     queue,
     schedule::{self, CatchUp, Schedule},
     testing::{self, TestDatabase},
@@ -105,13 +106,11 @@ async fn fires(pool: &PgPool, schedule: &str) -> Vec<(DateTime<Utc>, String, Opt
 }
 
 async fn jobs_of(pool: &PgPool, schedule: &str) -> Vec<String> {
-    sqlx::query_scalar(
-        "select dedupe_key from jobs where queue = 'scheduled_run' and payload->>'schedule' = $1 order by run_at",
-    )
-    .bind(schedule)
-    .fetch_all(pool)
-    .await
-    .expect("read jobs")
+    sqlx::query_scalar("select dedupe_key from jobs where schedule = $1 order by run_at")
+        .bind(schedule)
+        .fetch_all(pool)
+        .await
+        .expect("read jobs")
 }
 
 fn utc(s: &str) -> DateTime<Utc> {
@@ -136,7 +135,8 @@ async fn two_replicas_fire_each_slot_once_and_a_dead_leader_loses_no_slot() {
                 chrono::Duration::hours(1),
                 chrono::Duration::hours(1),
             )
-            .expect("valid"),
+            .expect("valid")
+            .enqueues::<RetentionSweep>(),
         ]
     };
     let a = Replica::start(
@@ -225,7 +225,8 @@ async fn two_leaders_at_once_and_a_lost_cursor_enqueue_each_slot_once() {
         chrono::Duration::hours(2),
         chrono::Duration::hours(1),
     )
-    .expect("valid");
+    .expect("valid")
+    .enqueues::<RetentionSweep>();
     let t0 = utc("2026-06-01T12:00:30Z");
     ledger::fire_due(&db.pool, &schedule, t0, "a")
         .await
@@ -261,7 +262,7 @@ async fn missed_nightly_slots_fire_once_each_after_downtime() {
     let db = TestDatabase::create().await;
     let prefix = testing::unique_name("sched");
     let clock = TestClock::at(utc("2026-03-06T12:00:00Z"));
-    let declared = schedule::declared();
+    let declared = scheduler::schedules::declared();
 
     let first = Replica::start(
         &db,
@@ -279,7 +280,7 @@ async fn missed_nightly_slots_fire_once_each_after_downtime() {
                 .fetch_one(&db.pool)
                 .await
                 .ok()?;
-            (n == 3).then_some(())
+            (n == declared.len() as i64).then_some(())
         },
     )
     .await;
@@ -376,7 +377,9 @@ async fn missed_nightly_slots_fire_once_each_after_downtime() {
 async fn a_manual_trigger_wakes_the_relay() {
     let db = TestDatabase::create().await;
     let mut wakes = e2e::relay_wakes(&db.pool).await;
-    let id = ledger::trigger(&db.pool, "retention_sweep", Utc::now())
+    let declared = scheduler::schedules::declared();
+    let sweep = scheduler::schedules::find(&declared, "retention_sweep").expect("declared");
+    let id = ledger::trigger(&db.pool, sweep, Utc::now())
         .await
         .expect("triggered");
     e2e::woken(&mut wakes, "the trigger").await;

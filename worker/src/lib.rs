@@ -6,25 +6,20 @@ pub mod maintenance;
 pub mod reconciler;
 pub mod records;
 pub mod relay;
+pub mod wake;
 
 use std::{future::Future, sync::Arc, time::Duration};
 
 use apalis::prelude::*;
 use metrics_exporter_prometheus::PrometheusHandle;
-use shared::{
-    clock::SharedClock,
-    config::Config,
-    email::Mailer,
-    jobs::{BookingEmail, JobArgs, ScheduledRun},
-    queue::{
-        self,
-        wake::{OnWrite, Ticker, Wake, WriteSignal},
-    },
-};
+use shared::{clock::SharedClock, config::Config, email::Mailer, queue};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
-use crate::error::WorkerError;
+use crate::{
+    error::WorkerError,
+    wake::{OnWrite, Ticker, Wake, WriteSignal},
+};
 
 /// What every job handler and loop of the worker needs.
 #[derive(Clone, Debug)]
@@ -38,6 +33,8 @@ pub struct Deps {
     pub clock: SharedClock,
     /// How often the relay looks for records due by time when no notification arrives.
     pub relay_poll: Duration,
+    /// The job kinds this worker runs ([`jobs::registry`] unless a caller adds its own).
+    pub registry: Arc<jobs::Registry>,
 }
 
 impl Deps {
@@ -75,16 +72,9 @@ impl Deps {
             config: Arc::new(config),
             clock,
             relay_poll: Duration::from_millis(1000),
+            registry: Arc::new(jobs::registry()),
         })
     }
-}
-
-async fn booking_email_task(raw: serde_json::Value, deps: Data<Deps>) -> Result<(), BoxDynError> {
-    jobs::execute::<BookingEmail, _, _>(&deps, raw, jobs::booking_email::handle).await
-}
-
-async fn scheduled_run_task(raw: serde_json::Value, deps: Data<Deps>) -> Result<(), BoxDynError> {
-    jobs::execute::<ScheduledRun, _, _>(&deps, raw, jobs::scheduled_run::handle).await
 }
 
 /// A worker name unique per process and per restart: apalis-redis refuses to register a
@@ -104,6 +94,10 @@ pub async fn run(
     let config = deps.config.clone();
     let heartbeat = Duration::from_secs(config.heartbeat_secs);
 
+    // the kinds this worker runs, for the admin views and for other workers' relays
+    if let Err(e) = maintenance::publish_registry(&deps).await {
+        tracing::warn!(error = %e, "could not publish the job registry");
+    }
     // maintenance first: promote any large backlog in chunks before a fetch can choke on it
     if let Ok(mut conn) = queue::connect(&config.redis_url).await {
         let _ = maintenance::tick(&mut conn, &deps, false).await;
@@ -123,41 +117,32 @@ pub async fn run(
             }
         }
     };
-    let concurrency = config.worker_concurrency;
-    let emails = queue::storage_raw(
-        redis.clone(),
-        &config.queue_prefix,
-        BookingEmail::QUEUE,
-        heartbeat,
-        concurrency,
-    );
-    let scheduled = queue::storage_raw(
-        redis,
-        &config.queue_prefix,
-        ScheduledRun::QUEUE,
-        heartbeat,
-        4,
-    );
-    // woken by Redis when a queue is written (no busy polling), with a slow tick as the
-    // safety net; apalis' own interval strategy stops re-arming after one slow fetch
-    let email_wake = wake_signal(&config.redis_url, &emails).await;
-    let scheduled_wake = wake_signal(&config.redis_url, &scheduled).await;
-    let (email_deps, scheduled_deps) = (deps.clone(), deps.clone());
-    let monitor = Monitor::new()
-        .register(move |run| {
-            WorkerBuilder::new(worker_name(BookingEmail::QUEUE, run))
-                .backend(emails.clone().poll_with_strategy(wake(&email_wake)))
-                .data(email_deps.clone())
+    let mut monitor = Monitor::new();
+    for kind in deps.registry.kinds() {
+        let concurrency = kind.concurrency(&config);
+        let storage = queue::storage_raw(
+            redis.clone(),
+            &config.queue_prefix,
+            kind.queue(),
+            heartbeat,
+            concurrency,
+        );
+        // woken by Redis when a queue is written (no busy polling), with a slow tick as the
+        // safety net; apalis' own interval strategy stops re-arming after one slow fetch
+        let signal = wake_signal(&config.redis_url, &storage).await;
+        let (kind, kind_deps) = (kind.clone(), deps.clone());
+        monitor = monitor.register(move |run| {
+            let kind = kind.clone();
+            WorkerBuilder::new(worker_name(kind.queue(), run))
+                .backend(storage.clone().poll_with_strategy(wake(&signal)))
+                .data(kind_deps.clone())
                 .concurrency(concurrency)
-                .build(booking_email_task)
-        })
-        .register(move |run| {
-            WorkerBuilder::new(worker_name(ScheduledRun::QUEUE, run))
-                .backend(scheduled.clone().poll_with_strategy(wake(&scheduled_wake)))
-                .data(scheduled_deps.clone())
-                .concurrency(4)
-                .build(scheduled_run_task)
-        })
+                .build(move |raw: serde_json::Value, deps: Data<Deps>| {
+                    kind.clone().deliver((*deps).clone(), raw)
+                })
+        });
+    }
+    let monitor = monitor
         // a Redis hiccup is a fatal backend error to apalis; come back instead of going quiet
         .should_restart(|ctx, error| {
             tracing::warn!(worker = ctx.name(), error = %error, "worker stopped; restarting");

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use apalis_redis::ConnectionManager;
-use shared::{jobs::ALL_QUEUES, queue};
+use shared::{queue, records};
 use tokio_util::sync::CancellationToken;
 
 use crate::Deps;
@@ -16,7 +16,8 @@ pub async fn tick(
     cleanup: bool,
 ) -> Result<(), redis::RedisError> {
     let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
-    for name in ALL_QUEUES {
+    for kind in deps.registry.kinds() {
+        let name = &kind.queue();
         let config = queue::queue_config(&deps.config.queue_prefix, name, heartbeat);
         queue::promote_due(conn, &config).await?;
         if cleanup {
@@ -35,7 +36,28 @@ pub async fn tick(
     Ok(())
 }
 
-/// Runs maintenance every 500 ms (cleanup every 10 s) until `stop` fires.
+/// Publishes the kinds this worker runs to `job_queues`, or refreshes their `seen_at`.
+pub async fn publish_registry(deps: &Deps) -> Result<(), sqlx::Error> {
+    let instance = format!("worker-{}", std::process::id());
+    let now = deps.clock.now();
+    let queues: Vec<records::RegisteredQueue> = deps
+        .registry
+        .kinds()
+        .iter()
+        .map(|kind| records::RegisteredQueue {
+            queue: kind.queue().to_string(),
+            concurrency: i32::try_from(kind.concurrency(&deps.config)).unwrap_or(i32::MAX),
+            max_attempts: kind.max_attempts(),
+            timeout_secs: i32::try_from(kind.timeout().as_secs()).unwrap_or(i32::MAX),
+            registered_by: instance.clone(),
+            seen_at: now,
+        })
+        .collect();
+    records::register_queues(&deps.pool, &queues).await
+}
+
+/// Runs maintenance every 500 ms (cleanup every 10 s, registry refresh every minute) until
+/// `stop` fires.
 pub async fn run(deps: Deps, stop: CancellationToken) {
     let mut redis: Option<ConnectionManager> = None;
     let mut round: u64 = 0;
@@ -48,6 +70,12 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
         {
             tracing::warn!(error = %e, "queue maintenance failed");
             redis = None;
+        }
+        if round.is_multiple_of(120)
+            && round > 0
+            && let Err(e) = publish_registry(&deps).await
+        {
+            tracing::warn!(error = %e, "could not refresh the job registry");
         }
         round += 1;
         tokio::select! {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
-use shared::queue;
+use shared::{queue, records};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
@@ -25,17 +25,14 @@ pub async fn reconcile(
     after: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<u64, WorkerError> {
-    let stale: Vec<(i64, String, i32)> = sqlx::query!(
-        "select id, queue, pushes from jobs
-         where status in ('enqueued', 'running') and coalesce(started_at, enqueued_at) < $1
-         order by id limit 1000",
-        now - after
-    )
-    .map(|r| (r.id, r.queue, r.pushes))
-    .fetch_all(pool)
-    .await?;
+    let stale = records::in_flight_since(pool, now - after).await?;
     let mut lost = Vec::new();
-    for (id, queue_name, pushes) in stale {
+    for records::InFlight {
+        id,
+        queue: queue_name,
+        pushes,
+    } in stale
+    {
         let config = queue::queue_config(prefix, &queue_name, heartbeat);
         let task_id = format!("{id}.{pushes}");
         let (in_data, done, dead): (bool, bool, bool) = redis::pipe()
@@ -52,13 +49,7 @@ pub async fn reconcile(
     if lost.is_empty() {
         return Ok(0);
     }
-    let reset = sqlx::query!(
-        "update jobs set status = 'pending' where id = any($1) and status in ('enqueued', 'running')",
-        &lost
-    )
-    .execute(pool)
-    .await?
-    .rows_affected();
+    let reset = records::requeue(pool, &lost).await?;
     shared::outbox::notify(pool).await;
     tracing::warn!(count = reset, "re-enqueued jobs that Redis no longer holds");
     metrics::counter!("reconciler_requeued_total").increment(reset);

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
-use shared::{jobs::Envelope, queue};
+use shared::{jobs::Envelope, queue, records};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
@@ -19,38 +19,38 @@ use crate::{Deps, error::WorkerError};
 /// Records claimed per round trip.
 const BATCH: i64 = 500;
 
-/// Pushes every due record; returns how many it pushed.
+/// A registration younger than this counts as a live worker's: a relay leaves records of
+/// queues such a worker runs (a kind newer than this worker, during a rolling deploy).
+const LIVE_REGISTRATION: chrono::Duration = chrono::Duration::minutes(10);
+
+/// Pushes every due record of `queues` (the registered kinds); returns how many it pushed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn relay_due(
     pool: &PgPool,
     redis: &mut ConnectionManager,
     prefix: &str,
     heartbeat: Duration,
+    queues: &[String],
     now: DateTime<Utc>,
 ) -> Result<usize, WorkerError> {
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let rows: Vec<(i64, String, serde_json::Value, i32, DateTime<Utc>)> = sqlx::query!(
-            "with due as (
-                select id from jobs where status = 'pending' and run_at <= $1
-                order by run_at limit $2 for update skip locked)
-             update jobs set status = 'enqueued', enqueued_at = now(), started_at = null, pushes = pushes + 1
-             from due where jobs.id = due.id
-             returning jobs.id, jobs.queue, jobs.payload, jobs.pushes, jobs.run_at",
-            now,
-            BATCH
-        )
-        .map(|r| (r.id, r.queue, r.payload, r.pushes, r.run_at))
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = records::claim_due(&mut tx, queues, now, BATCH).await?;
         if rows.is_empty() {
             return Ok(total);
         }
         let count = rows.len();
         let mut by_queue: std::collections::BTreeMap<String, Vec<queue::Outgoing>> =
             Default::default();
-        for (id, queue_name, args, pushes, run_at) in rows {
+        for records::Claimed {
+            id,
+            queue: queue_name,
+            payload: args,
+            pushes,
+            run_at,
+        } in rows
+        {
             let payload = serde_json::to_vec(&Envelope { job_id: id, args })?;
             // the push count makes a re-push after Redis lost its data a new task, never a
             // duplicate id that Redis would silently drop
@@ -76,6 +76,22 @@ pub async fn relay_due(
             return Ok(total);
         }
     }
+}
+
+/// Dead-letters due records whose queue no worker registered; returns how many.
+pub async fn dead_letter_unroutable(
+    pool: &PgPool,
+    queues: &[String],
+    now: DateTime<Utc>,
+) -> Result<usize, WorkerError> {
+    let dead = records::dead_letter_unroutable(pool, queues, now, now - LIVE_REGISTRATION).await?;
+    for (job_id, queue) in &dead {
+        tracing::error!(job_id, queue = %queue, "no handler is registered for this queue: dead-lettered");
+    }
+    if !dead.is_empty() {
+        metrics::counter!("jobs_unroutable_total").increment(dead.len() as u64);
+    }
+    Ok(dead.len())
 }
 
 /// Runs the relay until `stop` fires.
@@ -106,6 +122,10 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
                 tracing::warn!(error = %e, "relay cannot reach redis; records stay in the outbox");
             }).ok();
         }
+        let queues = deps.registry.queues();
+        if let Err(e) = dead_letter_unroutable(&deps.pool, &queues, deps.clock.now()).await {
+            tracing::warn!(error = %e, "could not check for records without a handler");
+        }
         if let Some(conn) = redis.as_mut() {
             let heartbeat = Duration::from_secs(deps.config.heartbeat_secs);
             match relay_due(
@@ -113,6 +133,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
                 conn,
                 &deps.config.queue_prefix,
                 heartbeat,
+                &queues,
                 deps.clock.now(),
             )
             .await

@@ -3,9 +3,12 @@
 use std::time::Duration;
 
 use axum::{Json, extract::State};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shared::{domain::Role, jobs::ALL_QUEUES, queue};
+use shared::{
+    domain::Role,
+    queue,
+    records::{self, Acted, JobState},
+};
 
 use crate::{
     auth::AuthUser,
@@ -37,22 +40,20 @@ pub async fn queues(
 ) -> ApiResult<Json<Vec<QueueView>>> {
     user.require(Role::Admin)?;
     let now = state.clock.now();
-    let rows: Vec<(String, String, i64)> = sqlx::query!(
-        // running: see `jobs`
-        r#"select queue, case when status = 'enqueued' and started_at is not null then 'running'
-                              else status end as "status!", count(*) as "count!"
-           from jobs group by 1, 2"#
-    )
-    .map(|r| (r.queue, r.status, r.count))
-    .fetch_all(&state.db)
-    .await?;
-    let lag: Vec<(String, Option<DateTime<Utc>>)> = sqlx::query!(
-        "select queue, min(run_at) as oldest from jobs where status = 'pending' and run_at <= $1 group by queue",
-        now
-    )
-    .map(|r| (r.queue, r.oldest))
-    .fetch_all(&state.db)
-    .await?;
+    let counts = records::counts(&state.db).await?;
+    let lag = records::oldest_due(&state.db, now).await?;
+    // the registered kinds, and any queue that still holds records (a kind since removed)
+    let mut names: Vec<String> = records::registered_queues(&state.db)
+        .await?
+        .into_iter()
+        .map(|q| q.queue)
+        .collect();
+    for (queue, _, _) in &counts {
+        if !names.contains(queue) {
+            names.push(queue.clone());
+        }
+    }
+    names.sort();
     let mut redis = state
         .queues
         .get_or_try_init(|| async {
@@ -68,10 +69,11 @@ pub async fn queues(
         .ok()
         .cloned();
     let mut views = Vec::new();
-    for name in ALL_QUEUES {
-        let count = |status: &str| {
-            rows.iter()
-                .filter(|(q, s, _)| q == name && s == status)
+    for name in &names {
+        let count = |state: JobState| {
+            counts
+                .iter()
+                .filter(|(q, s, _)| q == name && *s == state)
                 .map(|(_, _, n)| *n)
                 .sum::<i64>()
         };
@@ -92,13 +94,13 @@ pub async fn queues(
             None => None,
         };
         views.push(QueueView {
-            queue: name.to_string(),
-            pending: count("pending"),
-            enqueued: count("enqueued"),
-            running: count("running"),
-            done: count("done"),
-            skipped: count("skipped"),
-            dead: count("dead"),
+            queue: name.clone(),
+            pending: count(JobState::Pending),
+            enqueued: count(JobState::Enqueued),
+            running: count(JobState::Running),
+            done: count(JobState::Done),
+            skipped: count(JobState::Skipped),
+            dead: count(JobState::Dead),
             outbox_lag_seconds: oldest
                 .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
                 .unwrap_or(0.0),
@@ -121,27 +123,10 @@ pub struct JobsQuery {
 
 #[derive(Serialize)]
 pub struct JobView {
-    id: i64,
-    queue: String,
-    payload: serde_json::Value,
-    status: String,
-    attempts: i32,
-    max_attempts: i32,
-    last_error: Option<String>,
-    run_at: DateTime<Utc>,
-    created_at: DateTime<Utc>,
-    finished_at: Option<DateTime<Utc>>,
-    errors: Vec<ErrorView>,
+    #[serde(flatten)]
+    record: records::JobRecord,
+    errors: Vec<records::AttemptError>,
 }
-
-#[derive(Serialize)]
-pub struct ErrorView {
-    attempt: i32,
-    error: String,
-    at: DateTime<Utc>,
-}
-
-const STATUSES: &[&str] = &["pending", "enqueued", "running", "done", "skipped", "dead"];
 
 /// `GET /api/v1/admin/jobs?status=dead&queue=&limit=`: jobs with their error history.
 pub async fn jobs(
@@ -150,52 +135,20 @@ pub async fn jobs(
     Query(query): Query<JobsQuery>,
 ) -> ApiResult<Json<Vec<JobView>>> {
     user.require(Role::Admin)?;
-    let status = query.status.unwrap_or_else(|| "dead".into());
-    if !STATUSES.contains(&status.as_str()) {
+    let state_name = query.status.unwrap_or_else(|| "dead".into());
+    let Ok(job_state) = state_name.parse::<JobState>() else {
+        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
         return Err(ApiError::invalid(
             "invalid_status",
             "status",
-            format!("one of {}", STATUSES.join(", ")),
+            format!("one of {}", names.join(", ")),
         ));
-    }
+    };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
-    // the status as ops read it: an enqueued job whose attempt has started is running (the
-    // record keeps `enqueued` so that starting an attempt is a cheap update)
-    let mut jobs: Vec<JobView> = sqlx::query!(
-        r#"select id as "id!", queue as "queue!", payload as "payload!", status_view as "status!",
-                  attempts as "attempts!", max_attempts as "max_attempts!", last_error,
-                  run_at as "run_at!", created_at as "created_at!", finished_at
-           from (select *, case when status = 'enqueued' and started_at is not null then 'running'
-                                else status end as status_view
-                 from jobs) j
-           where status_view = $1 and ($2::text is null or queue = $2) order by id desc limit $3"#,
-        &status,
-        query.queue.as_deref(),
-        limit
-    )
-    .map(|r| JobView {
-        id: r.id,
-        queue: r.queue,
-        payload: r.payload,
-        status: r.status,
-        attempts: r.attempts,
-        max_attempts: r.max_attempts,
-        last_error: r.last_error,
-        run_at: r.run_at,
-        created_at: r.created_at,
-        finished_at: r.finished_at,
-        errors: Vec::new(),
-    })
-    .fetch_all(&state.db)
-    .await?;
-    for job in &mut jobs {
-        job.errors = sqlx::query_as!(
-            ErrorView,
-            "select attempt, error, at from job_errors where job_id = $1 order by id",
-            job.id
-        )
-        .fetch_all(&state.db)
-        .await?;
+    let mut jobs = Vec::new();
+    for record in records::list(&state.db, job_state, query.queue.as_deref(), limit).await? {
+        let errors = records::errors(&state.db, record.id).await?;
+        jobs.push(JobView { record, errors });
     }
     Ok(Json(jobs))
 }
@@ -207,21 +160,10 @@ pub async fn retry(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     user.require(Role::Admin)?;
-    let mut tx = state.db.begin().await?;
-    let updated = sqlx::query!(
-        "update jobs set status = 'pending', attempts = 0, run_at = $2, finished_at = null
-         where id = $1 and status in ('dead', 'skipped')",
-        id,
-        state.clock.now()
-    )
-    .execute(&mut *tx)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(
-            missing_or_conflict(&state, id, "only dead or skipped jobs can be retried").await,
-        );
-    }
-    tx.commit().await?;
+    acted(
+        records::retry(&state.db, id, state.clock.now()).await?,
+        "only dead or skipped jobs can be retried",
+    )?;
     state.outbox.wake();
     tracing::info!(job_id = id, "dead job sent back by an admin");
     Ok(Json(serde_json::json!({"id": id, "status": "pending"})))
@@ -234,30 +176,22 @@ pub async fn discard(
     Path(id): Path<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
     user.require(Role::Admin)?;
-    let updated = sqlx::query!(
-        "update jobs set status = 'skipped', last_error = coalesce(last_error, '') || ' (discarded by an admin)'
-         where id = $1 and status = 'dead'",
-        id
-    )
-    .execute(&state.db)
-    .await?;
-    if updated.rows_affected() == 0 {
-        return Err(missing_or_conflict(&state, id, "only dead jobs can be discarded").await);
-    }
+    acted(
+        records::discard(&state.db, id).await?,
+        "only dead jobs can be discarded",
+    )?;
     Ok(Json(serde_json::json!({"id": id, "status": "skipped"})))
 }
 
-async fn missing_or_conflict(state: &AppState, id: i64, detail: &str) -> ApiError {
-    match sqlx::query_scalar!("select id from jobs where id = $1", id)
-        .fetch_optional(&state.db)
-        .await
-    {
-        Ok(Some(_)) => ApiError::Conflict {
+/// The answer to an action on one job that did not apply: 404, or 409 naming its state.
+fn acted(acted: Acted, detail: &str) -> ApiResult<()> {
+    match acted {
+        Acted::Done => Ok(()),
+        Acted::Refused(state) => Err(ApiError::Conflict {
             code: "invalid_state",
-            detail: detail.into(),
-        },
-        Ok(None) => ApiError::NotFound("job"),
-        Err(e) => e.into(),
+            detail: format!("{detail}; this job is {}", state.as_str()),
+        }),
+        Acted::NotFound => Err(ApiError::NotFound("job")),
     }
 }
 

@@ -3,7 +3,11 @@
 use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
-use shared::{domain::Role, jobs::search_rollup::SearchRollup, outbox};
+use shared::{
+    domain::Role,
+    jobs::{JobArgs, SearchRollup},
+    outbox,
+};
 
 use crate::{
     auth::AuthUser,
@@ -154,8 +158,10 @@ pub async fn rollups(
     let mut tx = state.db.begin().await?;
     let mut job_ids = Vec::with_capacity(days.len());
     for day in &days {
-        let suffix = format!("manual:{request}");
-        let id = outbox::enqueue_with_key_suffix(&mut tx, &SearchRollup { day: *day }, now, &suffix)
+        let args = SearchRollup { day: *day };
+        // the day's own key may be taken by its nightly run: this request's key is not
+        let key = format!("{}:manual:{request}", args.dedupe_key());
+        let id = outbox::enqueue_record(&mut tx, &outbox::Record::keyed(&args, key, now)?)
             .await?
             .ok_or_else(|| ApiError::Internal("a fresh rollup key was taken".into()))?;
         job_ids.push(id);

@@ -4,8 +4,9 @@ use axum::{Json, extract::State, http::StatusCode};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use shared::{
+    booking_emails as booking_email,
     domain::{Booking, BookingStatus, Role},
-    jobs::booking_email::{self, EmailKind},
+    jobs::EmailKind,
 };
 use sqlx::PgConnection;
 

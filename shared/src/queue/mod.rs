@@ -8,8 +8,6 @@
 //! - its stats calls are broken: [`stats`] reads the keys directly.
 //!
 //! Postgres stays the truth: attempts, dead letters and error history live in `jobs`.
-pub mod wake;
-
 use std::time::Duration;
 
 pub use apalis_redis::ConnectionManager;

@@ -4,6 +4,8 @@ mod booking_flow;
 mod contract;
 mod fuzz;
 mod rate_limit;
+mod registry;
 mod reminders;
 mod search;
 mod smtp_pool;
+mod upgrade;

@@ -310,7 +310,7 @@ async fn a_worker_that_stopped_consuming_is_reported() {
 async fn scaled_out_processes_share_the_load_and_do_everything_once() {
     let mut cluster = Cluster::new(
         testing::redis_url(),
-        &[("SCHEDULE_REMINDER_SWEEP", "* * * * * *")],
+        &[("SCHEDULE_RETENTION_SWEEP", "* * * * * *")],
     )
     .await;
     cluster.smtp.set_delay(Duration::from_millis(20));
@@ -452,10 +452,11 @@ async fn two_scheduler_processes_fire_every_slot_once_and_survive_a_killed_leade
             "a slot lost or doubled: {pair:?}"
         );
     }
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs where queue = 'scheduled_run' and payload->>'schedule' = 'search_rollup'")
-        .fetch_one(&cluster.db.pool)
-        .await
-        .unwrap();
+    let jobs: i64 =
+        sqlx::query_scalar("select count(*) from jobs where schedule = 'search_rollup'")
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
     assert_eq!(jobs as usize, slots.len(), "one job per slot");
     record_summary(
         "scheduler_leader_killed",
@@ -489,6 +490,7 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         &mut redis,
         &cluster.prefix,
         Duration::from_secs(1),
+        &worker::jobs::registry().queues(),
         chrono::Utc::now(),
     )
     .await

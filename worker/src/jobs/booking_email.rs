@@ -19,7 +19,33 @@ use shared::{
     jobs::{BookingEmail, EmailKind, Party},
 };
 
+use super::{Handler, JobRun};
 use crate::{Deps, error::WorkerError, records::Outcome};
+
+/// The booking emails' kind: as many at once as the worker's concurrency; a send may take up
+/// to 260 s (`shared::email::smtp`), so an attempt is cut off only well after that.
+pub struct BookingEmailJob;
+
+impl Handler for BookingEmailJob {
+    type Args = BookingEmail;
+
+    fn concurrency(&self, config: &shared::config::Config) -> usize {
+        config.worker_concurrency
+    }
+
+    fn timeout(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(600)
+    }
+
+    fn work(
+        &self,
+        deps: &Deps,
+        run: JobRun,
+        args: BookingEmail,
+    ) -> impl Future<Output = Result<Outcome, WorkerError>> + Send {
+        handle(deps.clone(), run.id, args)
+    }
+}
 
 pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
@@ -321,15 +347,7 @@ async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), Worke
 }
 
 async fn record_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "with sent as (update email_ledger set status = 'sent', sent_at = now() where id = $1)
-         update jobs set status = 'done', finished_at = now() where id = $2",
-        ledger_id,
-        job_id
-    )
-    .execute(&deps.durable)
-    .await
-    .map(drop)
+    shared::records::done_with_email_sent(&deps.durable, job_id, ledger_id).await
 }
 
 /// Drops our claim after a failed send, so the retry can claim it again.

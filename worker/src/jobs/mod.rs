@@ -1,57 +1,192 @@
-//! Job execution: one handler module per job kind, and the envelope they all share: decode,
-//! begin an attempt on the durable record, run, record the outcome.
+//! Job kinds and their execution. A kind is its args (`shared/src/jobs/<kind>.rs`), its
+//! [`Handler`] here (`jobs/<kind>.rs`) and one line in [`registry`]: the registry is the one
+//! list of kinds, read by the consumers, the relay, the reconciler and maintenance, and
+//! published to Postgres for the admin views.
 //!
-//! Every outcome is recorded in Postgres and the Redis task is acknowledged, so Redis never
-//! retries by itself; retries, the attempt cap and the dead letters are ours (`records`).
+//! Every delivery runs the same envelope ([`execute`]): decode, begin an attempt on the
+//! durable record, run the handler under its timeout, record the outcome. Every outcome is
+//! recorded in Postgres and the Redis task acknowledged, so Redis never retries by itself;
+//! retries, the attempt cap and the dead letters are ours, by the handler's policy.
 pub mod booking_email;
-pub mod scheduled_run;
+pub mod retention_sweep;
 pub mod search_rollup;
 
-use std::{future::Future, panic::AssertUnwindSafe};
+use std::{future::Future, panic::AssertUnwindSafe, pin::Pin, sync::Arc, time::Duration};
 
 use apalis::prelude::BoxDynError;
 use futures::FutureExt;
-use shared::jobs::JobArgs;
+use shared::{
+    config::Config,
+    jobs::JobArgs,
+    records::{self, Ending},
+};
 use tracing::Instrument;
 
-use crate::{
-    Deps,
-    records::{self, Outcome},
-};
+use crate::{Deps, error::WorkerError, records::Outcome};
 
-/// Runs one delivery of a job of kind `A` through `handler`.
-pub async fn execute<A, F, Fut>(
-    deps: &Deps,
+/// Every job kind this worker runs: one line each.
+pub fn registry() -> Registry {
+    Registry::new()
+        .register(booking_email::BookingEmailJob)
+        .register(search_rollup::SearchRollupJob)
+        .register(retention_sweep::RetentionSweepJob)
+}
+
+/// The attempt a handler runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct JobRun {
+    /// The id of the job's durable record.
+    pub id: i64,
+    /// This attempt's number, from 1.
+    pub attempt: i32,
+}
+
+/// How one kind of job is done, with its policy next to the work.
+pub trait Handler: Send + Sync + 'static {
+    /// What the job carries; its `QUEUE` is the kind's stable name.
+    type Args: JobArgs;
+
+    /// How many jobs of this kind one worker process runs at once.
+    fn concurrency(&self, _config: &Config) -> usize {
+        4
+    }
+
+    /// Attempts before a failing job becomes a dead letter.
+    fn max_attempts(&self) -> i32 {
+        8
+    }
+
+    /// The delay before retry number `attempt` (1-based).
+    fn backoff(&self, attempt: i32) -> chrono::Duration {
+        crate::records::backoff(attempt)
+    }
+
+    /// How long one attempt may run before it is cut off and retried.
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+
+    /// Does the work of one delivery. Idempotent: a delivery may repeat.
+    fn work(
+        &self,
+        deps: &Deps,
+        run: JobRun,
+        args: Self::Args,
+    ) -> impl Future<Output = Result<Outcome, WorkerError>> + Send;
+}
+
+/// A registered kind, its type erased: what the worker loops hold.
+pub trait Kind: Send + Sync + 'static {
+    fn queue(&self) -> &'static str;
+    fn concurrency(&self, config: &Config) -> usize;
+    fn max_attempts(&self) -> i32;
+    fn timeout(&self) -> Duration;
+    /// Runs one delivery of an encoded envelope.
+    fn deliver(
+        self: Arc<Self>,
+        deps: Deps,
+        raw: serde_json::Value,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>>;
+}
+
+struct Registered<H>(Arc<H>);
+
+impl<H: Handler> Kind for Registered<H> {
+    fn queue(&self) -> &'static str {
+        H::Args::QUEUE
+    }
+
+    fn concurrency(&self, config: &Config) -> usize {
+        self.0.concurrency(config).max(1)
+    }
+
+    fn max_attempts(&self) -> i32 {
+        self.0.max_attempts().max(1)
+    }
+
+    fn timeout(&self) -> Duration {
+        self.0.timeout()
+    }
+
+    fn deliver(
+        self: Arc<Self>,
+        deps: Deps,
+        raw: serde_json::Value,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>> {
+        Box::pin(execute(self.0.clone(), deps, raw))
+    }
+}
+
+/// The job kinds of one worker process.
+#[derive(Clone, Default)]
+pub struct Registry {
+    kinds: Vec<Arc<dyn Kind>>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Adds a kind. Registering one queue twice is a programming error, caught at start-up.
+    pub fn register<H: Handler>(mut self, handler: H) -> Self {
+        assert!(
+            self.kind(H::Args::QUEUE).is_none(),
+            "job kind {} registered twice",
+            H::Args::QUEUE
+        );
+        self.kinds.push(Arc::new(Registered(Arc::new(handler))));
+        self
+    }
+
+    pub fn kinds(&self) -> &[Arc<dyn Kind>] {
+        &self.kinds
+    }
+
+    pub fn kind(&self, queue: &str) -> Option<&Arc<dyn Kind>> {
+        self.kinds.iter().find(|k| k.queue() == queue)
+    }
+
+    /// The queue of every registered kind.
+    pub fn queues(&self) -> Vec<String> {
+        self.kinds.iter().map(|k| k.queue().to_string()).collect()
+    }
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list()
+            .entries(self.kinds.iter().map(|k| k.queue()))
+            .finish()
+    }
+}
+
+/// Runs one delivery of a job of `handler`'s kind.
+async fn execute<H: Handler>(
+    handler: Arc<H>,
+    deps: Deps,
     raw: serde_json::Value,
-    handler: F,
-) -> Result<(), BoxDynError>
-where
-    A: JobArgs,
-    F: FnOnce(Deps, i64, A) -> Fut + Send + 'static,
-    Fut: Future<Output = Result<Outcome, crate::error::WorkerError>> + Send + 'static,
-{
+) -> Result<(), BoxDynError> {
+    let queue = H::Args::QUEUE;
     let Some(job_id) = raw.get("job_id").and_then(serde_json::Value::as_i64) else {
         // nothing durable to record against: acknowledge it so it does not loop in Redis
-        tracing::error!(
-            queue = A::QUEUE,
-            "undecodable envelope dropped to the redis dead set"
-        );
-        metrics::counter!("jobs_poison_total", "queue" => A::QUEUE).increment(1);
+        tracing::error!(queue, "undecodable envelope dropped to the redis dead set");
+        metrics::counter!("jobs_poison_total", "queue" => queue).increment(1);
         return Err(apalis::prelude::AbortError::new("envelope without job_id").into());
     };
     let span = tracing::info_span!(
         "job",
-        queue = A::QUEUE,
+        queue,
         job_id,
         attempt = tracing::field::Empty,
         booking_id = tracing::field::Empty,
         schedule = tracing::field::Empty
     );
-    let deps = deps.clone();
     let attempt = async move {
-        let Some(attempt) = records::begin(&deps.pool, job_id).await? else {
+        let Some(attempt) = records::begin(&deps.pool, job_id, handler.max_attempts()).await?
+        else {
             tracing::info!("duplicate delivery of a finished job: nothing to do");
-            metrics::counter!("jobs_duplicate_deliveries_total", "queue" => A::QUEUE).increment(1);
+            metrics::counter!("jobs_duplicate_deliveries_total", "queue" => queue).increment(1);
             return Ok::<(), BoxDynError>(());
         };
         tracing::Span::current().record("attempt", attempt.number);
@@ -63,22 +198,51 @@ where
                 attempt.max
             ))
         } else {
-            match raw.get("args").cloned().map(serde_json::from_value::<A>) {
-                Some(Ok(args)) => match AssertUnwindSafe(handler(deps.clone(), job_id, args))
-                    .catch_unwind()
-                    .await
-                {
-                    Ok(Ok(outcome)) => outcome,
-                    Ok(Err(e)) => Outcome::Retry(e.to_string()),
-                    Err(_) => Outcome::Dead("handler panicked".into()),
-                },
+            match raw
+                .get("args")
+                .cloned()
+                .map(serde_json::from_value::<H::Args>)
+            {
+                Some(Ok(args)) => {
+                    let run = JobRun {
+                        id: job_id,
+                        attempt: attempt.number,
+                    };
+                    let timeout = handler.timeout();
+                    let work = AssertUnwindSafe(handler.work(&deps, run, args)).catch_unwind();
+                    match tokio::time::timeout(timeout, work).await {
+                        Ok(Ok(Ok(outcome))) => outcome,
+                        Ok(Ok(Err(e))) => Outcome::Retry(e.to_string()),
+                        Ok(Err(_)) => Outcome::Dead("handler panicked".into()),
+                        Err(_) => Outcome::Retry(format!(
+                            "attempt timed out after {} s",
+                            timeout.as_secs()
+                        )),
+                    }
+                }
                 Some(Err(e)) => Outcome::Dead(format!("undecodable arguments: {e}")),
                 None => Outcome::Dead("envelope without arguments".into()),
             }
         };
-        records::finish(&deps.pool, job_id, attempt, &outcome, deps.clock.now()).await?;
+        let ending = match &outcome {
+            Outcome::Recorded => None,
+            Outcome::Done => Some(Ending::Done),
+            Outcome::Skipped(reason) => Some(Ending::Skipped(reason.clone())),
+            Outcome::Defer { until, reason } => Some(Ending::Defer {
+                until: *until,
+                reason: reason.clone(),
+            }),
+            Outcome::Retry(error) if attempt.number < attempt.max => Some(Ending::Retry {
+                error: error.clone(),
+                at: deps.clock.now() + handler.backoff(attempt.number),
+            }),
+            Outcome::Retry(error) | Outcome::Dead(error) => Some(Ending::Dead(error.clone())),
+        };
+        if let Some(ending) = &ending {
+            records::finish(&deps.pool, job_id, attempt, ending).await?;
+        }
         let labels = [
-            ("queue", A::QUEUE.to_string()),
+            ("queue", queue.to_string()),
             ("outcome", outcome.label().to_string()),
         ];
         metrics::counter!("jobs_total", &labels).increment(1);
@@ -87,11 +251,15 @@ where
         match &outcome {
             Outcome::Done | Outcome::Recorded => tracing::info!("job done"),
             Outcome::Skipped(reason) => tracing::info!(reason = %reason, "job skipped"),
-            Outcome::Retry(error) => tracing::warn!(error = %error, "job failed; retry scheduled"),
+            Outcome::Retry(error) if attempt.number < attempt.max => {
+                tracing::warn!(error = %error, "job failed; retry scheduled")
+            }
             Outcome::Defer { until, reason } => {
                 tracing::info!(until = %until, reason = %reason, "job deferred")
             }
-            Outcome::Dead(error) => tracing::error!(error = %error, "job dead"),
+            Outcome::Retry(error) | Outcome::Dead(error) => {
+                tracing::error!(error = %error, "job dead")
+            }
         }
         Ok(())
     }

@@ -19,17 +19,49 @@
 //! the next morning is in D's numbers when D is computed again. The rates are generated
 //! columns of `search_rollups`, `null` when their denominator is 0.
 //!
+//! The job: [`SearchRollupJob`], one per day (the nightly 02:00 New York run for the day
+//! that just ended, or an admin's recomputation of any day).
+//!
 //! Idempotent: one transaction computes the day (one select, which Postgres may run in
 //! parallel: a statement with a data-modifying CTE may not) and upserts its row, so a rerun
 //! over the same events writes the same row (and leaves it untouched, `computed_at`
 //! included, when nothing changed), and a failed run leaves the previous row. Retrying is
-//! always safe; a failure is a database error, retried with the job's back-off.
+//! always safe; a failure is a database error, retried with the handler's default back-off
+//! and attempt cap.
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
+use shared::jobs::SearchRollup;
 use sqlx::PgPool;
 
-use crate::error::WorkerError;
+use super::{Handler, JobRun};
+use crate::{Deps, error::WorkerError, records::Outcome};
+
+/// Rolls up its day in `ANALYTICS_TZ`, after making sure the months ahead are partitioned.
+pub struct SearchRollupJob;
+
+impl Handler for SearchRollupJob {
+    type Args = SearchRollup;
+
+    /// One day at a time: each reads a day of events, and a backfill of a year should not
+    /// take the database's every core.
+    fn concurrency(&self, _config: &shared::config::Config) -> usize {
+        1
+    }
+
+    async fn work(
+        &self,
+        deps: &Deps,
+        _run: JobRun,
+        args: SearchRollup,
+    ) -> Result<Outcome, WorkerError> {
+        tracing::Span::current().record("schedule", "search_rollup");
+        let now = deps.clock.now();
+        maintain_partitions(&deps.pool, now).await?;
+        rollup_day(&deps.pool, args.day, deps.config.analytics_tz(), now).await?;
+        Ok(Outcome::Done)
+    }
+}
 
 /// What a rollup computed for its day.
 #[derive(Debug, Clone, PartialEq, Serialize)]

@@ -6,7 +6,7 @@
 //!   periodically, because the backend's own promotion (one Lua `unpack` of every due id)
 //!   fails on a backlog past ~8,000 and would kill every fetch of a 20,000-job drain;
 //! - polls on a short interval, because a push never wakes an idle worker, with our own
-//!   [`Ticker`] because apalis's interval strategy stops re-arming (see [`shared::queue::wake`]);
+//!   [`Ticker`] because apalis's interval strategy stops re-arming (see [`::worker::wake`]);
 //! - names each worker uniquely per process and restart, and restarts it on backend errors.
 use std::time::Duration;
 
@@ -18,7 +18,7 @@ use crate::clock::monotonic_ns;
 use crate::job::BenchEnvelope;
 use crate::protocol::Protocol;
 use crate::settings::{Target, WorkerSettings};
-use shared::queue::wake::{OnWrite, Ticker, Wake, WriteSignal};
+use ::worker::wake::{OnWrite, Ticker, Wake, WriteSignal};
 
 /// The handler: step 1 of the protocol (read the clock) first thing, then the rest.
 async fn handle(job: BenchEnvelope, protocol: Data<Protocol>) -> Result<(), BoxDynError> {

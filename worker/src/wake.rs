@@ -1,5 +1,5 @@
-//! How an idle worker learns there is work, shared by the platform's worker and the
-//! benchmark peer: a poll strategy that keeps polling on its
+//! How an idle worker learns there is work, used by the platform's worker and the benchmark
+//! peer: a poll strategy that keeps polling on its
 //! interval ([`Ticker`]), or one woken by Redis when the queue is written ([`OnWrite`]).
 //!
 //! apalis-core 1.0's `IntervalStrategy` (behind `poll_with_interval`) stops waking the worker

@@ -1,0 +1,111 @@
+//! What the admin endpoint shows of the schedules: the definitions the running scheduler
+//! published, the fire ledger, the outcome of each fire's job, the next fire and the leader.
+use chrono::{DateTime, Duration, NaiveDateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+
+use super::{CatchUp, ON_TIME, Schedule};
+use crate::records::JobState;
+
+/// One schedule as the admin endpoint shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ScheduleStatus {
+    pub name: String,
+    pub cron: String,
+    pub timezone: String,
+    pub catch_up: String,
+    pub enabled: bool,
+    /// The latest slot fired, if any.
+    pub last_fire: Option<FireStatus>,
+    /// When a run of this schedule (slot or manual) last finished successfully.
+    pub last_success_at: Option<DateTime<Utc>>,
+    /// The next slot to fire, local with offset and UTC.
+    pub next_fire_local: Option<String>,
+    pub next_fire_at: Option<DateTime<Utc>>,
+    /// The scheduler instance holding the lease, if it is current.
+    pub leader: Option<String>,
+}
+
+/// A fired slot and what became of its job.
+#[derive(Debug, Clone, Serialize)]
+pub struct FireStatus {
+    /// The local wall-clock slot (`2026-03-08T02:00:00`).
+    pub slot_local: NaiveDateTime,
+    pub slot_at: DateTime<Utc>,
+    pub fired_at: DateTime<Utc>,
+    pub job_id: Option<i64>,
+    /// The job's `status` (pending, enqueued, running, done, skipped, dead); `None` once the
+    /// job record has been purged.
+    pub outcome: Option<String>,
+}
+
+/// The state of every schedule the running scheduler published (with its overrides
+/// applied), read from Postgres: the fire ledger, the jobs and the leader.
+#[tracing::instrument(skip_all)]
+pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleStatus>, sqlx::Error> {
+    let rows = sqlx::query!(
+        "select schedule, cron, timezone, catch_up, enabled from schedule_state order by schedule"
+    )
+    .fetch_all(pool)
+    .await?;
+    let leader: Option<String> = sqlx::query_scalar!(
+        "select holder from scheduler_leader where expires_at > $1",
+        now
+    )
+    .fetch_optional(pool)
+    .await?;
+
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let last_fire = sqlx::query!(
+            // the job may be gone (retention): its status is nullable through the left join
+            r#"select f.slot_local, f.slot_at, f.fired_at, f.job_id,
+                      j.status as "status?: crate::records::JobStatus", j.started_at
+                 from schedule_fires f left join jobs j on j.id = f.job_id
+                where f.schedule = $1
+                order by f.slot_at desc, f.slot_local desc limit 1"#,
+            &row.schedule
+        )
+        .fetch_optional(pool)
+        .await?
+        .map(|f| FireStatus {
+            slot_local: f.slot_local,
+            slot_at: f.slot_at,
+            fired_at: f.fired_at,
+            job_id: f.job_id,
+            outcome: f.status.map(|status| {
+                JobState::of(status, f.started_at.is_some())
+                    .as_str()
+                    .to_string()
+            }),
+        });
+        let last_success_at = crate::records::last_success(pool, &row.schedule).await?;
+        let next = Schedule::new(
+            &row.schedule,
+            &row.cron,
+            &row.timezone,
+            CatchUp::Skip,
+            ON_TIME,
+            Duration::zero(),
+        )
+        .ok()
+        .filter(|_| row.enabled)
+        .and_then(|s| {
+            s.next_after(now)
+                .map(|slot| (s.local_rfc3339(&slot), slot.at))
+        });
+        out.push(ScheduleStatus {
+            name: row.schedule,
+            cron: row.cron,
+            timezone: row.timezone,
+            catch_up: row.catch_up,
+            enabled: row.enabled,
+            last_fire,
+            last_success_at,
+            next_fire_local: next.as_ref().map(|n| n.0.clone()),
+            next_fire_at: next.map(|n| n.1),
+            leader: leader.clone(),
+        });
+    }
+    Ok(out)
+}
