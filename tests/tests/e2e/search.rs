@@ -545,7 +545,7 @@ async fn a_booking_from_a_search_converts_it_once() {
     };
     let instructor = app.instructor_id().await;
     let service = app.service_id().await;
-    let mut with_ids = |start, event| {
+    let with_ids = |start, event| {
         let mut body = booking(start, event);
         body["instructor_id"] = json!(instructor);
         body["service_id"] = json!(service);
@@ -804,7 +804,8 @@ async fn the_search_endpoints_answer_as_documented() {
         body(json!({"query": "cello", "result_count": 0})) => 201);
     expect!(POST "/api/v1/search/events", "/api/v1/search/events", nobody,
         body(json!({"query": "cello", "result_count": 0})) => 401);
-    expect!(POST "/api/v1/search/events", "/api/v1/search/events", guest(&"g".repeat(65)),
+    let long_session = "g".repeat(65);
+    expect!(POST "/api/v1/search/events", "/api/v1/search/events", guest(&long_session),
         body(json!({"query": "cello", "result_count": 0})) => 400);
     expect!(POST "/api/v1/search/events", "/api/v1/search/events", user(&student),
         Body::Raw(Some("application/json"), b"{\"query\":".to_vec()) => 400);

@@ -141,7 +141,7 @@ macro_rules! rollup_statement {
                                          order by zero desc, normalized_query collate "C"), '[]') as list
                from (select normalized_query, zero from by_query where not bot and zero > 0
                      order by zero desc, normalized_query collate "C" limit 20) t
-           ),
+           )
            select $3::date as "day!", t.searches as "searches!",
                   t.bot_searches as "bot_searches!", s.unique_searchers as "unique_searchers!",
                   t.zero as "zero_result_searches!", t.with_results as "searches_with_results!",
@@ -231,7 +231,6 @@ pub async fn explain_rollup(
     pool: &PgPool,
     day: NaiveDate,
     tz: Tz,
-    now: DateTime<Utc>,
 ) -> Result<Vec<String>, WorkerError> {
     let (from, to) = day_bounds(day, tz);
     let mut tx = pool.begin().await?;

@@ -99,7 +99,7 @@ async fn run(args: &Args, tz: chrono_tz::Tz, db: &shared::testing::TestDatabase)
     }
     let scan = median(&mut scans);
     let rollup = median(&mut rollups);
-    let plan = worker::jobs::search_rollup::explain_rollup(pool, args.day, tz, chrono::Utc::now())
+    let plan = worker::jobs::search_rollup::explain_rollup(pool, args.day, tz)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
     println!("\nrollup plan:\n  {}", plan.join("\n  "));
