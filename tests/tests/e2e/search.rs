@@ -901,7 +901,6 @@ async fn the_search_endpoints_answer_as_documented() {
 /// rollup of yesterday run by `scheduler trigger search_rollup` and of today by the admin
 /// endpoint, the admin read showing the numbers; and no process logged the client address.
 #[tokio::test]
-#[ignore = "the worker runs search_rollup jobs once the job registry (issue 10) is merged"]
 async fn the_flow_through_the_binaries() {
     use e2e::procs::Cluster;
     let mut cluster = Cluster::new(shared::testing::redis_url(), &[]).await;
