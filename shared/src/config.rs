@@ -266,7 +266,9 @@ impl Config {
 
     /// The zone of the analytics days (validated at load).
     pub fn analytics_tz(&self) -> chrono_tz::Tz {
-        self.analytics_tz.parse().unwrap_or(chrono_tz::America::New_York)
+        self.analytics_tz
+            .parse()
+            .unwrap_or(chrono_tz::America::New_York)
     }
 
     /// The key the API hashes client addresses with. `SEARCH_IP_HASH_KEY` is required
@@ -332,14 +334,16 @@ mod tests {
         let err = exposed.search_ip_hash_key().unwrap_err().to_string();
         assert!(err.contains("SEARCH_IP_HASH_KEY"), "{err}");
         let key = "k".repeat(32);
-        let keyed =
-            Config::from_vars(vars(&[("HOST", "0.0.0.0"), ("SEARCH_IP_HASH_KEY", &key)]))
-                .expect("valid");
+        let keyed = Config::from_vars(vars(&[("HOST", "0.0.0.0"), ("SEARCH_IP_HASH_KEY", &key)]))
+            .expect("valid");
         assert_eq!(keyed.search_ip_hash_key().ok(), Some(key.as_str()));
         let err = Config::from_vars(vars(&[("SEARCH_IP_HASH_KEY", "short")]))
             .unwrap_err()
             .to_string();
-        assert!(err.contains("SEARCH_IP_HASH_KEY") && !err.contains("short"), "{err}");
+        assert!(
+            err.contains("SEARCH_IP_HASH_KEY") && !err.contains("short"),
+            "{err}"
+        );
         let err = Config::from_vars(vars(&[("ANALYTICS_TZ", "Mars/Olympus")]))
             .unwrap_err()
             .to_string();

@@ -136,11 +136,7 @@ pub async fn rollups(
             ));
         }
         (None, Some(_), None) => {
-            return Err(ApiError::invalid(
-                "missing_date",
-                "to",
-                "from needs to",
-            ));
+            return Err(ApiError::invalid("missing_date", "to", "from needs to"));
         }
     };
     check_range(from, to)?;

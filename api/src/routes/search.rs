@@ -187,9 +187,7 @@ fn check_shown(shown: Vec<Shown>) -> ApiResult<Value> {
             return Err(ApiError::invalid(
                 "invalid_shown",
                 "shown",
-                format!(
-                    "shown[{i}]: ids are positive and positions between 0 and {MAX_POSITION}"
-                ),
+                format!("shown[{i}]: ids are positive and positions between 0 and {MAX_POSITION}"),
             ));
         }
     }
@@ -240,11 +238,7 @@ pub async fn record_interaction(
         ("service_id", body.service_id),
     ] {
         if value.is_some_and(|v| v <= 0) {
-            return Err(ApiError::invalid(
-                "invalid_id",
-                field,
-                "ids are positive",
-            ));
+            return Err(ApiError::invalid("invalid_id", field, "ids are positive"));
         }
     }
     let mut conn = state.db.acquire().await?;

@@ -105,8 +105,8 @@ impl UaClass {
         match parsed.category {
             "crawler" | "misc" => UaClass::Bot,
             "smartphone" | "mobilephone" => {
-                let tablet = parsed.os == "iPad"
-                    || (parsed.os == "Android" && !agent.contains("Mobile"));
+                let tablet =
+                    parsed.os == "iPad" || (parsed.os == "Android" && !agent.contains("Mobile"));
                 if tablet {
                     UaClass::Tablet
                 } else {

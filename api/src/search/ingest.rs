@@ -132,7 +132,10 @@ async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>) {
         }
         Err(e) if unreachable_database(&e) => {
             for pending in batch {
-                answer(pending, Err(ApiError::Unavailable(format!("database: {e}"))));
+                answer(
+                    pending,
+                    Err(ApiError::Unavailable(format!("database: {e}"))),
+                );
             }
         }
         Err(e) if batch.len() == 1 => {

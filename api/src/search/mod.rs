@@ -34,7 +34,10 @@ mod tests {
     fn queries_normalize_to_one_form() {
         assert_eq!(normalize_query("  Piano   Lessons\t\n"), "piano lessons");
         assert_eq!(normalize_query("ｐｉａｎｏ"), "piano");
-        assert_eq!(normalize_query("Violin\u{00A0}\u{3000}TEACHER"), "violin teacher");
+        assert_eq!(
+            normalize_query("Violin\u{00A0}\u{3000}TEACHER"),
+            "violin teacher"
+        );
         assert_eq!(normalize_query("ﬁddle"), "fiddle");
         assert_eq!(normalize_query("Ｃafé"), "café");
         // a decomposed é (e + combining acute) is the same query as a composed one

@@ -126,13 +126,11 @@ async fn second_user(app: &TestApp) -> String {
 }
 
 async fn rollup_row(app: &TestApp, day: &str) -> Value {
-    sqlx::query_scalar::<_, Value>(
-        "select to_jsonb(r) from search_rollups r where day = $1::date",
-    )
-    .bind(day)
-    .fetch_one(&app.db.pool)
-    .await
-    .expect("rollup row")
+    sqlx::query_scalar::<_, Value>("select to_jsonb(r) from search_rollups r where day = $1::date")
+        .bind(day)
+        .fetch_one(&app.db.pool)
+        .await
+        .expect("rollup row")
 }
 
 async fn admin_days(app: &TestApp, from: &str, to: &str) -> Vec<Value> {
@@ -216,7 +214,11 @@ async fn the_rollup_gives_the_hand_computed_numbers() {
     assert_eq!(status, 201);
     at("2026-03-08T07:31:00Z");
     let (status, again) = search(&app, user(&b), e3_body).await;
-    assert_eq!((status, again), (200, e3), "a retried search_id is the same event");
+    assert_eq!(
+        (status, again),
+        (200, e3),
+        "a retried search_id is the same event"
+    );
     at("2026-03-08T16:00:00Z");
     search(&app, guest("crawler").agent(BOT), q("piano lessons", 0)).await;
     at("2026-03-08T14:00:00Z");
@@ -227,9 +229,21 @@ async fn the_rollup_gives_the_hand_computed_numbers() {
     search(&app, user(&a), q("drums", 2)).await;
 
     at("2026-03-08T15:00:00Z");
-    let (status, _) = interact(&app, user(&a), e1, json!({"kind": "click", "position": 1, "instructor_id": 3})).await;
+    let (status, _) = interact(
+        &app,
+        user(&a),
+        e1,
+        json!({"kind": "click", "position": 1, "instructor_id": 3}),
+    )
+    .await;
     assert_eq!(status, 201);
-    let (status, _) = interact(&app, guest("G1").agent(MOBILE), e2, json!({"kind": "hover", "position": 2})).await;
+    let (status, _) = interact(
+        &app,
+        guest("G1").agent(MOBILE),
+        e2,
+        json!({"kind": "hover", "position": 2}),
+    )
+    .await;
     assert_eq!(status, 201);
     let (status, _) = interact(&app, user(&a), e8, json!({"kind": "click", "position": 0})).await;
     assert_eq!(status, 201);
@@ -270,7 +284,13 @@ async fn the_rollup_gives_the_hand_computed_numbers() {
 
     // the conversion arrives the next morning; it counts for the day of its search
     at("2026-03-09T14:00:00Z");
-    let (status, _) = interact(&app, user(&a), e8, json!({"kind": "conversion", "instructor_id": 3})).await;
+    let (status, _) = interact(
+        &app,
+        user(&a),
+        e8,
+        json!({"kind": "conversion", "instructor_id": 3}),
+    )
+    .await;
     assert_eq!(status, 201);
     rollup_day(&app.db.pool, date("2026-03-08"), ny, clock_now(&clock))
         .await
@@ -338,7 +358,10 @@ async fn the_rollup_gives_the_hand_computed_numbers() {
     }
     assert_eq!(empty["top_queries"], json!([]));
     let listed: Vec<&str> = days.iter().filter_map(|d| d["date"].as_str()).collect();
-    assert_eq!(listed, ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-20"]);
+    assert_eq!(
+        listed,
+        ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-20"]
+    );
 }
 
 fn clock_now(clock: &TestClock) -> DateTime<Utc> {
@@ -354,7 +377,12 @@ async fn top_queries_are_twenty_with_ties_by_text() {
     // 25 queries: "q00" once ... and "q01".."q24" with counts 1 + (n % 3)
     for n in 0..25 {
         for _ in 0..(1 + n % 3) {
-            search(&app, user(&a), json!({"query": format!("Q{n:02}"), "result_count": 0})).await;
+            search(
+                &app,
+                user(&a),
+                json!({"query": format!("Q{n:02}"), "result_count": 0}),
+            )
+            .await;
         }
     }
     let counts = rollup_day(
@@ -366,9 +394,8 @@ async fn top_queries_are_twenty_with_ties_by_text() {
     .await
     .expect("rollup");
     let top = query_counts(&counts.top_queries);
-    let mut expected: Vec<(String, i64)> = (0..25)
-        .map(|n| (format!("q{n:02}"), 1 + n % 3))
-        .collect();
+    let mut expected: Vec<(String, i64)> =
+        (0..25).map(|n| (format!("q{n:02}"), 1 + n % 3)).collect();
     expected.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
     expected.truncate(20);
     assert_eq!(top, expected);
@@ -388,7 +415,14 @@ async fn fifty_identical_searches_at_once_make_one_history_row() {
     });
     let answers = futures::future::join_all(requests).await;
     assert!(answers.iter().all(|(status, _)| *status == 201));
-    let (status, history) = send(&app, Method::GET, "/api/v1/search/history", user(&token), None).await;
+    let (status, history) = send(
+        &app,
+        Method::GET,
+        "/api/v1/search/history",
+        user(&token),
+        None,
+    )
+    .await;
     assert_eq!(status, 200);
     assert_eq!(history.as_array().map(Vec::len), Some(1), "{history}");
     assert_eq!(history[0]["query"], "Piano  lessons");
@@ -408,14 +442,22 @@ async fn fifty_identical_searches_at_once_make_one_history_row() {
 async fn fifty_repeated_conversions_make_one() {
     let app = TestApp::without_worker().await;
     let token = app.student().await;
-    let (_, event) = search(&app, user(&token), json!({"query": "piano", "result_count": 3})).await;
-    let requests = (0..50).map(|_| interact(&app, user(&token), event, json!({"kind": "conversion"})));
+    let (_, event) = search(
+        &app,
+        user(&token),
+        json!({"query": "piano", "result_count": 3}),
+    )
+    .await;
+    let requests =
+        (0..50).map(|_| interact(&app, user(&token), event, json!({"kind": "conversion"})));
     let answers = futures::future::join_all(requests).await;
     let created = answers.iter().filter(|(s, _)| *s == 201).count();
     let repeated = answers.iter().filter(|(s, _)| *s == 200).count();
     assert_eq!((created, repeated), (1, 49), "{answers:?}");
-    let ids: std::collections::BTreeSet<i64> =
-        answers.iter().filter_map(|(_, b)| b["id"].as_i64()).collect();
+    let ids: std::collections::BTreeSet<i64> = answers
+        .iter()
+        .filter_map(|(_, b)| b["id"].as_i64())
+        .collect();
     assert_eq!(ids.len(), 1, "every answer names the one conversion");
     let rows: i64 =
         sqlx::query_scalar("select count(*) from search_interactions where kind = 'conversion'")
@@ -431,11 +473,28 @@ async fn history_keeps_ten_distinct_newest_first_as_last_typed() {
     let token = app.student().await;
     for n in 0..12 {
         clock.set(utc("2026-06-10T16:00:00Z") + chrono::Duration::seconds(n));
-        search(&app, user(&token), json!({"query": format!("query {n}"), "result_count": 1})).await;
+        search(
+            &app,
+            user(&token),
+            json!({"query": format!("query {n}"), "result_count": 1}),
+        )
+        .await;
     }
     clock.set(utc("2026-06-10T17:00:00Z"));
-    search(&app, user(&token), json!({"query": "QUERY   5", "result_count": 1})).await;
-    let (_, history) = send(&app, Method::GET, "/api/v1/search/history", user(&token), None).await;
+    search(
+        &app,
+        user(&token),
+        json!({"query": "QUERY   5", "result_count": 1}),
+    )
+    .await;
+    let (_, history) = send(
+        &app,
+        Method::GET,
+        "/api/v1/search/history",
+        user(&token),
+        None,
+    )
+    .await;
     let queries: Vec<&str> = history
         .as_array()
         .expect("list")
@@ -445,8 +504,16 @@ async fn history_keeps_ten_distinct_newest_first_as_last_typed() {
     assert_eq!(
         queries,
         [
-            "QUERY   5", "query 11", "query 10", "query 9", "query 8", "query 7", "query 6",
-            "query 4", "query 3", "query 2"
+            "QUERY   5",
+            "query 11",
+            "query 10",
+            "query 9",
+            "query 8",
+            "query 7",
+            "query 6",
+            "query 4",
+            "query 3",
+            "query 2"
         ]
     );
     let stored: i64 = sqlx::query_scalar("select count(*) from search_history")
@@ -467,13 +534,34 @@ async fn a_guest_history_is_claimed_at_login() {
     };
     for n in 0..8 {
         tick();
-        search(&app, user(&token), json!({"query": format!("mine {n}"), "result_count": 1})).await;
+        search(
+            &app,
+            user(&token),
+            json!({"query": format!("mine {n}"), "result_count": 1}),
+        )
+        .await;
     }
     for query in ["Mine 0", "guest a", "guest b", "guest c"] {
         tick();
-        search(&app, guest("phone-1"), json!({"query": query, "result_count": 1})).await;
+        search(
+            &app,
+            guest("phone-1"),
+            json!({"query": query, "result_count": 1}),
+        )
+        .await;
     }
-    let (status, body) = send(&app, Method::POST, "/api/v1/search/history/claim", Who { token: Some(&token), guest: Some("phone-1"), agent: DESKTOP }, None).await;
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        "/api/v1/search/history/claim",
+        Who {
+            token: Some(&token),
+            guest: Some("phone-1"),
+            agent: DESKTOP,
+        },
+        None,
+    )
+    .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["claimed"], 4);
     let queries: Vec<&str> = body["history"]
@@ -485,9 +573,19 @@ async fn a_guest_history_is_claimed_at_login() {
     // "mine 0" was searched again as a guest, later: it moves to the top, as typed then
     assert_eq!(
         queries,
-        ["guest c", "guest b", "guest a", "Mine 0", "mine 7", "mine 6", "mine 5", "mine 4", "mine 3", "mine 2"]
+        [
+            "guest c", "guest b", "guest a", "Mine 0", "mine 7", "mine 6", "mine 5", "mine 4",
+            "mine 3", "mine 2"
+        ]
     );
-    let (_, left) = send(&app, Method::GET, "/api/v1/search/history", guest("phone-1"), None).await;
+    let (_, left) = send(
+        &app,
+        Method::GET,
+        "/api/v1/search/history",
+        guest("phone-1"),
+        None,
+    )
+    .await;
     assert_eq!(left, json!([]), "the guest's rows are gone");
     let guest_rows: i64 =
         sqlx::query_scalar("select count(*) from search_history where guest_session is not null")
@@ -496,7 +594,18 @@ async fn a_guest_history_is_claimed_at_login() {
             .expect("count");
     assert_eq!(guest_rows, 0);
     // claiming again is harmless
-    let (status, body) = send(&app, Method::POST, "/api/v1/search/history/claim", Who { token: Some(&token), guest: Some("phone-1"), agent: DESKTOP }, None).await;
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        "/api/v1/search/history/claim",
+        Who {
+            token: Some(&token),
+            guest: Some("phone-1"),
+            agent: DESKTOP,
+        },
+        None,
+    )
+    .await;
     assert_eq!((status, body["claimed"].as_i64()), (200, Some(0)));
 }
 
@@ -505,29 +614,67 @@ async fn one_user_cannot_read_or_delete_anothers_history() {
     let app = TestApp::without_worker().await;
     let mine = app.student().await;
     let theirs = second_user(&app).await;
-    search(&app, user(&mine), json!({"query": "private lesson", "result_count": 1})).await;
-    let (_, history) = send(&app, Method::GET, "/api/v1/search/history", user(&mine), None).await;
+    search(
+        &app,
+        user(&mine),
+        json!({"query": "private lesson", "result_count": 1}),
+    )
+    .await;
+    let (_, history) = send(
+        &app,
+        Method::GET,
+        "/api/v1/search/history",
+        user(&mine),
+        None,
+    )
+    .await;
     let id = history[0]["id"].as_i64().expect("entry id");
-    let (_, other_view) = send(&app, Method::GET, "/api/v1/search/history", user(&theirs), None).await;
+    let (_, other_view) = send(
+        &app,
+        Method::GET,
+        "/api/v1/search/history",
+        user(&theirs),
+        None,
+    )
+    .await;
     assert_eq!(other_view, json!([]));
     let path = format!("/api/v1/search/history/{id}");
     let (status, _) = send(&app, Method::DELETE, &path, user(&theirs), None).await;
     assert_eq!(status, 404);
     let (status, _) = send(&app, Method::DELETE, &path, guest("someone"), None).await;
     assert_eq!(status, 404);
-    let (_, history) = send(&app, Method::GET, "/api/v1/search/history", user(&mine), None).await;
+    let (_, history) = send(
+        &app,
+        Method::GET,
+        "/api/v1/search/history",
+        user(&mine),
+        None,
+    )
+    .await;
     assert_eq!(history.as_array().map(Vec::len), Some(1), "still there");
     let (status, body) = send(&app, Method::DELETE, &path, user(&mine), None).await;
     assert_eq!((status, body["deleted"].as_bool()), (200, Some(true)));
     let (status, _) = send(&app, Method::DELETE, &path, user(&mine), None).await;
     assert_eq!(status, 404);
     // nor record interactions on another's search
-    let (_, event) = search(&app, user(&mine), json!({"query": "piano", "result_count": 1})).await;
+    let (_, event) = search(
+        &app,
+        user(&mine),
+        json!({"query": "piano", "result_count": 1}),
+    )
+    .await;
     let (status, _) = interact(&app, user(&theirs), event, json!({"kind": "click"})).await;
     assert_eq!(status, 404);
     let (status, _) = interact(&app, guest("x"), event, json!({"kind": "click"})).await;
     assert_eq!(status, 404);
-    let (status, _) = send(&app, Method::POST, "/api/v1/search/events", user(&theirs), Some(json!({"query": "q", "result_count": 1}))).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/search/events",
+        user(&theirs),
+        Some(json!({"query": "q", "result_count": 1})),
+    )
+    .await;
     assert_eq!(status, 201);
 }
 
@@ -537,12 +684,25 @@ async fn a_booking_from_a_search_converts_it_once() {
     let app = TestApp::without_worker().await;
     let student = app.student().await;
     let other = second_user(&app).await;
-    let (_, event) = search(&app, user(&student), json!({"query": "piano", "result_count": 2})).await;
-    let (_, foreign) = search(&app, user(&other), json!({"query": "piano", "result_count": 2})).await;
-    let (_, guest_event) = search(&app, guest("g-1"), json!({"query": "piano", "result_count": 2})).await;
-    let booking = |start: DateTime<Utc>, event: i64| {
-        json!({"instructor_id": 0, "service_id": 0, "start": start.to_rfc3339(), "search_event_id": event})
-    };
+    let (_, event) = search(
+        &app,
+        user(&student),
+        json!({"query": "piano", "result_count": 2}),
+    )
+    .await;
+    let (_, foreign) = search(
+        &app,
+        user(&other),
+        json!({"query": "piano", "result_count": 2}),
+    )
+    .await;
+    let (_, guest_event) = search(
+        &app,
+        guest("g-1"),
+        json!({"query": "piano", "result_count": 2}),
+    )
+    .await;
+    let booking = |start: DateTime<Utc>, event: i64| json!({"instructor_id": 0, "service_id": 0, "start": start.to_rfc3339(), "search_event_id": event});
     let instructor = app.instructor_id().await;
     let service = app.service_id().await;
     let with_ids = |start, event| {
@@ -551,8 +711,19 @@ async fn a_booking_from_a_search_converts_it_once() {
         body["service_id"] = json!(service);
         body
     };
-    for (bad, what) in [(foreign, "another student's search"), (guest_event, "a guest's search"), (999_999, "no search")] {
-        let (status, body) = send(&app, Method::POST, "/api/v1/bookings", user(&student), Some(with_ids(app.lesson_at(3, 10), bad))).await;
+    for (bad, what) in [
+        (foreign, "another student's search"),
+        (guest_event, "a guest's search"),
+        (999_999, "no search"),
+    ] {
+        let (status, body) = send(
+            &app,
+            Method::POST,
+            "/api/v1/bookings",
+            user(&student),
+            Some(with_ids(app.lesson_at(3, 10), bad)),
+        )
+        .await;
         assert_eq!(status, 422, "{what}: {body}");
         assert_eq!(body["field"], "search_event_id", "{what}");
     }
@@ -561,9 +732,23 @@ async fn a_booking_from_a_search_converts_it_once() {
         .await
         .expect("count");
     assert_eq!(bookings, 0, "nothing half-written");
-    let (status, created) = send(&app, Method::POST, "/api/v1/bookings", user(&student), Some(with_ids(app.lesson_at(3, 10), event))).await;
+    let (status, created) = send(
+        &app,
+        Method::POST,
+        "/api/v1/bookings",
+        user(&student),
+        Some(with_ids(app.lesson_at(3, 10), event)),
+    )
+    .await;
     assert_eq!(status, 201, "{created}");
-    let (status, _) = send(&app, Method::POST, "/api/v1/bookings", user(&student), Some(with_ids(app.lesson_at(3, 12), event))).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/bookings",
+        user(&student),
+        Some(with_ids(app.lesson_at(3, 12), event)),
+    )
+    .await;
     assert_eq!(status, 201);
     let conversions: Vec<(i64, Option<i64>)> = sqlx::query_as(
         "select event_id, booking_id from search_interactions where kind = 'conversion'",
@@ -571,7 +756,11 @@ async fn a_booking_from_a_search_converts_it_once() {
     .fetch_all(&app.db.pool)
     .await
     .expect("conversions");
-    assert_eq!(conversions, [(event, created["id"].as_i64())], "counted once, for the first booking");
+    assert_eq!(
+        conversions,
+        [(event, created["id"].as_i64())],
+        "counted once, for the first booking"
+    );
     let converted: bool = sqlx::query_scalar("select converted from search_events where id = $1")
         .bind(event)
         .fetch_one(&app.db.pool)
@@ -585,27 +774,46 @@ async fn a_booking_from_a_search_converts_it_once() {
 async fn an_admin_recomputation_enqueues_one_job_per_day() {
     let app = TestApp::without_worker().await;
     let admin = app.token("admin@example.com").await;
-    let today = Utc::now().with_timezone(&chrono_tz::America::New_York).date_naive();
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
     let yesterday = today - chrono::Duration::days(1);
     // the nightly run of yesterday is already recorded
     let mut conn = app.db.pool.acquire().await.expect("conn");
-    shared::outbox::enqueue(&mut conn, &shared::jobs::search_rollup::SearchRollup { day: yesterday }, Utc::now())
-        .await
-        .expect("nightly");
+    shared::outbox::enqueue(
+        &mut conn,
+        &shared::jobs::search_rollup::SearchRollup { day: yesterday },
+        Utc::now(),
+    )
+    .await
+    .expect("nightly");
     drop(conn);
     let from = today - chrono::Duration::days(2);
-    let (status, body) = send(&app, Method::POST, "/api/v1/admin/analytics/rollups", user(&admin), Some(json!({"from": from, "to": today}))).await;
+    let (status, body) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/analytics/rollups",
+        user(&admin),
+        Some(json!({"from": from, "to": today})),
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     assert_eq!(body["job_ids"].as_array().map(Vec::len), Some(3));
     assert_eq!(body["days"], json!([from, yesterday, today]));
-    let (status, again) = send(&app, Method::POST, "/api/v1/admin/analytics/rollups", user(&admin), Some(json!({"date": yesterday}))).await;
-    assert_eq!(status, 202, "{again}");
-    let payloads: Vec<Value> = sqlx::query_scalar(
-        "select payload from jobs where queue = 'search_rollup' order by id",
+    let (status, again) = send(
+        &app,
+        Method::POST,
+        "/api/v1/admin/analytics/rollups",
+        user(&admin),
+        Some(json!({"date": yesterday})),
     )
-    .fetch_all(&app.db.pool)
-    .await
-    .expect("jobs");
+    .await;
+    assert_eq!(status, 202, "{again}");
+    let payloads: Vec<Value> =
+        sqlx::query_scalar("select payload from jobs where queue = 'search_rollup' order by id")
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("jobs");
     assert_eq!(payloads.len(), 5, "nightly + 3 + 1");
     assert_eq!(payloads[4], json!({"day": yesterday}));
 }
@@ -616,17 +824,38 @@ async fn no_raw_address_is_stored() {
     let app = TestApp::without_worker().await;
     let token = app.student().await;
     let (_, event) = search(&app, user(&token), json!({"query": "piano", "result_count": 1, "filters": {"near": "home"}, "shown": [{"instructor_id": 3, "position": 0}]})).await;
-    search(&app, guest("g-1").agent(MOBILE), json!({"query": "cello", "result_count": 0})).await;
-    interact(&app, user(&token), event, json!({"kind": "click", "position": 0})).await;
+    search(
+        &app,
+        guest("g-1").agent(MOBILE),
+        json!({"query": "cello", "result_count": 0}),
+    )
+    .await;
+    interact(
+        &app,
+        user(&token),
+        event,
+        json!({"kind": "click", "position": 0}),
+    )
+    .await;
     let hashes: Vec<Option<Vec<u8>>> = sqlx::query_scalar("select ip_hash from search_events")
         .fetch_all(&app.db.pool)
         .await
         .expect("hashes");
     assert_eq!(hashes.len(), 2);
-    assert!(hashes.iter().all(|h| h.as_ref().is_some_and(|h| h.len() == 32)), "every event has a hash");
+    assert!(
+        hashes
+            .iter()
+            .all(|h| h.as_ref().is_some_and(|h| h.len() == 32)),
+        "every event has a hash"
+    );
     assert_eq!(hashes[0], hashes[1], "one client, one hash");
     let raw = [127u8, 0, 0, 1];
-    assert!(hashes.iter().flatten().all(|h| !h.windows(4).any(|w| w == raw)));
+    assert!(
+        hashes
+            .iter()
+            .flatten()
+            .all(|h| !h.windows(4).any(|w| w == raw))
+    );
     let tables: Vec<(String, String)> = sqlx::query_as(
         "select c.table_name::text, c.column_name::text from information_schema.columns c
          join information_schema.tables t using (table_schema, table_name)
@@ -636,7 +865,10 @@ async fn no_raw_address_is_stored() {
     .fetch_all(&app.db.pool)
     .await
     .expect("columns");
-    assert!(tables.iter().any(|(t, _)| t.starts_with("search_events_y")), "partitions scanned too");
+    assert!(
+        tables.iter().any(|(t, _)| t.starts_with("search_events_y")),
+        "partitions scanned too"
+    );
     for (table, column) in &tables {
         let found: i64 = sqlx::query_scalar(&format!(
             "select count(*) from \"{table}\" where \"{column}\"::text like '%127.0.0.1%'
@@ -647,10 +879,11 @@ async fn no_raw_address_is_stored() {
         .expect("scan");
         assert_eq!(found, 0, "{table}.{column} holds the client address");
     }
-    let jobs: i64 = sqlx::query_scalar("select count(*) from jobs where payload::text like '%127.0.0.1%'")
-        .fetch_one(&app.db.pool)
-        .await
-        .expect("jobs");
+    let jobs: i64 =
+        sqlx::query_scalar("select count(*) from jobs where payload::text like '%127.0.0.1%'")
+            .fetch_one(&app.db.pool)
+            .await
+            .expect("jobs");
     assert_eq!(jobs, 0);
 }
 
@@ -660,34 +893,84 @@ async fn bad_input_names_its_field_and_writes_nothing() {
     let token = app.student().await;
     let long = "x".repeat(201);
     let big = json!({"k": "v".repeat(2100)});
-    let many: Vec<Value> = (0..101).map(|n| json!({"instructor_id": 1, "position": n})).collect();
+    let many: Vec<Value> = (0..101)
+        .map(|n| json!({"instructor_id": 1, "position": n}))
+        .collect();
     for (body, field) in [
         (json!({"query": long, "result_count": 1}), "query"),
         (json!({"query": " \t ", "result_count": 1}), "query"),
         (json!({"query": "", "result_count": 1}), "query"),
         (json!({"query": "a\u{0}b", "result_count": 1}), "query"),
-        (json!({"query": "piano", "result_count": -1}), "result_count"),
-        (json!({"query": "piano", "result_count": 10_000_000_000i64}), "result_count"),
-        (json!({"query": "piano", "result_count": "3"}), "result_count"),
-        (json!({"query": "piano", "result_count": 1, "filters": [1, 2]}), "filters"),
-        (json!({"query": "piano", "result_count": 1, "filters": "city=nyc"}), "filters"),
-        (json!({"query": "piano", "result_count": 1, "filters": big}), "filters"),
-        (json!({"query": "piano", "result_count": 1, "filters": {"a": "\u{0}"}}), "filters"),
-        (json!({"query": "piano", "result_count": 1, "shown": many}), "shown"),
-        (json!({"query": "piano", "result_count": 1, "shown": [{"instructor_id": 1, "position": -1}]}), "shown"),
-        (json!({"query": "piano", "result_count": 1, "search_id": "not-a-uuid"}), "search_id"),
-        (json!({"query": "piano", "result_count": 1, "ip": "1.2.3.4"}), "ip"),
+        (
+            json!({"query": "piano", "result_count": -1}),
+            "result_count",
+        ),
+        (
+            json!({"query": "piano", "result_count": 10_000_000_000i64}),
+            "result_count",
+        ),
+        (
+            json!({"query": "piano", "result_count": "3"}),
+            "result_count",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "filters": [1, 2]}),
+            "filters",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "filters": "city=nyc"}),
+            "filters",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "filters": big}),
+            "filters",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "filters": {"a": "\u{0}"}}),
+            "filters",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "shown": many}),
+            "shown",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "shown": [{"instructor_id": 1, "position": -1}]}),
+            "shown",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "search_id": "not-a-uuid"}),
+            "search_id",
+        ),
+        (
+            json!({"query": "piano", "result_count": 1, "ip": "1.2.3.4"}),
+            "ip",
+        ),
         (json!({"result_count": 1}), "query"),
     ] {
-        let (status, answer) = send(&app, Method::POST, "/api/v1/search/events", user(&token), Some(body.clone())).await;
+        let (status, answer) = send(
+            &app,
+            Method::POST,
+            "/api/v1/search/events",
+            user(&token),
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(status, 422, "{body}: {answer}");
         assert_eq!(answer["field"], field, "{body}: {answer}");
     }
-    let (_, event) = search(&app, user(&token), json!({"query": "piano", "result_count": 1})).await;
+    let (_, event) = search(
+        &app,
+        user(&token),
+        json!({"query": "piano", "result_count": 1}),
+    )
+    .await;
     for (body, field) in [
         (json!({"kind": "like"}), "kind"),
         (json!({"kind": "click", "position": -3}), "position"),
-        (json!({"kind": "click", "instructor_id": 0}), "instructor_id"),
+        (
+            json!({"kind": "click", "instructor_id": 0}),
+            "instructor_id",
+        ),
         (json!({"kind": "click", "when": "now"}), "when"),
     ] {
         let (status, answer) = interact(&app, user(&token), event, body.clone()).await;
@@ -699,7 +982,14 @@ async fn bad_input_names_its_field_and_writes_nothing() {
         ("from=2026-03-10&to=2026-03-01", "to"),
         ("from=2025-01-01&to=2026-03-01", "to"),
     ] {
-        let (status, answer) = send(&app, Method::GET, &format!("/api/v1/admin/analytics/search?{query}"), user(&admin), None).await;
+        let (status, answer) = send(
+            &app,
+            Method::GET,
+            &format!("/api/v1/admin/analytics/search?{query}"),
+            user(&admin),
+            None,
+        )
+        .await;
         assert_eq!(status, 422, "{query}: {answer}");
         assert_eq!(answer["field"], field);
     }
@@ -707,20 +997,44 @@ async fn bad_input_names_its_field_and_writes_nothing() {
         (json!({"from": "2026-03-10", "to": "2026-03-01"}), "to"),
         (json!({}), "date"),
         (json!({"from": "2026-03-10"}), "to"),
-        (json!({"date": "2026-03-10", "from": "2026-03-01", "to": "2026-03-02"}), "date"),
+        (
+            json!({"date": "2026-03-10", "from": "2026-03-01", "to": "2026-03-02"}),
+            "date",
+        ),
         (json!({"date": "2999-01-01"}), "date"),
     ] {
-        let (status, answer) = send(&app, Method::POST, "/api/v1/admin/analytics/rollups", user(&admin), Some(body.clone())).await;
+        let (status, answer) = send(
+            &app,
+            Method::POST,
+            "/api/v1/admin/analytics/rollups",
+            user(&admin),
+            Some(body.clone()),
+        )
+        .await;
         assert_eq!(status, 422, "{body}: {answer}");
         assert_eq!(answer["field"], field, "{body}");
     }
     for header in ["", &"g".repeat(65), "ü"] {
-        let mut request = app.http.post(format!("{}/api/v1/search/events", app.base)).json(&json!({"query": "q", "result_count": 1}));
+        let mut request = app
+            .http
+            .post(format!("{}/api/v1/search/events", app.base))
+            .json(&json!({"query": "q", "result_count": 1}));
         request = request.header("x-guest-session", header.as_bytes());
         let response = request.send().await.expect("request");
         assert_eq!(response.status().as_u16(), 400, "guest header {header:?}");
     }
-    let (status, _) = send(&app, Method::POST, "/api/v1/search/events", Who { token: None, guest: None, agent: DESKTOP }, Some(json!({"query": "q", "result_count": 1}))).await;
+    let (status, _) = send(
+        &app,
+        Method::POST,
+        "/api/v1/search/events",
+        Who {
+            token: None,
+            guest: None,
+            agent: DESKTOP,
+        },
+        Some(json!({"query": "q", "result_count": 1})),
+    )
+    .await;
     assert_eq!(status, 401);
     let events: i64 = sqlx::query_scalar("select count(*) from search_events")
         .fetch_one(&app.db.pool)
@@ -743,7 +1057,9 @@ async fn the_search_endpoints_answer_as_documented() {
     let student = app.student().await;
     let other = second_user(&app).await;
     let admin = app.token("admin@example.com").await;
-    let today = Utc::now().with_timezone(&chrono_tz::America::New_York).date_naive();
+    let today = Utc::now()
+        .with_timezone(&chrono_tz::America::New_York)
+        .date_naive();
 
     macro_rules! expect {
         ($method:ident $template:literal, $path:expr, $who:expr, $body:expr => $status:expr) => {{
@@ -783,12 +1099,23 @@ async fn the_search_endpoints_answer_as_documented() {
                 json: serde_json::from_str(&text).ok(),
                 text,
             };
-            assert_eq!(answer.status, $status, "{} {}: {}", stringify!($method), path, answer.text);
+            assert_eq!(
+                answer.status,
+                $status,
+                "{} {}: {}",
+                stringify!($method),
+                path,
+                answer.text
+            );
             contract.check(stringify!($method), $template, &answer);
             answer
         }};
     }
-    let nobody = Who { token: None, guest: None, agent: DESKTOP };
+    let nobody = Who {
+        token: None,
+        guest: None,
+        agent: DESKTOP,
+    };
     let body = |v: Value| Body::Json(v);
 
     // events
@@ -841,7 +1168,9 @@ async fn the_search_endpoints_answer_as_documented() {
 
     // history
     let history = expect!(GET "/api/v1/search/history", "/api/v1/search/history", user(&student), Body::None => 200);
-    let entry = history.json.expect("json")[0]["id"].as_i64().expect("entry");
+    let entry = history.json.expect("json")[0]["id"]
+        .as_i64()
+        .expect("entry");
     expect!(GET "/api/v1/search/history", "/api/v1/search/history", guest("g-1"), Body::None => 200);
     expect!(GET "/api/v1/search/history", "/api/v1/search/history", nobody, Body::None => 401);
     expect!(GET "/api/v1/search/history", "/api/v1/search/history", guest(""), Body::None => 400);
@@ -855,7 +1184,10 @@ async fn the_search_endpoints_answer_as_documented() {
     expect!(POST "/api/v1/search/history/claim", "/api/v1/search/history/claim", guest("g-1"), Body::None => 401);
 
     // admin analytics
-    let range = format!("/api/v1/admin/analytics/search?from={}&to={today}", today - chrono::Duration::days(7));
+    let range = format!(
+        "/api/v1/admin/analytics/search?from={}&to={today}",
+        today - chrono::Duration::days(7)
+    );
     expect!(GET "/api/v1/admin/analytics/search", range.clone(), user(&admin), Body::None => 200);
     expect!(GET "/api/v1/admin/analytics/search", range.clone(), user(&student), Body::None => 403);
     expect!(GET "/api/v1/admin/analytics/search", range.clone(), nobody, Body::None => 401);
@@ -878,7 +1210,9 @@ async fn the_search_endpoints_answer_as_documented() {
     // every documented answer of these operations was provoked (429 and 503 need a fault)
     let mut missing = Vec::new();
     for (method, template) in &contract.operations {
-        if !(template.starts_with("/api/v1/search/") || template.starts_with("/api/v1/admin/analytics/")) {
+        if !(template.starts_with("/api/v1/search/")
+            || template.starts_with("/api/v1/admin/analytics/"))
+        {
             continue;
         }
         for status in contract.doc["paths"][template][method.to_lowercase()]["responses"]
@@ -888,13 +1222,18 @@ async fn the_search_endpoints_answer_as_documented() {
             .filter_map(|s| s.parse::<u16>().ok())
         {
             if ![429, 503].contains(&status)
-                && !contract.seen.contains(&(method.clone(), template.clone(), status))
+                && !contract
+                    .seen
+                    .contains(&(method.clone(), template.clone(), status))
             {
                 missing.push(format!("{method} {template} {status}"));
             }
         }
     }
-    assert!(missing.is_empty(), "documented answers never provoked: {missing:?}");
+    assert!(
+        missing.is_empty(),
+        "documented answers never provoked: {missing:?}"
+    );
 }
 
 /// The whole flow through the binaries: searches and a click over HTTP from 127.0.0.1, the
@@ -947,7 +1286,10 @@ async fn the_flow_through_the_binaries() {
         ids.push(body["id"].as_i64().expect("id"));
     }
     let response = http
-        .post(format!("{base}/api/v1/search/events/{}/interactions", ids[0]))
+        .post(format!(
+            "{base}/api/v1/search/events/{}/interactions",
+            ids[0]
+        ))
         .bearer_auth(&student)
         .json(&json!({"kind": "click", "position": 0}))
         .send()
@@ -961,7 +1303,11 @@ async fn the_flow_through_the_binaries() {
         .output()
         .await
         .expect("scheduler trigger");
-    assert!(trigger.status.success(), "{}", String::from_utf8_lossy(&trigger.stderr));
+    assert!(
+        trigger.status.success(),
+        "{}",
+        String::from_utf8_lossy(&trigger.stderr)
+    );
     let response = http
         .post(format!("{base}/api/v1/admin/analytics/rollups"))
         .bearer_auth(&admin)
@@ -973,7 +1319,9 @@ async fn the_flow_through_the_binaries() {
 
     let read = || async {
         let response = http
-            .get(format!("{base}/api/v1/admin/analytics/search?from={yesterday}&to={today}"))
+            .get(format!(
+                "{base}/api/v1/admin/analytics/search?from={yesterday}&to={today}"
+            ))
             .bearer_auth(&admin)
             .send()
             .await
@@ -987,7 +1335,10 @@ async fn the_flow_through_the_binaries() {
         if let Some(days) = read().await {
             break days;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the two days were never rolled up");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the two days were never rolled up"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(days[0]["date"], json!(yesterday));
@@ -1004,7 +1355,9 @@ async fn the_flow_through_the_binaries() {
     let logs = cluster.logs();
     for line in logs.lines() {
         assert!(
-            !line.contains("127.0.0.1") || line.contains("redis://") || line.contains("postgres://"),
+            !line.contains("127.0.0.1")
+                || line.contains("redis://")
+                || line.contains("postgres://"),
             "a log line carries the client address: {line}"
         );
     }

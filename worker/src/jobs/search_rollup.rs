@@ -163,8 +163,8 @@ pub async fn rollup_day(
     let mut tx = pool.begin().await?;
     set_rollup_session(&mut tx).await?;
     let counts = rollup_statement!(query_as(RollupCounts,), "", from, to, day)
-    .fetch_one(&mut *tx)
-    .await?;
+        .fetch_one(&mut *tx)
+        .await?;
     sqlx::query!(
         "insert into search_rollups as r (day, timezone, searches, bot_searches, unique_searchers,
              zero_result_searches, searches_with_results, clicked_searches, converted_searches,
@@ -222,7 +222,9 @@ async fn set_rollup_session(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Err
     sqlx::query!("set local work_mem = '64MB'")
         .execute(&mut *tx)
         .await?;
-    sqlx::query!("set local jit = off").execute(&mut *tx).await?;
+    sqlx::query!("set local jit = off")
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -242,11 +244,11 @@ pub async fn explain_rollup(
         to,
         day
     )
-        .fetch_all(&mut *tx)
-        .await?
-        .into_iter()
-        .flatten()
-        .collect();
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .flatten()
+    .collect();
     tx.commit().await?;
     Ok(plan)
 }

@@ -63,12 +63,20 @@ async fn main() -> anyhow::Result<()> {
     result
 }
 
-async fn run(args: &Args, tz: chrono_tz::Tz, db: &shared::testing::TestDatabase) -> anyhow::Result<()> {
+async fn run(
+    args: &Args,
+    tz: chrono_tz::Tz,
+    db: &shared::testing::TestDatabase,
+) -> anyhow::Result<()> {
     let pool = &db.pool;
-    shared::search::ensure_partitions_between(pool, args.day, args.day + chrono::Duration::days(1)).await?;
+    shared::search::ensure_partitions_between(pool, args.day, args.day + chrono::Duration::days(1))
+        .await?;
     let (from, to) = worker::jobs::search_rollup::day_bounds(args.day, tz);
 
-    println!("generating {} events of {} (New York)...", args.events, args.day);
+    println!(
+        "generating {} events of {} (New York)...",
+        args.events, args.day
+    );
     let started = Instant::now();
     generate(pool, from, to, args.events).await?;
     let generated_in = started.elapsed();
@@ -122,7 +130,11 @@ async fn run(args: &Args, tz: chrono_tz::Tz, db: &shared::testing::TestDatabase)
         ms(scan),
         args.events,
         ratio,
-        if rollup < Duration::from_secs(5) { "under" } else { "NOT under" }
+        if rollup < Duration::from_secs(5) {
+            "under"
+        } else {
+            "NOT under"
+        }
     );
 
     // Postgres alone: pgbench running the same writes per event
@@ -204,7 +216,9 @@ async fn generate(
     .execute(pool)
     .await?;
     let mut tx = pool.begin().await?;
-    sqlx::query("select setseed(0.42)").execute(&mut *tx).await?;
+    sqlx::query("select setseed(0.42)")
+        .execute(&mut *tx)
+        .await?;
     sqlx::query(
         "with users as (select id, row_number() over (order by id) as n from users
                         where email like 'searcher%@bench.test'),
@@ -362,11 +376,14 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let config = shared::config::Config::from_vars(env.iter().map(|(k, v)| (k.to_string(), v.clone())))?;
+    let config =
+        shared::config::Config::from_vars(env.iter().map(|(k, v)| (k.to_string(), v.clone())))?;
     let keys = api::auth::JwtKeys::new(&config.jwt_secret, 120);
-    let users: Vec<i64> = sqlx::query_scalar("select id from users where email like 'searcher%@bench.test' order by id limit 5000")
-        .fetch_all(&sqlx::PgPool::connect(db_url).await?)
-        .await?;
+    let users: Vec<i64> = sqlx::query_scalar(
+        "select id from users where email like 'searcher%@bench.test' order by id limit 5000",
+    )
+    .fetch_all(&sqlx::PgPool::connect(db_url).await?)
+    .await?;
     let tokens: Vec<String> = users
         .iter()
         .map(|id| keys.mint(*id, shared::domain::Role::Student, chrono::Utc::now()))
@@ -386,7 +403,11 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         // Zipf-like query rank, 20% guests, 5% bots
         let rank = (rng.random::<f64>() * QUERIES.ln()).exp().floor() as u64;
         let guest = rng.random::<f64>() < 0.2;
-        let agent = if rng.random::<f64>() < 0.05 { AGENTS[3] } else { AGENTS[(n % 3) as usize] };
+        let agent = if rng.random::<f64>() < 0.05 {
+            AGENTS[3]
+        } else {
+            AGENTS[(n % 3) as usize]
+        };
         let zero = rng.random::<f64>() < 0.08;
         let body = json!({
             "search_id": uuid::Uuid::new_v4(),
@@ -428,7 +449,11 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
     let mut hist = Histogram::<u64>::new(3)?;
     let mut statuses = std::collections::BTreeMap::new();
     let mut last_done = Duration::ZERO;
-    for (n, status, elapsed) in results.lock().map_err(|_| anyhow::anyhow!("poisoned"))?.iter() {
+    for (n, status, elapsed) in results
+        .lock()
+        .map_err(|_| anyhow::anyhow!("poisoned"))?
+        .iter()
+    {
         if *n < warmup {
             continue;
         }
