@@ -124,11 +124,17 @@ macro_rules! rollup_statement {
                       coalesce(sum(converted) filter (where not bot), 0)::int as converted
                from by_query
            ),
+           -- users and guest sessions apart: two narrow hash tables are cheaper than one
+           -- keyed by the (user, session) pair
            searchers as (
-               select count(*)::int as unique_searchers
-               from (select user_id, guest_session from search_events
-                     where searched_at >= $1 and searched_at < $2 and ua_class <> 'bot'
-                     group by 1, 2) s
+               select (select count(*) from (select user_id from search_events
+                                             where searched_at >= $1 and searched_at < $2
+                                               and ua_class <> 'bot' and user_id is not null
+                                             group by 1) u)
+                    + (select count(*) from (select guest_session from search_events
+                                             where searched_at >= $1 and searched_at < $2
+                                               and ua_class <> 'bot' and guest_session is not null
+                                             group by 1) g) as unique_searchers
            ),
            top as (
                select coalesce(jsonb_agg(jsonb_build_object('query', normalized_query, 'count', searches)
@@ -143,7 +149,7 @@ macro_rules! rollup_statement {
                      order by zero desc, normalized_query collate "C" limit 20) t
            )
            select $3::date as "day!", t.searches as "searches!",
-                  t.bot_searches as "bot_searches!", s.unique_searchers as "unique_searchers!",
+                  t.bot_searches as "bot_searches!", s.unique_searchers::int as "unique_searchers!",
                   t.zero as "zero_result_searches!", t.with_results as "searches_with_results!",
                   t.clicked as "clicked_searches!", t.converted as "converted_searches!",
                   top.list as "top_queries!", top_zero.list as "top_zero_result_queries!"

@@ -19,7 +19,6 @@ use std::{
 
 use anyhow::Context;
 use clap::Parser;
-use e2e::redis_server::free_port;
 use hdrhistogram::Histogram;
 use rand::{Rng, SeedableRng};
 use serde_json::json;
@@ -138,7 +137,7 @@ async fn run(
     );
 
     // Postgres alone: pgbench running the same writes per event
-    let pgbench_tps = pgbench(&db.url, args.pgbench_clients).await?;
+    let pgbench_tps = pgbench(pool, &db.url, args.pgbench_clients).await?;
     println!(
         "PGBENCH: {pgbench_tps:.0} events/s (one event per transaction: search_ids + search_events insert, history lock + upsert + trim; {} clients)",
         args.pgbench_clients
@@ -183,6 +182,14 @@ async fn run(
         std::fs::write(out, serde_json::to_vec_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// A port free on loopback now (the api binds it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap_or(18080)
 }
 
 fn verdict(met: bool) -> &'static str {
@@ -279,7 +286,7 @@ async fn generate(
 }
 
 /// The writes of one event as the API makes them, one event per transaction.
-const PGBENCH_SCRIPT: &str = r#"\set u random(1, 50000)
+const PGBENCH_SCRIPT: &str = r#"\set u :first_user + random(0, 49999)
 \set q random_zipfian(1, 20000, 1.05)
 BEGIN;
 with ids as (
@@ -287,26 +294,32 @@ with ids as (
     values (gen_random_uuid(), nextval('search_events_id_seq'), now())
     returning search_id, event_id, searched_at)
 insert into search_events (id, search_id, searched_at, user_id, query, normalized_query, result_count, filters, shown, ip_hash, ua_class)
-select event_id, search_id, searched_at, (select id from users where email = 'searcher' || :u || '@bench.test'), 'Piano Lessons ' || :q, 'piano lessons ' || :q, 5,
-       '{"city": "nyc"}', '[{"instructor_id": 1, "position": 0}, {"instructor_id": 2, "position": 1}, {"instructor_id": 3, "position": 2}]',
+select event_id, search_id, searched_at, :u, 'Piano Lessons ' || :q, 'piano lessons ' || :q, 5,
+       '{"city": "nyc", "max_price": 80}', '[{"instructor_id": 1, "position": 0}, {"instructor_id": 2, "position": 1}, {"instructor_id": 3, "position": 2}]',
        sha256('ip'::bytea), 'desktop' from ids;
 select pg_advisory_xact_lock(hashtextextended('search_history:u:' || :u, 0));
 insert into search_history (user_id, query, normalized_query, searched_at)
-select id, 'Piano Lessons ' || :q, 'piano lessons ' || :q, now() from users where email = 'searcher' || :u || '@bench.test'
+values (:u, 'Piano Lessons ' || :q, 'piano lessons ' || :q, now())
 on conflict (user_id, normalized_query) where user_id is not null
 do update set query = excluded.query, searched_at = excluded.searched_at where excluded.searched_at >= search_history.searched_at;
 delete from search_history where id in (
     select id from (select id, row_number() over (order by searched_at desc, id desc) as rank
-                    from search_history where user_id = (select id from users where email = 'searcher' || :u || '@bench.test')) r
+                    from search_history where user_id = :u) r
     where rank > 10);
 END;
 "#;
 
-async fn pgbench(url: &str, clients: u32) -> anyhow::Result<f64> {
+async fn pgbench(pool: &sqlx::PgPool, url: &str, clients: u32) -> anyhow::Result<f64> {
+    let first_user: i64 =
+        sqlx::query_scalar("select min(id) from users where email like 'searcher%@bench.test'")
+            .fetch_one(pool)
+            .await?;
     let script = std::env::temp_dir().join(format!("search-pgbench-{}.sql", std::process::id()));
     std::fs::write(&script, PGBENCH_SCRIPT)?;
     let output = tokio::process::Command::new("pgbench")
         .args(["-n", "-M", "prepared", "-T", "10", "-j", "2"])
+        .arg("-D")
+        .arg(format!("first_user={first_user}"))
         .arg("-c")
         .arg(clients.to_string())
         .arg("-f")
