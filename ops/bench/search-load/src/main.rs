@@ -285,7 +285,9 @@ async fn generate(
     Ok(())
 }
 
-/// The writes of one event as the API makes them, one event per transaction.
+/// The writes of one event as the API makes them, one event per transaction. (The history
+/// lock is keyed by the bare user id: pgbench would read a `:u` inside the API's key text as
+/// a variable.)
 const PGBENCH_SCRIPT: &str = r#"\set u :first_user + random(0, 49999)
 \set q random_zipfian(1, 20000, 1.05)
 BEGIN;
@@ -294,17 +296,17 @@ with ids as (
     values (gen_random_uuid(), nextval('search_events_id_seq'), now())
     returning search_id, event_id, searched_at)
 insert into search_events (id, search_id, searched_at, user_id, query, normalized_query, result_count, filters, shown, ip_hash, ua_class)
-select event_id, search_id, searched_at, :u, 'Piano Lessons ' || :q, 'piano lessons ' || :q, 5,
+select event_id, search_id, searched_at, (:u)::bigint, 'Piano Lessons ' || (:q)::int, 'piano lessons ' || (:q)::int, 5,
        '{"city": "nyc", "max_price": 80}', '[{"instructor_id": 1, "position": 0}, {"instructor_id": 2, "position": 1}, {"instructor_id": 3, "position": 2}]',
        sha256('ip'::bytea), 'desktop' from ids;
-select pg_advisory_xact_lock(hashtextextended('search_history:u:' || :u, 0));
+select pg_advisory_xact_lock((:u)::bigint);
 insert into search_history (user_id, query, normalized_query, searched_at)
-values (:u, 'Piano Lessons ' || :q, 'piano lessons ' || :q, now())
+values ((:u)::bigint, 'Piano Lessons ' || (:q)::int, 'piano lessons ' || (:q)::int, now())
 on conflict (user_id, normalized_query) where user_id is not null
 do update set query = excluded.query, searched_at = excluded.searched_at where excluded.searched_at >= search_history.searched_at;
 delete from search_history where id in (
     select id from (select id, row_number() over (order by searched_at desc, id desc) as rank
-                    from search_history where user_id = :u) r
+                    from search_history where user_id = (:u)::bigint) r
     where rank > 10);
 END;
 "#;
