@@ -95,6 +95,19 @@ ensure_services() {
   command -v redis-server >/dev/null || install_packages redis-server || true
 }
 
+ensure_ics_validator() { # Python's icalendar package: the email tests validate invitations with it
+  local python="${PYTHON:-python3}"
+  if ! command -v "$python" >/dev/null; then
+    say "no $python: the email tests will skip (loudly) their third-party iCalendar validation"
+    return 0
+  fi
+  "$python" -c 'import icalendar' 2>/dev/null && return 0
+  say "installing the Python package icalendar (the email tests' iCalendar validator)"
+  "$python" -m pip install -q icalendar >/dev/null 2>&1 ||
+    install_packages python3-icalendar ||
+    say "could not install icalendar: the invitation tests will fail until it is (pip install icalendar)"
+}
+
 ensure_rust() {
   command -v cargo >/dev/null || { say "cargo is missing: install Rust (rustup) first"; exit 1; }
 }

@@ -49,8 +49,12 @@ pub struct Config {
     pub smtp_url: Option<String>,
     #[serde(default = "defaults::mail_dir")]
     pub mail_dir: String,
+    /// The sender of every email; its domain also names the Message-IDs and calendar UIDs.
     #[serde(default = "defaults::mail_from")]
     pub mail_from: String,
+    /// The web app's base URL, for the "manage this lesson" link in every booking email.
+    #[serde(default = "defaults::app_url")]
+    pub app_url: String,
     #[serde(default = "defaults::reminder_lead_minutes")]
     pub reminder_lead_minutes: i64,
     /// Worker concurrency per queue.
@@ -117,6 +121,10 @@ mod defaults {
     }
     pub fn mail_from() -> String {
         "InstaInstru <no-reply@instainstru.test>".into()
+    }
+    /// The web app's development server.
+    pub fn app_url() -> String {
+        "http://localhost:3000".into()
     }
     pub fn reminder_lead_minutes() -> i64 {
         1440
@@ -204,6 +212,23 @@ impl Config {
                 smtp,
                 "must be an smtp:// or smtps:// URL",
             ));
+        }
+        if self.mail_from.parse::<lettre::message::Mailbox>().is_err() {
+            return Err(invalid(
+                "MAIL_FROM",
+                &self.mail_from,
+                "must be an address, e.g. InstaInstru <no-reply@example.com>",
+            ));
+        }
+        match url::Url::parse(&self.app_url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => {
+                return Err(invalid(
+                    "APP_URL",
+                    &self.app_url,
+                    "must be an http:// or https:// URL",
+                ));
+            }
         }
         if self.jwt_secret.len() < 16 {
             return Err(invalid(
@@ -364,5 +389,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("REDIS_URL"), "{err}");
+        let err = Config::from_vars(vars(&[("MAIL_FROM", "nobody")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAIL_FROM"), "{err}");
+        let err = Config::from_vars(vars(&[("APP_URL", "localhost:3000")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("APP_URL"), "{err}");
     }
 }

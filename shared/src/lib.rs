@@ -17,4 +17,5 @@ pub mod schedule;
 pub mod search;
 pub mod shutdown;
 pub mod telemetry;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;

@@ -325,3 +325,13 @@ pub fn record_summary(
     );
     let _ = std::fs::write(dir.join(format!("{scenario}.txt")), line);
 }
+
+/// Adds a measured figure (`key=value`) to a scenario's summary line.
+pub fn record_figure(scenario: &str, key: &str, value: impl std::fmt::Display) {
+    let path = bin_dir()
+        .join("fault-summary")
+        .join(format!("{scenario}.txt"));
+    if let Ok(line) = std::fs::read_to_string(&path) {
+        let _ = std::fs::write(&path, format!("{} {key}={value}\n", line.trim_end()));
+    }
+}

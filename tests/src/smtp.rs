@@ -25,7 +25,7 @@ pub struct Received {
 }
 
 impl Received {
-    /// The Subject header, unfolded.
+    /// The Subject header, unfolded as a mail client shows it.
     pub fn subject(&self) -> String {
         header(&self.data, "Subject")
     }
@@ -51,7 +51,8 @@ fn header(data: &str, name: &str) -> String {
             break;
         }
         if in_header && (line.starts_with(' ') || line.starts_with('\t')) {
-            value.push_str(line.trim_start());
+            // unfolding (RFC 5322 2.2.3) removes the line break only, not the space after it
+            value.push_str(line);
             continue;
         }
         in_header = false;

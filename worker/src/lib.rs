@@ -3,6 +3,7 @@
 pub mod error;
 pub mod jobs;
 pub mod maintenance;
+pub mod presence;
 pub mod reconciler;
 pub mod records;
 pub mod relay;
@@ -35,6 +36,8 @@ pub struct Deps {
     pub relay_poll: Duration,
     /// The job kinds this worker runs ([`jobs::registry`] unless a caller adds its own).
     pub registry: Arc<jobs::Registry>,
+    /// This worker process's name (unique per start): the holder its email claims name.
+    pub instance: Arc<str>,
 }
 
 impl Deps {
@@ -73,6 +76,7 @@ impl Deps {
             clock,
             relay_poll: Duration::from_millis(1000),
             registry: Arc::new(jobs::registry()),
+            instance: presence::instance_name().into(),
         })
     }
 }
@@ -94,6 +98,10 @@ pub async fn run(
     let config = deps.config.clone();
     let heartbeat = Duration::from_secs(config.heartbeat_secs);
 
+    // alive before the first delivery: the claims it takes name it
+    if let Err(e) = presence::announce(&deps).await {
+        tracing::warn!(error = %e, "could not record this worker's presence");
+    }
     // the kinds this worker runs, for the admin views and for other workers' relays
     if let Err(e) = maintenance::publish_registry(&deps).await {
         tracing::warn!(error = %e, "could not publish the job registry");
@@ -106,6 +114,7 @@ pub async fn run(
         tokio::spawn(relay::run(deps.clone(), stop.clone())),
         tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
         tokio::spawn(maintenance::run(deps.clone(), stop.clone())),
+        tokio::spawn(presence::run(deps.clone(), stop.clone())),
     ];
 
     let redis = loop {
@@ -161,6 +170,9 @@ pub async fn run(
     stop.cancel();
     for handle in loops {
         let _ = handle.await;
+    }
+    if let Err(e) = presence::stopped(&deps).await {
+        tracing::warn!(error = %e, "could not record this worker's stop");
     }
     result.map_err(|e| WorkerError::Config(format!("monitor: {e}")))
 }

@@ -38,7 +38,7 @@ pub async fn tick(
 
 /// Publishes the kinds this worker runs to `job_queues`, or refreshes their `seen_at`.
 pub async fn publish_registry(deps: &Deps) -> Result<(), sqlx::Error> {
-    let instance = format!("worker-{}", std::process::id());
+    let instance = deps.instance.to_string();
     let now = deps.clock.now();
     let queues: Vec<records::RegisteredQueue> = deps
         .registry

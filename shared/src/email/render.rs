@@ -1,24 +1,36 @@
 //! Renders booking emails from the templates in `shared/templates/`, with the lesson time in
-//! the recipient's own time zone. Pure: no I/O beyond the embedded template files.
+//! the recipient's own time zone, and the calendar invitation they carry
+//! ([`super::calendar`]). Pure: no I/O beyond the embedded template files.
 use chrono::{DateTime, Utc};
 use chrono_tz::Tz;
-use minijinja::{Environment, context};
+use minijinja::{Environment, Value, context};
 
+use super::{
+    calendar::{self, Invitation},
+    identity,
+};
 use crate::jobs::EmailKind;
 
-/// The subject, HTML part and plain-text part of one email.
+/// The subject, HTML part and plain-text part of one email, and the calendar invitation it
+/// carries, if any.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenderedEmail {
     pub subject: String,
     pub html: String,
     pub text: String,
+    pub calendar: Option<Invitation>,
 }
 
 /// Everything a booking email shows; assembled by the worker from current database state.
 #[derive(Debug, Clone)]
 pub struct BookingEmailView<'a> {
     pub kind: EmailKind,
+    pub booking_id: i64,
+    /// The booking version the email is about: the invitation's SEQUENCE.
+    pub booking_version: i32,
     pub recipient_name: &'a str,
+    /// The invitation's attendee: the recipient's own address, never the other party's.
+    pub recipient_email: &'a str,
     pub recipient_timezone: &'a str,
     /// True when the recipient is the instructor (wording differs).
     pub to_instructor: bool,
@@ -27,11 +39,19 @@ pub struct BookingEmailView<'a> {
     pub duration_minutes: i32,
     pub price_cents: i64,
     pub starts_at: DateTime<Utc>,
+    pub ends_at: DateTime<Utc>,
     /// For a reschedule: the time the lesson was moved from.
     pub previous_starts_at: Option<DateTime<Utc>>,
     pub cancellation_reason: Option<&'a str>,
-    /// True when the lesson starts within the reminder lead: no separate reminder will follow.
+    /// True when the lesson starts within the reminder lead: a confirmation or reschedule
+    /// then has no separate reminder after it, and says so.
     pub starts_soon: bool,
+    /// `MAIL_FROM`: the invitation's organizer, and the domain of its UID.
+    pub mail_from: &'a str,
+    /// `APP_URL`: where the "manage this lesson" link points.
+    pub app_url: &'a str,
+    /// When the email is rendered: the invitation's DTSTAMP.
+    pub now: DateTime<Utc>,
 }
 
 /// The templates, parsed once per process.
@@ -53,13 +73,30 @@ fn environment() -> Environment<'static> {
     env
 }
 
-/// Formats `instant` as the recipient reads it, e.g. "Tuesday, March 10, 2026 at 2:00 PM EDT".
+/// Formats `instant` as the recipient reads it, e.g. "Tuesday, March 10, 2026 at 2:00 PM EDT":
+/// the one way every subject and body of every kind shows a time (the recipient's zone, with
+/// its abbreviation).
 pub fn local_time(instant: DateTime<Utc>, timezone: &str) -> String {
     let tz: Tz = timezone.parse().unwrap_or(chrono_tz::UTC);
     instant
         .with_timezone(&tz)
         .format("%A, %B %-d, %Y at %-I:%M %p %Z")
         .to_string()
+}
+
+/// Whether the email says that no separate reminder will follow: only a confirmation or a
+/// reschedule (the emails after which a reminder would be scheduled) of a lesson that starts
+/// within the reminder lead. Never a reminder (it is the reminder) nor a cancellation.
+pub fn says_no_reminder_follows(view: &BookingEmailView<'_>) -> bool {
+    view.starts_soon && matches!(view.kind, EmailKind::Confirmation | EmailKind::Reschedule)
+}
+
+/// `text` escaped for a double-quoted HTML attribute.
+fn html_attribute(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('"', "&quot;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// Renders one booking email.
@@ -75,6 +112,7 @@ pub fn render_booking_email(
         }
         EmailKind::Reminder => format!("Reminder: {} on {when}", view.service_name),
     };
+    let invitation = calendar::invitation(view);
     let ctx = context! {
         kind => view.kind.as_str(),
         recipient_name => view.recipient_name,
@@ -86,7 +124,15 @@ pub fn render_booking_email(
         when => when,
         previous_when => view.previous_starts_at.map(|t| local_time(t, view.recipient_timezone)),
         cancellation_reason => view.cancellation_reason,
-        starts_soon => view.starts_soon,
+        no_reminder_follows => says_no_reminder_follows(view),
+        manage_url => identity::manage_url(view.app_url, view.booking_id),
+        // escaped here for an attribute, slashes kept: minijinja's escaping writes `/` as
+        // `&#x2f;`, which every browser reads but no person can
+        manage_href => Value::from_safe_string(html_attribute(&identity::manage_url(
+            view.app_url,
+            view.booking_id
+        ))),
+        invitation => invitation.as_ref().map(|i| i.method.as_str()),
         timezone => view.recipient_timezone,
     };
     let env = &*ENVIRONMENT;
@@ -94,6 +140,7 @@ pub fn render_booking_email(
         subject,
         html: env.get_template("booking.html")?.render(&ctx)?,
         text: env.get_template("booking.txt")?.render(&ctx)?,
+        calendar: invitation,
     })
 }
 
@@ -103,23 +150,38 @@ mod tests {
 
     use super::*;
 
+    const KINDS: [EmailKind; 4] = [
+        EmailKind::Confirmation,
+        EmailKind::Cancellation,
+        EmailKind::Reschedule,
+        EmailKind::Reminder,
+    ];
+
     fn view(kind: EmailKind, timezone: &str) -> BookingEmailView<'_> {
+        let starts_at = Utc
+            .with_ymd_and_hms(2026, 3, 10, 18, 0, 0)
+            .single()
+            .expect("test value");
         BookingEmailView {
             kind,
+            booking_id: 7,
+            booking_version: 1,
             recipient_name: "Sam Student",
+            recipient_email: "sam@example.com",
             recipient_timezone: timezone,
             to_instructor: false,
             other_party_name: "Ida Instructor",
             service_name: "Piano",
             duration_minutes: 60,
             price_cents: 6500,
-            starts_at: Utc
-                .with_ymd_and_hms(2026, 3, 10, 18, 0, 0)
-                .single()
-                .expect("test value"),
+            starts_at,
+            ends_at: starts_at + chrono::Duration::minutes(60),
             previous_starts_at: None,
             cancellation_reason: None,
             starts_soon: false,
+            mail_from: "InstaInstru <no-reply@instainstru.test>",
+            app_url: "http://localhost:3000",
+            now: starts_at - chrono::Duration::days(3),
         }
     }
 
@@ -135,13 +197,23 @@ mod tests {
     }
 
     #[test]
-    fn every_kind_renders_both_parts() {
-        for kind in [
-            EmailKind::Confirmation,
-            EmailKind::Cancellation,
-            EmailKind::Reschedule,
-            EmailKind::Reminder,
-        ] {
+    fn every_kind_shows_the_zone_abbreviation_in_subject_and_body() {
+        for kind in KINDS {
+            for (zone, shown) in [
+                ("America/New_York", "2:00 PM EDT"),
+                ("Asia/Kolkata", "11:30 PM IST"),
+            ] {
+                let email = render_booking_email(&view(kind, zone)).expect("test value");
+                assert!(email.subject.contains(shown), "{kind:?}: {}", email.subject);
+                assert!(email.text.contains(shown), "{kind:?}");
+                assert!(email.html.contains(shown), "{kind:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_kind_renders_both_parts_and_the_manage_link() {
+        for kind in KINDS {
             let mut v = view(kind, "America/New_York");
             v.previous_starts_at = Some(
                 Utc.with_ymd_and_hms(2026, 3, 9, 18, 0, 0)
@@ -153,9 +225,33 @@ mod tests {
             assert!(email.html.contains("<html"), "{kind:?}");
             assert!(email.text.contains("Piano"), "{kind:?}");
             assert!(!email.text.contains("<p>"), "{kind:?}");
+            assert!(
+                email.text.contains("http://localhost:3000/bookings/7"),
+                "{kind:?}"
+            );
+            assert!(
+                email
+                    .html
+                    .contains(r#"href="http://localhost:3000/bookings/7""#),
+                "{kind:?}"
+            );
         }
         let reminder = render_booking_email(&view(EmailKind::Reminder, "UTC")).expect("test value");
         assert!(reminder.subject.starts_with("Reminder:"));
+    }
+
+    #[test]
+    fn the_manage_link_is_escaped_for_its_attribute() {
+        let mut v = view(EmailKind::Confirmation, "UTC");
+        v.app_url = "https://app.example.com/?a=1&b=\"<x>";
+        let email = render_booking_email(&v).expect("test value");
+        assert!(
+            email.html.contains(
+                r#"href="https://app.example.com/?a=1&amp;b=&quot;&lt;x&gt;/bookings/7""#
+            ),
+            "{}",
+            email.html
+        );
     }
 
     #[test]
@@ -167,10 +263,40 @@ mod tests {
     }
 
     #[test]
-    fn soon_lessons_say_so() {
-        let mut v = view(EmailKind::Confirmation, "UTC");
-        v.starts_soon = true;
-        let email = render_booking_email(&v).expect("test value");
-        assert!(email.text.contains("starts soon"), "{}", email.text);
+    fn only_a_confirmation_or_reschedule_of_a_soon_lesson_says_no_reminder_follows() {
+        for kind in KINDS {
+            for starts_soon in [false, true] {
+                let mut v = view(kind, "UTC");
+                v.starts_soon = starts_soon;
+                let email = render_booking_email(&v).expect("test value");
+                let expected =
+                    starts_soon && matches!(kind, EmailKind::Confirmation | EmailKind::Reschedule);
+                assert_eq!(
+                    email.text.contains("no separate reminder"),
+                    expected,
+                    "{kind:?}, soon: {starts_soon}\n{}",
+                    email.text
+                );
+                assert_eq!(
+                    email.html.contains("no separate reminder"),
+                    expected,
+                    "{kind:?}, soon: {starts_soon}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn reminders_carry_no_invitation_and_the_others_do() {
+        for kind in KINDS {
+            let email = render_booking_email(&view(kind, "UTC")).expect("test value");
+            let method = email.calendar.map(|c| c.method);
+            let expected = match kind {
+                EmailKind::Confirmation | EmailKind::Reschedule => Some(calendar::Method::Request),
+                EmailKind::Cancellation => Some(calendar::Method::Cancel),
+                EmailKind::Reminder => None,
+            };
+            assert_eq!(method, expected, "{kind:?}");
+        }
     }
 }

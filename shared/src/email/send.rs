@@ -6,14 +6,10 @@ use std::sync::Arc;
 
 use lettre::{
     AsyncFileTransport, AsyncTransport, Message, Tokio1Executor,
-    message::{Mailbox, MultiPart},
     transport::smtp::authentication::Credentials,
 };
 
-use super::{
-    RenderedEmail,
-    smtp::{SmtpPool, SmtpTarget},
-};
+use super::smtp::{SmtpPool, SmtpTarget};
 
 /// Why a message was not delivered; the worker retries all but permanent failures.
 #[derive(Debug, thiserror::Error)]
@@ -103,38 +99,12 @@ impl Mailer {
         }
     }
 
-    /// Sends one message with a stable `message_id`, so that a receiver can spot a duplicate.
-    pub async fn send(
-        &self,
-        from: &str,
-        to_name: &str,
-        to_address: &str,
-        message_id: &str,
-        email: &RenderedEmail,
-    ) -> Result<(), SendError> {
-        let from: Mailbox = from
-            .parse()
-            .map_err(|e| SendError::Permanent(format!("from address: {e}")))?;
-        let to = Mailbox::new(
-            Some(to_name.to_string()),
-            to_address
-                .parse()
-                .map_err(|e| SendError::Permanent(format!("recipient address: {e}")))?,
-        );
-        let message = Message::builder()
-            .from(from)
-            .to(to)
-            .subject(email.subject.clone())
-            .message_id(Some(message_id.to_string()))
-            .multipart(MultiPart::alternative_plain_html(
-                email.text.clone(),
-                email.html.clone(),
-            ))
-            .map_err(|e| SendError::Permanent(format!("building message: {e}")))?;
+    /// Sends one composed message ([`super::message::compose`]).
+    pub async fn send(&self, message: &Message) -> Result<(), SendError> {
         match self {
             Mailer::Smtp(pool) => pool.send(message.envelope(), &message.formatted()).await,
             Mailer::Files(transport) => transport
-                .send(message)
+                .send_raw(message.envelope(), &message.formatted())
                 .await
                 .map(drop)
                 .map_err(|e| SendError::Transient(e.to_string())),

@@ -3,6 +3,7 @@ mod bad_input;
 mod booking_flow;
 mod contract;
 mod fuzz;
+mod invitations;
 mod rate_limit;
 mod registry;
 mod reminders;

@@ -275,3 +275,47 @@ async fn an_unknown_smtp_outcome_keeps_the_claim_until_it_times_out() {
         assert!(gap >= Duration::from_secs(9), "resent after only {gap:?}");
     }
 }
+
+/// A send cut off before an upgrade that renamed Message-IDs (they were `@instainstru`, they
+/// are now on `MAIL_FROM`'s domain) is taken over after it with the id the ledger recorded:
+/// a receiver that got the first copy still drops the second.
+#[tokio::test]
+async fn a_claim_taken_over_resends_with_the_message_id_it_recorded() {
+    let mut app = TestApp::without_worker().await;
+    let token = app.student().await;
+    let (status, booking) = app.book(&token, app.lesson_at(2, 12)).await;
+    assert_eq!(status, 201, "{booking}");
+    let id = booking["id"].as_i64().unwrap();
+    // both confirmations claimed an hour ago, by a worker that died mid-send
+    sqlx::query(
+        "insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id, claimed_at)
+         select b.id, 'confirmation', r.id, 1,
+                '<booking-' || b.id || '-confirmation-' || r.party || '-v1@instainstru>',
+                now() - interval '1 hour'
+         from bookings b
+         cross join lateral (values (b.student_id, 'student'), (b.instructor_id, 'instructor')) r(id, party)
+         where b.id = $1",
+    )
+    .bind(id)
+    .execute(&app.db.pool)
+    .await
+    .unwrap();
+
+    app.start_worker().await;
+
+    eventually(
+        Duration::from_secs(20),
+        "both taken over and sent",
+        || async { app.smtp.count() == 2 },
+    )
+    .await;
+    let mut ids: Vec<String> = app.smtp.messages().iter().map(|m| m.message_id()).collect();
+    ids.sort();
+    assert_eq!(
+        ids,
+        [
+            format!("<booking-{id}-confirmation-instructor-v1@instainstru>"),
+            format!("<booking-{id}-confirmation-student-v1@instainstru>"),
+        ]
+    );
+}

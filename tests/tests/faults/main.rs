@@ -7,10 +7,21 @@ mod processes;
 use std::collections::HashMap;
 
 use e2e::smtp::SmtpSink;
+use shared::jobs::{BookingEmail, EmailKind, Party};
 
-/// The Message-ID of the confirmation of booking `id` to `party`.
-pub fn confirmation_id(id: i64, party: &str) -> String {
-    format!("<booking-{id}-confirmation-{party}-v1@instainstru>")
+/// The Message-ID of the confirmation of booking `id` to `party`, as the worker names it
+/// (the binaries run with the default `MAIL_FROM`).
+pub fn confirmation_id(id: i64, party: Party) -> String {
+    let from = shared::config::Config::from_vars(Vec::new())
+        .expect("default configuration")
+        .mail_from;
+    let email = BookingEmail {
+        booking_id: id,
+        kind: EmailKind::Confirmation,
+        party,
+        booking_version: 1,
+    };
+    shared::email::message_id(&email, &from)
 }
 
 /// What the sink holds of the confirmations of `bookings`:
@@ -24,8 +35,8 @@ pub fn tally(smtp: &SmtpSink, bookings: &[i64]) -> (usize, usize, usize) {
         .iter()
         .flat_map(|id| {
             [
-                confirmation_id(*id, "student"),
-                confirmation_id(*id, "instructor"),
+                confirmation_id(*id, Party::Student),
+                confirmation_id(*id, Party::Instructor),
             ]
         })
         .collect();

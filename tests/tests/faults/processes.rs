@@ -4,7 +4,7 @@ use std::time::Duration;
 use e2e::{
     eventually,
     pg_server::PgServer,
-    procs::{Cluster, book_lesson, record_summary},
+    procs::{Cluster, book_lesson, record_figure, record_summary},
     redis_server::RedisServer,
 };
 use shared::testing::{self, TestDatabase};
@@ -67,6 +67,76 @@ async fn wait_for_all(cluster: &Cluster, bookings: &[i64], timeout: Duration) {
     .await;
     // anything doubled would arrive shortly after
     tokio::time::sleep(Duration::from_secs(2)).await;
+}
+
+/// A slow SMTP server (its verdict on the final dot takes a second) and workers SIGKILLed
+/// every 0.7 s for 12 s while bookings come in, with the claim timeout at its production
+/// default (300 s): a claim whose worker died is taken over at once, so the last email
+/// arrives within seconds of the last kill, not five minutes late.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workers_killed_mid_send_are_taken_over_at_once() {
+    let mut cluster =
+        Cluster::new(testing::redis_url(), &[("EMAIL_CLAIM_TIMEOUT_SECS", "300")]).await;
+    cluster.smtp.set_delay(Duration::from_secs(1));
+    let api = cluster.api().await;
+    let mut workers = vec![cluster.worker().await, cluster.worker().await];
+    let token = cluster.token("student@example.com").await;
+    let booking = tokio::spawn(stream(
+        &cluster,
+        vec![base(api.port)],
+        token,
+        20,
+        Duration::from_millis(600),
+    ));
+
+    let started = tokio::time::Instant::now();
+    let mut kills = 0;
+    while started.elapsed() < Duration::from_secs(12) {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        workers.remove(0).kill().await;
+        kills += 1;
+        workers.push(cluster.worker().await);
+    }
+    let last_kill = std::time::Instant::now();
+    let bookings = booking.await.unwrap();
+    assert_eq!(bookings.len(), 20);
+    wait_for_all(&cluster, &bookings, Duration::from_secs(120)).await;
+
+    let (out, lost, extra) = tally(&cluster.smtp, &bookings);
+    let last_arrival = cluster
+        .smtp
+        .messages()
+        .iter()
+        .map(|m| m.received_at)
+        .max()
+        .expect("emails arrived");
+    let after = last_arrival
+        .saturating_duration_since(last_kill)
+        .as_secs_f64();
+    record_summary(
+        "worker_sigkill_slow_smtp",
+        kills,
+        bookings.len() * 2,
+        out,
+        lost,
+        extra,
+    );
+    record_figure(
+        "worker_sigkill_slow_smtp",
+        "last_email_after_last_kill_s",
+        format!("{after:.1}"),
+    );
+    assert_eq!(lost, 0);
+    // a repeat is a message the server had accepted when its sender died: at most the sends
+    // in flight at each kill
+    assert!(
+        extra <= kills * 8,
+        "{extra} repeated transmissions for {kills} kills"
+    );
+    assert!(
+        after <= 30.0,
+        "the last email came {after:.1} s after the last kill"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

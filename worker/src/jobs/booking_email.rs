@@ -1,21 +1,28 @@
-//! Sends the emails about a booking: confirmation, cancellation, reschedule and reminder.
+//! Sends the emails about a booking: confirmation, cancellation, reschedule and reminder,
+//! in three steps: [`decide`] (claim the email in the ledger, or find why not to send it),
+//! [`compose`] (render the message, with its calendar invitation; no I/O) and [`deliver`]
+//! (the SMTP exchange and the ledger's verdict).
 //!
 //! Idempotent through the email ledger, keyed by (booking, kind, recipient, booking version):
 //! the row is claimed before the SMTP exchange and marked sent after it, so a retried or
-//! duplicated delivery sends nothing more. A claim younger than `EMAIL_CLAIM_TIMEOUT_SECS`
-//! means another delivery may be sending right now: retry later. An older one means a send
-//! was cut off (a worker died mid-send, or the SMTP server's verdict never came): take it
-//! over and send again with the same Message-ID, the one window in which a receiver can see
-//! a duplicate (and can drop it by that id).
+//! duplicated delivery sends nothing more. What a message contains (its parts, its
+//! invitation) is no part of that key. A claim names the worker process holding it: while
+//! that worker heartbeats and the claim is younger than `EMAIL_CLAIM_TIMEOUT_SECS`, another
+//! delivery may be sending right now: look again later. A claim whose worker is dead (a crash
+//! mid-send) is taken over at once, and one older than the timeout (the SMTP server's verdict
+//! never came) too: send again with the Message-ID the claim recorded, the one window in
+//! which a receiver can see a duplicate (and can drop it by that id).
 //!
 //! Reminders check the booking's current state: a cancelled, moved, started or erased
 //! booking is skipped, with the reason recorded. Refusals release the claim: transient ones
 //! (4xx, connection failures before the message) retry with backoff (`records`); permanent
-//! ones (5xx, an address the server cannot take) go straight to the dead letters.
-use chrono::Utc;
+//! ones (5xx, an address the server cannot take, a message that cannot be built) go straight
+//! to the dead letters.
+use chrono::{DateTime, Utc};
 use shared::{
+    config::Config,
     domain::{Booking, BookingStatus, Recipient},
-    email::{BookingEmailView, render_booking_email},
+    email::{self, BookingEmailView, Message, render_booking_email},
     jobs::{BookingEmail, EmailKind, Party},
 };
 
@@ -49,31 +56,70 @@ impl Handler for BookingEmailJob {
 
 pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outcome, WorkerError> {
     let now = deps.clock.now();
-    let message_id = format!(
-        "<booking-{}-{}-{}-v{}@instainstru>",
-        args.booking_id,
-        args.kind.as_str(),
-        args.party.as_str(),
-        args.booking_version
-    );
+    let claimed = match decide(&deps, &args, now).await? {
+        Decision::Send(claimed) => claimed,
+        Decision::Finished(outcome) => return Ok(outcome),
+    };
+    let message = match compose(&deps.config, &args, &claimed, now) {
+        Ok(message) => message,
+        Err(reason) => {
+            release(&deps, claimed.ledger_id).await?;
+            metrics::counter!("emails_failed_total", "kind" => args.kind.as_str(), "permanent" => "true")
+                .increment(1);
+            return Ok(Outcome::Dead(reason));
+        }
+    };
+    deliver(&deps, job_id, &args, &claimed, &message, now).await
+}
+
+/// What [`decide`] found.
+enum Decision {
+    /// The email is claimed by this delivery: send it.
+    Send(Box<Claimed>),
+    /// Nothing to send (already sent, sent by another delivery right now, no longer wanted,
+    /// no such booking): the job's outcome.
+    Finished(Outcome),
+}
+
+/// An email this delivery has claimed in the ledger, with what its message shows.
+struct Claimed {
+    ledger_id: i64,
+    message_id: String,
+    booking: Booking,
+    recipient: Recipient,
+    other: Recipient,
+    /// For a reschedule: where the lesson moved from.
+    previous_starts_at: Option<DateTime<Utc>>,
+}
+
+/// Claims the email in the ledger, or says why this delivery sends nothing: the one guard
+/// against sending an email twice.
+async fn decide(
+    deps: &Deps,
+    args: &BookingEmail,
+    now: DateTime<Utc>,
+) -> Result<Decision, WorkerError> {
+    let message_id = email::message_id(args, &deps.config.mail_from);
     let Some((claim, booking, student, instructor)) =
-        claim_with_context(&deps, &args, &message_id).await?
+        claim_with_context(deps, args, &message_id).await?
     else {
-        return Ok(Outcome::Dead(format!(
+        return Ok(Decision::Finished(Outcome::Dead(format!(
             "booking {} does not exist",
             args.booking_id
-        )));
+        ))));
     };
     tracing::Span::current().record("booking_id", booking.id);
-    let ledger_id = match claim {
-        Claim::Ours(id) => id,
+    let (ledger_id, message_id) = match claim {
+        // a claim taken over keeps the Message-ID it was first sent with
+        Claim::Ours { id, recorded_id } => (id, recorded_id.unwrap_or(message_id)),
         Claim::AlreadySent => {
             tracing::info!("email already sent: duplicate delivery ignored");
-            return Ok(Outcome::Done);
+            return Ok(Decision::Finished(Outcome::Done));
         }
         Claim::InFlight { claimed_at } => {
-            // not a failure of this job: it may run again once that claim can be taken over,
-            // however long the claim timeout is, without spending its attempts
+            // not a failure of this job: its claim's worker is alive, so it runs again when
+            // the claim times out, without spending its attempts (should that worker die
+            // first, the delivery it was running comes back and takes the claim over at once)
             let soon = now + chrono::Duration::seconds(2);
             let until = match claimed_at {
                 Some(at) => (at
@@ -82,23 +128,22 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
                 // claimed at this very moment: look again shortly, when the claim is visible
                 None => soon,
             };
-            return Ok(Outcome::Defer {
+            return Ok(Decision::Finished(Outcome::Defer {
                 until,
                 reason: "another delivery is sending this email".into(),
-            });
+            }));
         }
     };
     let (recipient, other) = match args.party {
         Party::Student => (student, instructor),
         Party::Instructor => (instructor, student),
     };
-    if let Some(reason) = skip_reason(&args, &booking, &recipient, now) {
+    if let Some(reason) = skip_reason(args, &booking, &recipient, now) {
         // rare: changed bookings retire their reminders when they change
-        release(&deps, ledger_id).await?;
-        return Ok(skip(args.kind, reason));
+        release(deps, ledger_id).await?;
+        return Ok(Decision::Finished(skip(args.kind, reason)));
     }
-
-    let previous_starts_at: Option<chrono::DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
+    let previous_starts_at: Option<DateTime<Utc>> = if args.kind == EmailKind::Reschedule {
         sqlx::query_scalar!(
             "select previous_starts_at from booking_moves where booking_id = $1 and version = $2",
             booking.id,
@@ -109,9 +154,37 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
     } else {
         None
     };
+    Ok(Decision::Send(Box::new(Claimed {
+        ledger_id,
+        message_id,
+        booking,
+        recipient,
+        other,
+        previous_starts_at,
+    })))
+}
+
+/// The message of a claimed email, as its recipient will read it: the booking's current
+/// state, the time in the recipient's zone, and (but for reminders) the calendar invitation.
+/// `Err` is a message that can never be built (a template error, an unusable address).
+fn compose(
+    config: &Config,
+    args: &BookingEmail,
+    claimed: &Claimed,
+    now: DateTime<Utc>,
+) -> Result<Message, String> {
+    let Claimed {
+        booking,
+        recipient,
+        other,
+        ..
+    } = claimed;
     let view = BookingEmailView {
         kind: args.kind,
+        booking_id: booking.id,
+        booking_version: args.booking_version,
         recipient_name: &recipient.full_name,
+        recipient_email: &recipient.email,
         recipient_timezone: &recipient.timezone,
         to_instructor: args.party == Party::Instructor,
         other_party_name: &other.full_name,
@@ -119,34 +192,43 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
         duration_minutes: booking.duration_minutes,
         price_cents: booking.price_cents,
         starts_at: booking.starts_at,
-        previous_starts_at,
+        ends_at: booking.ends_at,
+        previous_starts_at: claimed.previous_starts_at,
         cancellation_reason: booking.cancellation_reason.as_deref(),
-        starts_soon: booking.starts_at - now <= deps.config.reminder_lead(),
+        starts_soon: booking.starts_at - now <= config.reminder_lead(),
+        mail_from: &config.mail_from,
+        app_url: &config.app_url,
+        now,
     };
-    let email = match render_booking_email(&view) {
-        Ok(email) => email,
-        Err(e) => {
-            release(&deps, ledger_id).await?;
-            return Ok(Outcome::Dead(format!("rendering failed: {e}")));
-        }
-    };
-    let sent = deps
-        .mailer
-        .send(
-            &deps.config.mail_from,
-            &recipient.full_name,
-            &recipient.email,
-            &message_id,
-            &email,
-        )
-        .await;
-    match sent {
+    let rendered = render_booking_email(&view).map_err(|e| format!("rendering failed: {e}"))?;
+    email::compose(
+        &config.mail_from,
+        &recipient.full_name,
+        &recipient.email,
+        &claimed.message_id,
+        &rendered,
+    )
+    .map_err(|e| e.to_string())
+}
+
+/// Hands the message to the mail server and records the verdict in the ledger: sent (with
+/// the job done, in one durable commit), refused (claim released: a retry may send it), or
+/// unknown (claim kept: only its timeout lets it be sent again).
+async fn deliver(
+    deps: &Deps,
+    job_id: i64,
+    args: &BookingEmail,
+    claimed: &Claimed,
+    message: &Message,
+    now: DateTime<Utc>,
+) -> Result<Outcome, WorkerError> {
+    match deps.mailer.send(message).await {
         Ok(()) => {
-            mark_sent(&deps, ledger_id, job_id).await?;
+            mark_sent(deps, claimed.ledger_id, job_id).await?;
             metrics::counter!("emails_sent_total", "kind" => args.kind.as_str()).increment(1);
             if args.kind == EmailKind::Reminder {
                 metrics::counter!("reminders_sent_total").increment(1);
-                let due = booking.starts_at - deps.config.reminder_lead();
+                let due = claimed.booking.starts_at - deps.config.reminder_lead();
                 metrics::histogram!("reminder_lag_seconds")
                     .record((now - due).num_milliseconds().max(0) as f64 / 1000.0);
             }
@@ -160,7 +242,7 @@ pub async fn handle(deps: Deps, job_id: i64, args: BookingEmail) -> Result<Outco
                 metrics::counter!("emails_outcome_unknown_total", "kind" => args.kind.as_str())
                     .increment(1);
             } else {
-                release(&deps, ledger_id).await?;
+                release(deps, claimed.ledger_id).await?;
             }
             metrics::counter!("emails_failed_total", "kind" => args.kind.as_str(), "permanent" => e.is_permanent().to_string())
                 .increment(1);
@@ -208,8 +290,12 @@ fn skip_reason(
 }
 
 enum Claim {
-    /// The ledger row (by id) is ours to send.
-    Ours(i64),
+    /// The ledger row (by id) is ours to send; `recorded_id` is the Message-ID of a claim we
+    /// took over (a fresh claim records the one we computed).
+    Ours {
+        id: i64,
+        recorded_id: Option<String>,
+    },
     AlreadySent,
     /// Another delivery claimed it at `claimed_at` and has not recorded it sent; `None` when
     /// that claim was inserted concurrently with this statement (invisible to it).
@@ -221,8 +307,10 @@ enum Claim {
 /// Claims this email's ledger row and reads the booking and both parties, in one durable
 /// round trip; `None` when the booking does not exist.
 ///
-/// The claim: insert the row; or take over a claim abandoned longer than
-/// `EMAIL_CLAIM_TIMEOUT_SECS`; or report the row's status. It is durable before the SMTP
+/// The claim, naming this worker: insert the row; or take over a claim whose worker is known
+/// dead (no heartbeat for [`crate::presence::dead_after`], or stopped), or that is older than
+/// `EMAIL_CLAIM_TIMEOUT_SECS` (longer than any send can take, so a live worker's send is never
+/// doubled: what outlives it is a send whose verdict never came); or report the row's status. It is durable before the SMTP
 /// exchange starts: a claim lost in a Postgres crash would let the job, reverted by the same
 /// crash, send the email again. Claiming before the skip checks costs a release in the rare
 /// case of a skip, and saves a round trip on every email.
@@ -245,16 +333,20 @@ async fn claim_with_context(
                    $4::int as booking_version
             from ctx),
          inserted as (
-            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id)
-            select booking_id, kind, recipient_id, booking_version, $5 from key
+            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id, claimed_by)
+            select booking_id, kind, recipient_id, booking_version, $5, $7 from key
             on conflict do nothing returning id),
          existing as (
-            select l.id, l.status, l.claimed_at
+            select l.id, l.status, l.claimed_at, l.message_id
             from email_ledger l join key k using (booking_id, kind, recipient_id, booking_version)),
          taken as (
-            update email_ledger l set claimed_at = now() from existing e
-            where l.id = e.id and not exists (select 1 from inserted)
-              and l.status = 'sending' and l.claimed_at < now() - make_interval(secs => $6)
+            update email_ledger l set claimed_at = now(), claimed_by = $7 from existing e
+            where l.id = e.id and not exists (select 1 from inserted) and l.status = 'sending'
+              and (l.claimed_at < now() - make_interval(secs => $6)
+                   or (l.claimed_by is not null and not exists (
+                         select 1 from workers w
+                          where w.id = l.claimed_by and w.stopped_at is null
+                            and w.heartbeat_at > now() - make_interval(secs => $8))))
             returning l.id)
          select ctx.id as "id!", ctx.student_id as "student_id!", ctx.instructor_id as "instructor_id!",
                 ctx.service_id as "service_id!", ctx.starts_at as "starts_at!", ctx.ends_at as "ends_at!",
@@ -269,20 +361,27 @@ async fn claim_with_context(
                 coalesce((select id from inserted), (select id from taken)) as ledger_id,
                 case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
                      else (select status from existing) end as verdict,
-                (select claimed_at from existing) as claimed_at
+                (select claimed_at from existing) as claimed_at,
+                (select message_id from existing) as recorded_message_id
          from ctx"#,
         args.booking_id,
         args.party.as_str(),
         args.kind.as_str(),
         args.booking_version,
         message_id,
-        deps.config.email_claim_timeout_secs as f64
+        deps.config.email_claim_timeout_secs as f64,
+        &*deps.instance,
+        crate::presence::dead_after(std::time::Duration::from_secs(deps.config.heartbeat_secs))
+            .as_secs_f64()
     )
     .fetch_optional(&deps.durable)
     .await?;
     Ok(c.map(|c| {
         let claim = match (c.ledger_id, c.verdict.as_deref()) {
-            (Some(id), Some("ours")) => Claim::Ours(id),
+            (Some(id), Some("ours")) => Claim::Ours {
+                id,
+                recorded_id: c.recorded_message_id,
+            },
             (_, Some("sent")) => Claim::AlreadySent,
             _ => Claim::InFlight {
                 claimed_at: c.claimed_at,
