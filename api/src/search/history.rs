@@ -20,32 +20,57 @@ pub struct HistoryEntry {
 /// The searcher's recent searches, newest first.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn list(pool: &PgPool, searcher: &Searcher) -> Result<Vec<HistoryEntry>, sqlx::Error> {
-    sqlx::query_as!(
-        HistoryEntry,
-        "select id, query, searched_at from search_history
-         where ($1::int8 is not null and user_id = $1) or ($2::text is not null and guest_session = $2)
-         order by searched_at desc, id desc limit $3",
-        searcher.user_id(),
-        searcher.guest_session(),
-        HISTORY_KEPT
-    )
-    .fetch_all(pool)
-    .await
+    // one query per kind of searcher, so each reads its own partial index
+    match searcher {
+        Searcher::User(id) => {
+            sqlx::query_as!(
+                HistoryEntry,
+                "select id, query, searched_at from search_history where user_id = $1
+                 order by searched_at desc, id desc limit $2",
+                id,
+                HISTORY_KEPT
+            )
+            .fetch_all(pool)
+            .await
+        }
+        Searcher::Guest(session) => {
+            sqlx::query_as!(
+                HistoryEntry,
+                "select id, query, searched_at from search_history where guest_session = $1
+                 order by searched_at desc, id desc limit $2",
+                session,
+                HISTORY_KEPT
+            )
+            .fetch_all(pool)
+            .await
+        }
+    }
 }
 
 /// Deletes one of the searcher's entries; `false` when the searcher has no such entry
 /// (whether it does not exist or is someone else's is not told apart).
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn delete(pool: &PgPool, searcher: &Searcher, id: i64) -> Result<bool, sqlx::Error> {
-    let deleted = sqlx::query!(
-        "delete from search_history
-         where id = $1 and (($2::int8 is not null and user_id = $2) or ($3::text is not null and guest_session = $3))",
-        id,
-        searcher.user_id(),
-        searcher.guest_session()
-    )
-    .execute(pool)
-    .await?;
+    let deleted = match searcher {
+        Searcher::User(user) => {
+            sqlx::query!(
+                "delete from search_history where id = $1 and user_id = $2",
+                id,
+                user
+            )
+            .execute(pool)
+            .await?
+        }
+        Searcher::Guest(session) => {
+            sqlx::query!(
+                "delete from search_history where id = $1 and guest_session = $2",
+                id,
+                session
+            )
+            .execute(pool)
+            .await?
+        }
+    };
     Ok(deleted.rows_affected() > 0)
 }
 

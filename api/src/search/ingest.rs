@@ -416,7 +416,8 @@ pub async fn lock_searchers(
     Ok(())
 }
 
-/// Deletes all but the [`HISTORY_KEPT`] most recent entries of these users and guests.
+/// Deletes all but the [`HISTORY_KEPT`] most recent entries of these users and guests. One
+/// index probe per searcher (a lateral subquery each), never a scan of everyone's history.
 pub async fn trim_history(
     tx: &mut sqlx::PgConnection,
     users: &[i64],
@@ -424,12 +425,13 @@ pub async fn trim_history(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "delete from search_history where id in (
-             select id from (
-                 select id, row_number() over (partition by user_id, guest_session
-                                               order by searched_at desc, id desc) as rank
-                 from search_history
-                 where user_id = any($1) or guest_session = any($2)) ranked
-             where rank > $3)",
+             select old.id from unnest($1::int8[]) as u(id)
+             cross join lateral (select id from search_history where user_id = u.id
+                                 order by searched_at desc, id desc offset $3) old
+             union all
+             select old.id from unnest($2::text[]) as g(session)
+             cross join lateral (select id from search_history where guest_session = g.session
+                                 order by searched_at desc, id desc offset $3) old)",
         users,
         guests,
         HISTORY_KEPT
