@@ -1,15 +1,20 @@
 //! Bearer JWT authentication (HS256): tokens carry the user id and role.
+//!
+//! A request's token is verified once: the first to ask (the rate limiter, else the
+//! [`AuthUser`] extractor) leaves the verdict in the request's extensions, and everyone
+//! after reads it there. This module needs only the keys, reached with `FromRef`, so it
+//! knows nothing of the application state or the rate limiter.
 use std::sync::Arc;
 
 use axum::{
     extract::{FromRef, FromRequestParts},
-    http::{header, request::Parts},
+    http::{HeaderMap, header, request::Parts},
 };
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use shared::domain::Role;
 
-use crate::{error::ApiError, state::AppState};
+use crate::error::ApiError;
 
 /// The signing and verification keys, built once from the configured secret.
 #[derive(Clone)]
@@ -32,6 +37,30 @@ struct Claims {
     role: Role,
     iat: i64,
     exp: i64,
+}
+
+/// Why a request carries no usable identity. Small and `Copy`, so the verdict can be kept in
+/// the request and handed out again without verifying twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    #[error("missing bearer token")]
+    Missing,
+    #[error("malformed authorization header")]
+    Malformed,
+    #[error("authorization must be a Bearer token")]
+    NotBearer,
+    #[error("token expired")]
+    Expired,
+    #[error("token signature invalid")]
+    BadSignature,
+    #[error("token invalid")]
+    Invalid,
+}
+
+impl From<AuthError> for ApiError {
+    fn from(error: AuthError) -> Self {
+        ApiError::Unauthorized(error.to_string())
+    }
 }
 
 impl JwtKeys {
@@ -60,23 +89,19 @@ impl JwtKeys {
             .map_err(|e| ApiError::Internal(format!("signing token: {e}")))
     }
 
-    fn verify(&self, token: &str) -> Result<AuthUser, ApiError> {
+    fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
         let data =
             jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
-                ApiError::Unauthorized(match e.kind() {
-                    ErrorKind::ExpiredSignature => "token expired".into(),
-                    ErrorKind::InvalidSignature => "token signature invalid".into(),
-                    _ => "token invalid".into(),
-                })
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => AuthError::Expired,
+                    ErrorKind::InvalidSignature => AuthError::BadSignature,
+                    _ => AuthError::Invalid,
+                }
             })?;
-        let id = data
-            .claims
-            .sub
-            .parse()
-            .map_err(|_| ApiError::Unauthorized("token invalid".into()))?;
+        let id = data.claims.sub.parse().map_err(|_| AuthError::Invalid)?;
         Ok(AuthUser {
             id,
             role: data.claims.role,
@@ -84,8 +109,39 @@ impl JwtKeys {
     }
 }
 
-/// The caller, proven by a valid bearer token.
+/// The bearer token of `headers`, unverified.
+fn bearer(headers: &HeaderMap) -> Result<&str, AuthError> {
+    let value = headers
+        .get(header::AUTHORIZATION)
+        .ok_or(AuthError::Missing)?
+        .to_str()
+        .map_err(|_| AuthError::Malformed)?;
+    value
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+        .ok_or(AuthError::NotBearer)
+}
+
+/// The verdict on one request's token, kept in its extensions.
 #[derive(Debug, Clone, Copy)]
+struct Verdict(Result<AuthUser, AuthError>);
+
+/// Who sent the request: verifies its bearer token the first time it is asked for this
+/// request, and answers from the kept verdict after that.
+pub fn authenticate(parts: &mut Parts, keys: &JwtKeys) -> Result<AuthUser, AuthError> {
+    if let Some(Verdict(verdict)) = parts.extensions.get::<Verdict>() {
+        return *verdict;
+    }
+    let verdict = bearer(&parts.headers).and_then(|token| keys.verify(token));
+    if let Ok(user) = &verdict {
+        tracing::Span::current().record("user_id", user.id);
+    }
+    parts.extensions.insert(Verdict(verdict));
+    verdict
+}
+
+/// The caller, proven by a valid bearer token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthUser {
     pub id: i64,
     pub role: Role,
@@ -106,27 +162,63 @@ impl AuthUser {
 
 impl<S> FromRequestParts<S> for AuthUser
 where
-    AppState: FromRef<S>,
+    SharedKeys: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let state = AppState::from_ref(state);
-        let header = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(|| ApiError::Unauthorized("missing bearer token".into()))?
-            .to_str()
-            .map_err(|_| ApiError::Unauthorized("malformed authorization header".into()))?;
-        let token = header
-            .strip_prefix("Bearer ")
-            .ok_or_else(|| ApiError::Unauthorized("authorization must be a Bearer token".into()))?;
-        let user = state.keys.verify(token.trim())?;
-        tracing::Span::current().record("user_id", user.id);
-        Ok(user)
+        Ok(authenticate(parts, &SharedKeys::from_ref(state))?)
     }
 }
 
 /// Shared handle type for the keys.
 pub type SharedKeys = Arc<JwtKeys>;
+
+#[cfg(test)]
+mod tests {
+    use axum::http::Request;
+
+    use super::*;
+
+    fn parts_with(token: &str) -> Parts {
+        Request::builder()
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    #[tokio::test]
+    async fn a_token_is_verified_once_per_request() {
+        let keys: SharedKeys = Arc::new(JwtKeys::new("the-secret-the-token-is-signed-with", 60));
+        let token = keys
+            .mint(7, Role::Student, chrono::Utc::now())
+            .expect("token");
+        let mut parts = parts_with(&token);
+        // the rate limiter asks first
+        let user = authenticate(&mut parts, &keys).expect("verifies");
+        assert_eq!(user.id, 7);
+        // then the handler's extractor, with keys that would refuse the token: it must be
+        // answered from the kept verdict, not by verifying again
+        let other: SharedKeys = Arc::new(JwtKeys::new("a-secret-that-never-signed-it", 60));
+        assert_eq!(
+            AuthUser::from_request_parts(&mut parts, &other).await.ok(),
+            Some(user)
+        );
+        // a fresh request with those keys is refused, as it must be
+        let refused = AuthUser::from_request_parts(&mut parts_with(&token), &other).await;
+        assert!(matches!(refused, Err(ApiError::Unauthorized(_))));
+    }
+
+    #[tokio::test]
+    async fn a_refusal_is_kept_too() {
+        let keys = JwtKeys::new("the-secret-the-token-is-signed-with", 60);
+        let mut parts = parts_with("not.a.jwt");
+        assert_eq!(authenticate(&mut parts, &keys), Err(AuthError::Invalid));
+        assert_eq!(authenticate(&mut parts, &keys), Err(AuthError::Invalid));
+        let mut none = Request::builder().body(()).expect("request").into_parts().0;
+        assert_eq!(authenticate(&mut none, &keys), Err(AuthError::Missing));
+    }
+}

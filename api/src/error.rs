@@ -29,6 +29,9 @@ pub enum ApiError {
     Forbidden(String),
     #[error("{0} not found")]
     NotFound(&'static str),
+    /// The route exists but has no handler for the method (axum adds the `Allow` header).
+    #[error("method not allowed")]
+    MethodNotAllowed,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
     #[error("request body too large")]
@@ -43,11 +46,20 @@ pub enum ApiError {
     Internal(String),
 }
 
-#[derive(Serialize)]
-struct Body<'a> {
+/// Every error answer (ARCHITECTURE.md, principle 6).
+#[derive(Serialize, utoipa::ToSchema)]
+#[schema(as = Error)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorBody<'a> {
+    /// For a human; never internal error text.
+    #[schema(min_length = 1)]
     detail: String,
+    /// Stable, for programs.
+    #[schema(pattern = "^[a-z][a-z_]*$")]
     code: &'a str,
+    /// The offending input field, when one is to blame.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String)]
     field: Option<&'a str>,
 }
 
@@ -71,6 +83,9 @@ impl ApiError {
             ApiError::Unauthorized(_) => (StatusCode::UNAUTHORIZED, "unauthorized", None),
             ApiError::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", None),
             ApiError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", None),
+            ApiError::MethodNotAllowed => {
+                (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
+            }
             ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, None),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             ApiError::UnsupportedMediaType => (
@@ -103,7 +118,7 @@ impl IntoResponse for ApiError {
         metrics::counter!("api_errors_total", "code" => code.to_string()).increment(1);
         let mut response = (
             status,
-            Json(Body {
+            Json(ErrorBody {
                 detail,
                 code,
                 field,

@@ -35,24 +35,27 @@ impl<S: Send + Sync> FromRequest<S> for Bytes {
     }
 }
 
-/// Parses an optional JSON body: empty means `T::default()`.
+/// Parses an optional JSON body: empty, or `null`, means `T::default()` (the document says
+/// "the object, or null", which is how it writes an optional body).
 pub fn optional_json<T: serde::de::DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            ApiError::Unprocessable {
-                code: "invalid_body",
-                detail: e.to_string(),
-                field: None,
+    serde_json::from_slice::<Option<T>>(body)
+        .map(Option::unwrap_or_default)
+        .map_err(|e| {
+            if e.is_data() {
+                ApiError::Unprocessable {
+                    code: "invalid_body",
+                    detail: e.to_string(),
+                    field: None,
+                }
+            } else {
+                ApiError::BadRequest {
+                    code: "malformed_json",
+                    detail: e.to_string(),
+                    field: None,
+                }
             }
-        } else {
-            ApiError::BadRequest {
-                code: "malformed_json",
-                detail: e.to_string(),
-                field: None,
-            }
-        }
-    })
+        })
 }

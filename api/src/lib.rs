@@ -3,23 +3,26 @@
 pub mod auth;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
 pub mod rate_limit;
 pub mod routes;
 pub mod search;
 pub mod seed;
 pub mod state;
+pub mod telemetry;
 
 use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration};
 
 use axum::{
-    Router,
+    Extension, Router,
     extract::{DefaultBodyLimit, MatchedPath, Request},
     middleware,
     response::IntoResponse,
-    routing::{delete, get, post},
 };
 use shared::{clock::SharedClock, config::Config};
 use tower_http::{catch_panic::CatchPanicLayer, trace::TraceLayer};
+use utoipa::OpenApi;
+use utoipa_axum::{router::OpenApiRouter, routes};
 
 use crate::{auth::JwtKeys, error::ApiError, rate_limit::RateLimiter, state::AppState};
 
@@ -59,74 +62,69 @@ pub async fn build_state(
         )),
         config: Arc::new(config),
         clock,
-        metrics: shared::telemetry::init_metrics(),
+        metrics: telemetry::init(),
     })
 }
 
-/// All routes with their middleware.
-pub fn router(state: AppState) -> Router {
-    use routes::{admin, admin_analytics, bookings, health, instructors, search};
+/// Every operation, declared once: `routes!` registers each handler on the method and path
+/// of its `#[utoipa::path]` and adds that description to the document, so the router and the
+/// document cannot disagree.
+fn operations(state: &AppState) -> OpenApiRouter<AppState> {
+    use routes::{admin, admin_analytics, bookings, docs, health, instructors, openapi, search};
     // public reads and every write are rate limited per client
-    let limited = Router::new()
-        .route("/api/v1/instructors", get(instructors::list))
-        .route(
-            "/api/v1/public/instructors/{id}/availability",
-            get(instructors::availability),
-        )
-        .route(
-            "/api/v1/bookings",
-            post(bookings::create).get(bookings::list),
-        )
-        .route("/api/v1/bookings/{id}", get(bookings::get))
-        .route("/api/v1/bookings/{id}/cancel", post(bookings::cancel))
-        .route(
-            "/api/v1/bookings/{id}/reschedule",
-            post(bookings::reschedule),
-        )
-        .route("/api/v1/search/events", post(search::record_event))
-        .route(
-            "/api/v1/search/events/{id}/interactions",
-            post(search::record_interaction),
-        )
-        .route("/api/v1/search/history", get(search::history))
-        .route(
-            "/api/v1/search/history/{id}",
-            delete(search::delete_history),
-        )
-        .route("/api/v1/search/history/claim", post(search::claim_history))
+    let limited = OpenApiRouter::new()
+        .routes(routes!(instructors::list))
+        .routes(routes!(instructors::availability))
+        .routes(routes!(bookings::create, bookings::list))
+        .routes(routes!(bookings::get))
+        .routes(routes!(bookings::cancel))
+        .routes(routes!(bookings::reschedule))
+        .routes(routes!(search::record_event))
+        .routes(routes!(search::record_interaction))
+        .routes(routes!(search::history))
+        .routes(routes!(search::delete_history))
+        .routes(routes!(search::claim_history))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
         ));
-    Router::new()
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(limited)
-        .route("/api/v1/admin/queues", get(admin::queues))
-        .route("/api/v1/admin/jobs", get(admin::jobs))
-        .route("/api/v1/admin/jobs/{id}/retry", post(admin::retry))
-        .route("/api/v1/admin/jobs/{id}/discard", post(admin::discard))
-        .route("/api/v1/admin/schedules", get(admin::schedules))
-        .route(
-            "/api/v1/admin/analytics/search",
-            get(admin_analytics::search),
-        )
-        .route(
-            "/api/v1/admin/analytics/rollups",
-            post(admin_analytics::rollups),
-        )
-        .route("/health", get(health::health))
-        .route("/ready", get(health::ready))
-        .route("/metrics", get(health::metrics))
-        .route("/api/v1/openapi.json", get(routes::openapi::document))
+        .routes(routes!(admin::queues))
+        .routes(routes!(admin::jobs))
+        .routes(routes!(admin::retry))
+        .routes(routes!(admin::discard))
+        .routes(routes!(admin::schedules))
+        .routes(routes!(admin_analytics::search))
+        .routes(routes!(admin_analytics::rollups))
+        .routes(routes!(health::health))
+        .routes(routes!(health::ready))
+        .routes(routes!(health::metrics))
+        .routes(routes!(openapi::document))
+        .routes(routes!(docs::page))
+        .routes(routes!(docs::asset))
+}
+
+/// All routes with their middleware.
+pub fn router(state: AppState) -> Router {
+    let (router, document) = operations(&state).split_for_parts();
+    let document = routes::openapi::Document::new(&document)
+        // start-up: the document is a tree of strings, numbers and maps with string keys
+        .expect("the OpenAPI document serializes");
+    router
         .fallback(|| async { ApiError::NotFound("route") })
-        .method_not_allowed_fallback(|| async {
-            ApiError::BadRequest {
-                code: "method_not_allowed",
-                detail: "method not allowed".into(),
-                field: None,
-            }
-        })
+        // after every route: axum gives this fallback to the routes that exist when it is
+        // set, and adds the `Allow` header listing the route's methods to its answer
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(Extension(document))
+        .layer(Extension(routes::docs::SwaggerUi::new(
+            "/api/v1/openapi.json",
+        )))
         .layer(DefaultBodyLimit::max(BODY_LIMIT_BYTES))
-        .layer(middleware::from_fn(record_request))
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            telemetry::record_request,
+        ))
         .layer(
             TraceLayer::new_for_http().make_span_with(|request: &Request| {
                 let route = request
@@ -147,27 +145,6 @@ pub fn router(state: AppState) -> Router {
             ApiError::Internal("handler panicked".into()).into_response()
         }))
         .with_state(state)
-}
-
-/// Request counters and latency histograms by route and status.
-async fn record_request(request: Request, next: middleware::Next) -> axum::response::Response {
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
-    let method = request.method().to_string();
-    let started = std::time::Instant::now();
-    let response = next.run(request).await;
-    let labels = [
-        ("route", route),
-        ("method", method),
-        ("status", response.status().as_u16().to_string()),
-    ];
-    metrics::counter!("http_requests_total", &labels).increment(1);
-    metrics::histogram!("http_request_duration_seconds", &labels)
-        .record(started.elapsed().as_secs_f64());
-    response
 }
 
 /// Serves until `shutdown` resolves, then drains in-flight requests.

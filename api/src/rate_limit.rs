@@ -3,16 +3,20 @@
 //! governor's keyed GCRA limiter does the arithmetic; the client key is the authenticated
 //! user when the bearer token verifies, otherwise the peer address. Keying by the raw token
 //! would let a client escape its quota by sending a fresh made-up token with every request.
-use std::{net::SocketAddr, num::NonZeroU32};
+//! The verdict on the token stays with the request, so the handler does not verify it again.
+use std::{net::SocketAddr, num::NonZeroU32, sync::Arc};
 
 use axum::{
-    extract::{ConnectInfo, FromRequestParts, Request, State},
+    extract::{ConnectInfo, Request, State},
     middleware::Next,
     response::{IntoResponse, Response},
 };
 use governor::{DefaultKeyedRateLimiter, Quota, clock::Clock as _};
 
-use crate::{auth::AuthUser, error::ApiError, state::AppState};
+use crate::{
+    auth::{self, SharedKeys},
+    error::ApiError,
+};
 
 /// The keyed limiter.
 pub struct RateLimiter {
@@ -42,10 +46,18 @@ impl RateLimiter {
     }
 }
 
+/// Shared handle type for the limiter.
+pub type SharedLimiter = Arc<RateLimiter>;
+
 /// Middleware: limits by verified user, else by peer address.
-pub async fn limit(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn limit(
+    State(limiter): State<SharedLimiter>,
+    State(keys): State<SharedKeys>,
+    request: Request,
+    next: Next,
+) -> Response {
     let (mut parts, body) = request.into_parts();
-    let key = match AuthUser::from_request_parts(&mut parts, &state).await {
+    let key = match auth::authenticate(&mut parts, &keys) {
         Ok(user) => format!("u:{}", user.id),
         // no token, or one that does not verify: the handler will refuse it, but the
         // attempt still counts against the peer's quota
@@ -55,7 +67,7 @@ pub async fn limit(State(state): State<AppState>, request: Request, next: Next) 
             .map(|c| format!("ip:{}", c.0.ip()))
             .unwrap_or_else(|| "anonymous".to_string()),
     };
-    match state.limiter.check(&key) {
+    match limiter.check(&key) {
         Ok(()) => next.run(Request::from_parts(parts, body)).await,
         Err(retry_after_secs) => ApiError::RateLimited { retry_after_secs }.into_response(),
     }

@@ -1,14 +1,16 @@
-//! The state every handler can reach.
+//! The state every handler can reach, and its parts: with `FromRef` an extractor or a
+//! middleware asks for the part it needs (the keys, the limiter) rather than for the whole.
 use std::sync::Arc;
 
+use axum::extract::FromRef;
 use metrics_exporter_prometheus::PrometheusHandle;
 use shared::{clock::SharedClock, config::Config};
 use sqlx::PgPool;
 
-use crate::{auth::SharedKeys, rate_limit::RateLimiter};
+use crate::{auth::SharedKeys, rate_limit::SharedLimiter};
 
 /// Application state, cloned into every request.
-#[derive(Clone)]
+#[derive(Clone, FromRef)]
 pub struct AppState {
     pub db: PgPool,
     /// Wakes the worker's outbox relay after a commit that recorded jobs.
@@ -20,7 +22,7 @@ pub struct AppState {
     pub clock: SharedClock,
     pub keys: SharedKeys,
     pub metrics: PrometheusHandle,
-    pub limiter: Arc<RateLimiter>,
+    pub limiter: SharedLimiter,
     /// Writes search events in batches (`crate::search::ingest`).
     pub search: crate::search::ingest::Ingest,
     /// Hashes client addresses for search events under `SEARCH_IP_HASH_KEY`.

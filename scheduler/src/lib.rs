@@ -26,6 +26,7 @@ pub mod lease;
 pub mod ledger;
 pub mod schedules;
 pub mod settings;
+pub mod telemetry;
 
 pub use error::{Error, Result};
 pub use lease::Lease;
@@ -65,6 +66,8 @@ impl Scheduler {
     /// Ticks until `shutdown` resolves, then gives the lease up. A tick in progress finishes
     /// first: its transaction either commits or never started.
     pub async fn run(mut self, shutdown: impl Future<Output = ()>) {
+        // the binary registered already; a scheduler run in-process has not
+        telemetry::register(&self.schedules);
         tracing::info!(
             instance = self.lease.holder(),
             schedules = self.schedules.len(),
@@ -103,6 +106,7 @@ impl Scheduler {
     /// One tick: hold the lease, and when leading fire what came due up to `now`.
     #[tracing::instrument(level = "debug", skip(self), fields(instance = %self.lease.holder()))]
     pub async fn tick(&mut self, now: DateTime<Utc>) {
+        shared::telemetry::record_pool("main", &self.pool);
         let leading = match self.lease.hold().await {
             Ok(held) => held,
             Err(e) => {
@@ -116,6 +120,9 @@ impl Scheduler {
                 leading,
                 "leadership changed"
             );
+            if leading {
+                metrics::counter!("scheduler_leader_changes_total").increment(1);
+            }
             self.leading = leading;
         }
         metrics::gauge!("scheduler_is_leader").set(if leading { 1.0 } else { 0.0 });

@@ -84,6 +84,8 @@ async fn run(
     let settings = Settings::from_vars(vars)?;
     telemetry::init_tracing(&config.log_format);
     let metrics = telemetry::init_metrics();
+    // every series exists before the first scrape can be answered
+    scheduler::telemetry::register(&schedules);
     let pool = db::prepare(&config.database_url, 4)
         .await
         .context("connecting to Postgres")?;

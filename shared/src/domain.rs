@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 
 /// What a user is to the platform.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum Role {
@@ -24,6 +25,7 @@ impl Role {
 
 /// The life of a booking.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, sqlx::Type)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 #[sqlx(type_name = "text", rename_all = "snake_case")]
 pub enum BookingStatus {
@@ -35,6 +37,9 @@ pub enum BookingStatus {
 
 /// A booking as stored, with the service snapshot taken when it was made.
 #[derive(Debug, Clone, Serialize, sqlx::FromRow)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// inert for serializing; tells the OpenAPI document that an answer has no other fields
+#[serde(deny_unknown_fields)]
 pub struct Booking {
     pub id: i64,
     pub student_id: i64,
@@ -48,8 +53,14 @@ pub struct Booking {
     pub service_name: String,
     pub duration_minutes: i32,
     pub price_cents: i64,
+    // always present, null when empty: required in the document (utoipa's default for an
+    // `Option` is "may be absent")
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub notes: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub cancellation_reason: Option<String>,
+    /// Incremented by every change.
+    #[cfg_attr(feature = "openapi", schema(minimum = 1))]
     pub version: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,

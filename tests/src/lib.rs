@@ -1,10 +1,11 @@
-//! End-to-end test support: a real SMTP sink, a private Redis server, the platform (API and
-//! worker) started against a fresh database and its own Redis key prefix, and a reader of
-//! the emails it sends.
+//! End-to-end test support: a real SMTP sink, a private Redis server, a private Prometheus,
+//! the platform (API and worker) started against a fresh database and its own Redis key
+//! prefix, and a reader of the emails it sends.
 pub mod mail;
 pub mod pg_server;
 pub mod platform;
 pub mod procs;
+pub mod prometheus;
 pub mod redis_server;
 pub mod smtp;
 

@@ -1,12 +1,14 @@
 //! The worker process: apalis workers that execute jobs, the outbox relay that feeds them,
-//! the reconciler that re-feeds what Redis lost, and queue maintenance.
+//! the reconciler that re-feeds what Redis lost, queue maintenance, and the metrics.
 pub mod error;
+pub mod gauges;
 pub mod jobs;
 pub mod maintenance;
 pub mod presence;
 pub mod reconciler;
 pub mod records;
 pub mod relay;
+pub mod telemetry;
 pub mod wake;
 
 use std::{future::Future, sync::Arc, time::Duration};
@@ -97,6 +99,9 @@ pub async fn run(
     let stop = CancellationToken::new();
     let config = deps.config.clone();
     let heartbeat = Duration::from_secs(config.heartbeat_secs);
+    // every series at zero (again, for the binary; first, for a worker run in-process with
+    // a registry of its own)
+    telemetry::register(&deps.registry);
 
     // alive before the first delivery: the claims it takes name it
     if let Err(e) = presence::announce(&deps).await {
@@ -115,6 +120,7 @@ pub async fn run(
         tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
         tokio::spawn(maintenance::run(deps.clone(), stop.clone())),
         tokio::spawn(presence::run(deps.clone(), stop.clone())),
+        tokio::spawn(gauges::run(deps.clone(), stop.clone())),
     ];
 
     let redis = loop {

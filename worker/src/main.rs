@@ -9,6 +9,8 @@ async fn main() -> anyhow::Result<()> {
     let config = Config::from_env()?;
     shared::telemetry::init_tracing(&config.log_format);
     let metrics = shared::telemetry::init_metrics();
+    // every series exists before the first scrape can be answered
+    worker::telemetry::register(&worker::jobs::registry());
     let addr = format!("{}:{}", config.host, config.worker_port);
     let listener = tokio::net::TcpListener::bind(&addr)
         .await

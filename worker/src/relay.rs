@@ -14,7 +14,7 @@ use shared::{jobs::Envelope, queue, records};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
 
-use crate::{Deps, error::WorkerError};
+use crate::{Deps, error::WorkerError, jobs::Registry};
 
 /// Records claimed per round trip.
 const BATCH: i64 = 500;
@@ -23,25 +23,29 @@ const BATCH: i64 = 500;
 /// queues such a worker runs (a kind newer than this worker, during a rolling deploy).
 const LIVE_REGISTRATION: chrono::Duration = chrono::Duration::minutes(10);
 
-/// Pushes every due record of `queues` (the registered kinds); returns how many it pushed.
+/// Pushes every due record of `registry`'s queues; returns how many it pushed.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn relay_due(
     pool: &PgPool,
     redis: &mut ConnectionManager,
     prefix: &str,
     heartbeat: Duration,
-    queues: &[String],
+    registry: &Registry,
     now: DateTime<Utc>,
 ) -> Result<usize, WorkerError> {
+    let queues = registry.queues();
     let mut total = 0;
     loop {
         let mut tx = pool.begin().await?;
-        let rows = records::claim_due(&mut tx, queues, now, BATCH).await?;
+        let rows = records::claim_due(&mut tx, &queues, now, BATCH).await?;
         if rows.is_empty() {
             return Ok(total);
         }
         let count = rows.len();
         let mut by_queue: std::collections::BTreeMap<String, Vec<queue::Outgoing>> =
+            Default::default();
+        // counted once the claim commits: a failed push hands nothing to Redis
+        let mut enqueued: std::collections::BTreeMap<(&'static str, &'static str), u64> =
             Default::default();
         for records::Claimed {
             id,
@@ -51,6 +55,11 @@ pub async fn relay_due(
             run_at,
         } in rows
         {
+            if let Some(kind) = registry.kind(&queue_name) {
+                *enqueued
+                    .entry((kind.queue(), kind.metric_kind_of(&args)))
+                    .or_default() += 1;
+            }
             let payload = serde_json::to_vec(&Envelope { job_id: id, args })?;
             // the push count makes a re-push after Redis lost its data a new task, never a
             // duplicate id that Redis would silently drop
@@ -71,6 +80,9 @@ pub async fn relay_due(
                 .increment(tasks.len() as u64);
         }
         tx.commit().await?;
+        for ((queue, kind), n) in enqueued {
+            metrics::counter!("jobs_enqueued_total", "queue" => queue, "kind" => kind).increment(n);
+        }
         total += count;
         if count < BATCH as usize {
             return Ok(total);
@@ -133,7 +145,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
                 conn,
                 &deps.config.queue_prefix,
                 heartbeat,
-                &queues,
+                &deps.registry,
                 deps.clock.now(),
             )
             .await

@@ -3,11 +3,18 @@
 use std::time::Duration;
 
 use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
     domain::Role,
     queue,
     records::{self, Acted, JobState},
+};
+use utoipa::{IntoParams, ToSchema};
+
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, JobStatusChange, JobStatusView, NotFound, Unauthorized,
+    Unavailable, Unprocessable,
 };
 
 use crate::{
@@ -17,7 +24,9 @@ use crate::{
     state::AppState,
 };
 
-#[derive(Serialize)]
+/// One queue: its job records by status (Postgres), outbox lag, and Redis counts.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct QueueView {
     queue: String,
     /// From Postgres: records by status.
@@ -30,10 +39,25 @@ pub struct QueueView {
     /// Seconds the oldest due, not yet relayed record has waited.
     outbox_lag_seconds: f64,
     /// From Redis, when it answers.
+    #[schema(required = true)]
     redis: Option<queue::QueueStats>,
 }
 
-/// `GET /api/v1/admin/queues`
+/// Every queue: job records by status (Postgres), outbox lag, and Redis counts when Redis
+/// answers.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/queues",
+    tag = "admin",
+    operation_id = "adminQueues",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "One entry per queue.", body = Vec<QueueView>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
 pub async fn queues(
     State(state): State<AppState>,
     user: AuthUser,
@@ -110,25 +134,72 @@ pub async fn queues(
     Ok(Json(views))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct JobsQuery {
+    /// Jobs in this status (default dead).
     #[serde(default)]
+    #[param(inline, value_type = Option<JobStatusView>)]
     status: Option<String>,
+    /// Jobs of this queue only.
     #[serde(default)]
     queue: Option<String>,
+    /// At most this many (default 100); clamped to 1..=1000.
     #[serde(default)]
     limit: Option<i64>,
 }
 
-#[derive(Serialize)]
+/// A job record with its error history.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct JobView {
-    #[serde(flatten)]
-    record: records::JobRecord,
-    errors: Vec<records::AttemptError>,
+    id: i64,
+    queue: String,
+    /// The job's arguments (ids and small values).
+    payload: serde_json::Value,
+    #[schema(value_type = JobStatusView)]
+    status: String,
+    attempts: i32,
+    max_attempts: i32,
+    #[schema(required = true)]
+    last_error: Option<String>,
+    run_at: DateTime<Utc>,
+    created_at: DateTime<Utc>,
+    #[schema(required = true)]
+    finished_at: Option<DateTime<Utc>>,
+    errors: Vec<ErrorView>,
 }
 
-/// `GET /api/v1/admin/jobs?status=dead&queue=&limit=`: jobs with their error history.
+/// One failed attempt.
+#[derive(Serialize, ToSchema)]
+#[schema(as = JobError)]
+#[serde(deny_unknown_fields)]
+pub struct ErrorView {
+    attempt: i32,
+    error: String,
+    at: DateTime<Utc>,
+}
+
+/// Jobs in one status (dead by default), newest first, with their error history.
+///
+/// Unknown query parameters are refused (400 invalid_query).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/jobs",
+    tag = "admin",
+    operation_id = "adminJobs",
+    security(("bearerAuth" = [])),
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "The jobs.", body = Vec<JobView>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    )
+)]
 pub async fn jobs(
     State(state): State<AppState>,
     user: AuthUser,
@@ -146,14 +217,51 @@ pub async fn jobs(
     };
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut jobs = Vec::new();
-    for record in records::list(&state.db, job_state, query.queue.as_deref(), limit).await? {
-        let errors = records::errors(&state.db, record.id).await?;
-        jobs.push(JobView { record, errors });
+    for r in records::list(&state.db, job_state, query.queue.as_deref(), limit).await? {
+        let errors = records::errors(&state.db, r.id)
+            .await?
+            .into_iter()
+            .map(|e| ErrorView {
+                attempt: e.attempt,
+                error: e.error,
+                at: e.at,
+            })
+            .collect();
+        jobs.push(JobView {
+            id: r.id,
+            queue: r.queue,
+            payload: r.payload,
+            status: r.status.as_str().to_string(),
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            last_error: r.last_error,
+            run_at: r.run_at,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            errors,
+        });
     }
     Ok(Json(jobs))
 }
 
-/// `POST /api/v1/admin/jobs/{id}/retry`: sends a dead (or skipped) job back with fresh attempts.
+/// Send a dead or skipped job back with fresh attempts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/jobs/{id}/retry",
+    tag = "admin",
+    operation_id = "adminRetryJob",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "The job id.")),
+    responses(
+        (status = 200, description = "The job, pending again.", body = JobStatusChange),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable)
+    )
+)]
 pub async fn retry(
     State(state): State<AppState>,
     user: AuthUser,
@@ -169,7 +277,24 @@ pub async fn retry(
     Ok(Json(serde_json::json!({"id": id, "status": "pending"})))
 }
 
-/// `POST /api/v1/admin/jobs/{id}/discard`: gives up on a dead job for good.
+/// Give up on a dead job for good (it becomes skipped).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/jobs/{id}/discard",
+    tag = "admin",
+    operation_id = "adminDiscardJob",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "The job id.")),
+    responses(
+        (status = 200, description = "The job, skipped.", body = JobStatusChange),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 503, response = Unavailable)
+    )
+)]
 pub async fn discard(
     State(state): State<AppState>,
     user: AuthUser,
@@ -195,8 +320,20 @@ fn acted(acted: Acted, detail: &str) -> ApiResult<()> {
     }
 }
 
-/// `GET /api/v1/admin/schedules`: per schedule its last fire and outcome, next fire and the
-/// current scheduler leader.
+/// Every schedule: definition, last fire and its outcome, last success, next fire, leader.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/schedules",
+    tag = "admin",
+    operation_id = "adminSchedules",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "One entry per schedule, by name.", body = Vec<shared::schedule::ScheduleStatus>),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
 pub async fn schedules(
     State(state): State<AppState>,
     user: AuthUser,

@@ -9,6 +9,12 @@ use shared::{
     outbox,
 };
 
+use utoipa::{IntoParams, ToSchema};
+
+use super::openapi::{
+    BadRequest, Forbidden, PayloadTooLarge, Unauthorized, Unavailable, Unprocessable,
+    UnsupportedMediaType,
+};
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
@@ -19,30 +25,60 @@ use crate::{
 /// The longest range read or recomputed at once, in days.
 pub const MAX_RANGE_DAYS: i64 = 366;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AnalyticsQuery {
     from: NaiveDate,
+    /// Not before from; at most 365 days after it (422 invalid_range).
     to: NaiveDate,
 }
 
-/// One rolled-up day, as the nightly job computed it.
-#[derive(Debug, Serialize)]
+/// A normalized query and how often it was searched.
+#[derive(ToSchema)]
+#[allow(dead_code)] // a schema only: the lists are read as the rollup stored them
+pub struct QueryCount {
+    query: String,
+    #[schema(minimum = 1)]
+    count: i64,
+}
+
+/// One local day in ANALYTICS_TZ (default America/New_York; 23 or 25 hours on DST days), as
+/// the rollup computed it. Bots are counted in bot_searches only and left out of everything
+/// else; each rate is null when its denominator is 0.
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SearchDay)]
+#[serde(deny_unknown_fields)]
 pub struct DayView {
     date: NaiveDate,
+    /// Search events in the day, one per search_id, bots excluded.
     searches: i32,
     bot_searches: i32,
+    /// Distinct users plus distinct guest sessions.
     unique_searchers: i32,
+    /// Searches with result_count 0 / searches.
+    #[schema(minimum = 0, maximum = 1)]
     zero_result_rate: Option<f64>,
+    /// Searches with results and at least one click / searches with at least one result.
+    #[schema(minimum = 0, maximum = 1)]
     click_through_rate: Option<f64>,
+    /// Searches with at least one conversion / searches.
+    #[schema(minimum = 0, maximum = 1)]
     conversion_rate: Option<f64>,
+    /// The 20 most frequent normalized queries, ties by query text.
+    #[schema(value_type = Vec<QueryCount>, max_items = 20)]
     top_queries: serde_json::Value,
+    #[schema(value_type = Vec<QueryCount>, max_items = 20)]
     top_zero_result_queries: serde_json::Value,
+    /// When these numbers were computed (a rerun that finds the same numbers keeps it).
     computed_at: DateTime<Utc>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = SearchAnalytics)]
+#[serde(deny_unknown_fields)]
 pub struct AnalyticsView {
+    /// The rolled-up days of the range, oldest first; days not rolled up are absent.
     days: Vec<DayView>,
 }
 
@@ -65,8 +101,23 @@ fn check_range(from: NaiveDate, to: NaiveDate) -> ApiResult<()> {
     Ok(())
 }
 
-/// `GET /api/v1/admin/analytics/search?from=&to=`: the rolled-up days in the range (days
-/// not rolled up yet are absent), oldest first.
+/// The search analytics rollups of a range of local days (at most 366).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/analytics/search",
+    tag = "admin",
+    operation_id = "adminSearchAnalytics",
+    security(("bearerAuth" = [])),
+    params(AnalyticsQuery),
+    responses(
+        (status = 200, description = "The rolled-up days.", body = AnalyticsView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn search(
     State(state): State<AppState>,
@@ -89,7 +140,8 @@ pub async fn search(
     Ok(Json(AnalyticsView { days }))
 }
 
-#[derive(Debug, Deserialize)]
+/// Either date, or from and to (at most 366 days, none after today in ANALYTICS_TZ).
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RollupRequest {
     #[serde(default)]
@@ -100,7 +152,8 @@ pub struct RollupRequest {
     to: Option<NaiveDate>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct RollupsQueued {
     /// The days to be computed, oldest first.
     days: Vec<NaiveDate>,
@@ -108,9 +161,28 @@ pub struct RollupsQueued {
     job_ids: Vec<i64>,
 }
 
-/// `POST /api/v1/admin/analytics/rollups` with `{"date"}` or `{"from", "to"}`: one rollup
-/// job per day, answered 202 with their ids. A day already rolled up is computed again: the
-/// jobs carry a key of this request, so the nightly run's key does not swallow them.
+/// Compute days again: one rollup job per day, through the outbox.
+///
+/// A day already rolled up is computed again: the jobs are keyed by this request, so the
+/// nightly run's key does not swallow them.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/analytics/rollups",
+    tag = "admin",
+    operation_id = "adminRequestSearchRollups",
+    security(("bearerAuth" = [])),
+    request_body = RollupRequest,
+    responses(
+        (status = 202, description = "The jobs, one per day.", body = RollupsQueued),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn rollups(
     State(state): State<AppState>,

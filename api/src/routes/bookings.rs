@@ -1,19 +1,30 @@
 //! Bookings: create, read, list, cancel and reschedule. Each write is one transaction that
 //! also records the emails it causes (the outbox); nothing is sent from here.
-use axum::{Json, extract::State, http::StatusCode};
+use axum::{
+    Json,
+    extract::State,
+    http::{StatusCode, header},
+    response::{IntoResponse, Response},
+};
 use chrono::{DateTime, Utc};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use shared::{
     booking_emails as booking_email,
     domain::{Booking, BookingStatus, Role},
     jobs::EmailKind,
 };
 use sqlx::PgConnection;
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{
+    BadRequest, Conflict, Forbidden, NotFound, PayloadTooLarge, RateLimited, Unauthorized,
+    Unavailable, Unprocessable, UnsupportedMediaType,
+};
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
     extract::{Json as JsonBody, Path, Query, optional_json},
+    idempotency::{self, Claim, IdempotencyKey},
     search::interactions as search_conversion,
     state::AppState,
 };
@@ -23,26 +34,67 @@ const MAX_NOTES_CHARS: usize = 2000;
 /// How far ahead a lesson may be booked.
 const MAX_DAYS_AHEAD: i64 = 366;
 
-#[derive(Debug, Deserialize)]
+/// A lesson to book. Serialized (as parsed) for the Idempotency-Key fingerprint.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateBooking {
     instructor_id: i64,
     service_id: i64,
+    /// RFC 3339 instant; inside the instructor's availability, at least their advance-booking
+    /// hours ahead, at most 366 days ahead.
     start: DateTime<Utc>,
     #[serde(default)]
+    #[schema(max_length = 2000)]
     notes: Option<String>,
-    /// The search this booking came from: a conversion is recorded for it.
+    /// The search this booking came from (the id `POST /api/v1/search/events` answered): a
+    /// conversion is recorded for it in the booking's transaction. It must be the student's
+    /// own search (422 unknown_search_event otherwise).
     #[serde(default)]
+    #[schema(minimum = 1)]
     search_event_id: Option<i64>,
 }
 
-/// `POST /api/v1/bookings` (students).
+/// Book a lesson (students).
+///
+/// One transaction: the booking and the emails it causes (the outbox). Overlaps are refused by
+/// the database (409 booking_conflict). Rate limited per client.
+///
+/// With an `Idempotency-Key` (the IETF httpapi Idempotency-Key draft, as Stripe does it), a
+/// retry after a timeout cannot book twice: the same key with the same request answers the
+/// first 201 and its body again (`Idempotent-Replayed: true`), the same key with another
+/// request is 422 idempotency_key_reused, and while the first request with a key is still
+/// running a second is 409 idempotency_key_in_use. Keys are per user and expire 24 hours after
+/// their first use; a refused request stores nothing, so it can be retried with its key.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bookings",
+    tag = "bookings",
+    operation_id = "createBooking",
+    security(("bearerAuth" = [])),
+    params(IdempotencyKey),
+    request_body = CreateBooking,
+    responses(
+        (status = 201, description = "The booking.", body = Booking, headers(
+            ("Idempotent-Replayed" = String, description = "`true` when this is the stored answer to an earlier request with the same Idempotency-Key.")
+        )),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(booking_id))]
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
+    key: Option<IdempotencyKey>,
     JsonBody(body): JsonBody<CreateBooking>,
-) -> ApiResult<(StatusCode, Json<Booking>)> {
+) -> ApiResult<Response> {
     user.require(Role::Student)?;
     if body
         .notes
@@ -56,16 +108,27 @@ pub async fn create(
         ));
     }
     let now = state.clock.now();
-    // the reads need no transaction: what must hold under concurrency (no overlaps) is
-    // enforced by the exclusion constraints when the row is inserted
-    let mut conn = state.db.acquire().await?;
+    // the reads need no transaction for their own sake (what must hold under concurrency, no
+    // overlaps, is enforced by the exclusion constraints when the row is inserted), but an
+    // idempotency key is held from the first read to the commit
+    let mut tx = state.db.begin().await?;
+    let claimed = match &key {
+        Some(key) => {
+            let fingerprint = idempotency::fingerprint("POST /api/v1/bookings", &body)?;
+            match idempotency::claim(&mut tx, user.id, key, &fingerprint, now).await? {
+                Claim::Replay(answer) => return Ok(answer.into_response()),
+                Claim::Fresh => Some((key, fingerprint)),
+            }
+        }
+        None => None,
+    };
     let service: Option<(String, i32, i64, bool)> = sqlx::query!(
         "select name, duration_minutes, price_cents, is_active from services where id = $1 and instructor_id = $2",
         body.service_id,
         body.instructor_id
     )
     .map(|r| (r.name, r.duration_minutes, r.price_cents, r.is_active))
-    .fetch_optional(&mut *conn)
+    .fetch_optional(&mut *tx)
     .await?;
     let Some((service_name, duration, price_cents, active)) = service else {
         return Err(ApiError::invalid(
@@ -82,12 +145,11 @@ pub async fn create(
         ));
     }
     let end = body.start + chrono::Duration::minutes(i64::from(duration));
-    check_time(&mut conn, body.instructor_id, body.start, end, now).await?;
+    check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
     let search_event = match body.search_event_id {
-        Some(id) => Some(search_conversion::find_for_booking(&mut conn, id, user.id).await?),
+        Some(id) => Some(search_conversion::find_for_booking(&mut tx, id, user.id).await?),
         None => None,
     };
-    let mut tx = sqlx::Connection::begin(&mut *conn).await?;
     let booking: Booking = shared::query_booking!(
         "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
                                duration_minutes, price_cents, notes)
@@ -119,10 +181,30 @@ pub async fn create(
         now,
     )
     .await?;
+    // the answer is kept as sent, so that a retry gets it byte for byte
+    let answer = serde_json::to_vec(&booking)
+        .map_err(|e| ApiError::Internal(format!("serializing a booking: {e}")))?;
+    if let Some((key, fingerprint)) = claimed {
+        idempotency::record(
+            &mut tx,
+            user.id,
+            key,
+            &fingerprint,
+            StatusCode::CREATED,
+            &answer,
+            now,
+        )
+        .await?;
+    }
     tx.commit().await?;
     state.outbox.wake();
     metrics::counter!("bookings_created_total").increment(1);
-    Ok((StatusCode::CREATED, Json(booking)))
+    Ok((
+        StatusCode::CREATED,
+        [(header::CONTENT_TYPE, "application/json")],
+        answer,
+    )
+        .into_response())
 }
 
 /// Checks the rules a lesson time must meet; overlaps are left to the database's exclusion
@@ -206,7 +288,26 @@ async fn load_own(
     Ok(booking)
 }
 
-/// `GET /api/v1/bookings/{id}`
+/// One booking the caller takes part in (any, for an admin).
+///
+/// Rate limited per client.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bookings/{id}",
+    tag = "bookings",
+    operation_id = "getBooking",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "The booking id.")),
+    responses(
+        (status = 200, description = "The booking.", body = Booking),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(booking_id = id))]
 pub async fn get(
     State(state): State<AppState>,
@@ -217,26 +318,57 @@ pub async fn get(
     Ok(Json(load_own(&mut conn, &user, id, false).await?))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct ListQuery {
+    /// Only bookings where the caller is this party.
+    // parsed as any role so that `admin` keeps its 422 invalid_role; documented as a party
     #[serde(default)]
+    #[param(inline, value_type = Option<Party>)]
     role: Option<Role>,
+    /// Only bookings in this status.
     #[serde(default)]
     status: Option<BookingStatus>,
 }
 
-/// `GET /api/v1/bookings?role=&status=`: the caller's own bookings.
+/// The side of a booking a user is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ToSchema)]
+#[schema(rename_all = "snake_case")]
+pub enum Party {
+    Student,
+    Instructor,
+}
+
+/// The caller's own bookings (at most 500, by start).
+///
+/// Unknown query parameters are refused (400 invalid_query). Rate limited per client.
+#[utoipa::path(
+    get,
+    path = "/api/v1/bookings",
+    tag = "bookings",
+    operation_id = "listBookings",
+    security(("bearerAuth" = [])),
+    params(ListQuery),
+    responses(
+        (status = 200, description = "The bookings.", body = Vec<Booking>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(
     State(state): State<AppState>,
     user: AuthUser,
     Query(query): Query<ListQuery>,
 ) -> ApiResult<Json<Vec<Booking>>> {
-    let (as_student, as_instructor) = match query.role {
-        None => (true, true),
-        Some(Role::Student) => (true, false),
-        Some(Role::Instructor) => (false, true),
+    let party = match query.role {
+        None => None,
+        Some(Role::Student) => Some(Party::Student),
+        Some(Role::Instructor) => Some(Party::Instructor),
         Some(Role::Admin) => {
             return Err(ApiError::invalid(
                 "invalid_role",
@@ -244,6 +376,11 @@ pub async fn list(
                 "role is student or instructor",
             ));
         }
+    };
+    let (as_student, as_instructor) = match party {
+        None => (true, true),
+        Some(Party::Student) => (true, false),
+        Some(Party::Instructor) => (false, true),
     };
     let bookings: Vec<Booking> = shared::query_booking!(
         "select ",
@@ -261,14 +398,39 @@ pub async fn list(
     Ok(Json(bookings))
 }
 
-#[derive(Debug, Default, Deserialize)]
+/// Why a booking is cancelled.
+#[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBooking {
     #[serde(default)]
+    #[schema(max_length = 2000)]
     reason: Option<String>,
 }
 
-/// `POST /api/v1/bookings/{id}/cancel` (the booking's student or instructor).
+/// Cancel a confirmed booking that has not started (its student or instructor).
+///
+/// The body is optional: empty means no reason. Rate limited per client.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bookings/{id}/cancel",
+    tag = "bookings",
+    operation_id = "cancelBooking",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "The booking id.")),
+    request_body(content = Option<CancelBooking>, description = "Optional: an empty body is no reason."),
+    responses(
+        (status = 200, description = "The cancelled booking.", body = Booking),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(booking_id = id))]
 pub async fn cancel(
     State(state): State<AppState>,
@@ -320,14 +482,40 @@ pub async fn cancel(
     Ok(Json(booking))
 }
 
-#[derive(Debug, Deserialize)]
+/// Where a booking moves to.
+#[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RescheduleBooking {
+    /// RFC 3339 instant, other than the booking's current start; under the same rules as a
+    /// new booking's start.
     start: DateTime<Utc>,
 }
 
-/// `POST /api/v1/bookings/{id}/reschedule` (the booking's student or instructor): moves the
-/// lesson under the same rules as creation and moves its reminders.
+/// Move a confirmed booking under the same rules as creation (its student or instructor).
+///
+/// Its reminders move with it. Rate limited per client.
+#[utoipa::path(
+    post,
+    path = "/api/v1/bookings/{id}/reschedule",
+    tag = "bookings",
+    operation_id = "rescheduleBooking",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "The booking id.")),
+    request_body = RescheduleBooking,
+    responses(
+        (status = 200, description = "The moved booking (version incremented).", body = Booking),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(booking_id = id))]
 pub async fn reschedule(
     State(state): State<AppState>,

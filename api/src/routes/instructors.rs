@@ -4,14 +4,19 @@ use std::collections::BTreeMap;
 use axum::{Json, extract::State};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
+use super::openapi::{BadRequest, NotFound, RateLimited, Unavailable, Unprocessable};
 use crate::{
     error::{ApiError, ApiResult},
     extract::{Path, Query},
     state::AppState,
 };
 
-#[derive(Serialize)]
+/// A lesson an instructor offers.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Service)]
+#[serde(deny_unknown_fields)]
 pub struct ServiceView {
     id: i64,
     name: String,
@@ -19,10 +24,14 @@ pub struct ServiceView {
     price_cents: i64,
 }
 
-#[derive(Serialize)]
+/// An instructor with their active services.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Instructor)]
+#[serde(deny_unknown_fields)]
 pub struct InstructorView {
     id: i64,
     name: String,
+    /// IANA zone.
     timezone: String,
     services: Vec<ServiceView>,
 }
@@ -38,7 +47,20 @@ struct InstructorServiceRow {
     price: Option<i64>,
 }
 
-/// `GET /api/v1/instructors`
+/// Instructors with their active services.
+///
+/// Public; rate limited per client.
+#[utoipa::path(
+    get,
+    path = "/api/v1/instructors",
+    tag = "public",
+    operation_id = "listInstructors",
+    responses(
+        (status = 200, description = "Every instructor, by id.", body = Vec<InstructorView>),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<InstructorView>>> {
     // the left join makes every service column nullable: said explicitly with `?`
@@ -84,20 +106,29 @@ pub async fn list(State(state): State<AppState>) -> ApiResult<Json<Vec<Instructo
     Ok(Json(by_id.into_values().collect()))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct AvailabilityQuery {
+    /// First local day (YYYY-MM-DD).
     start_date: NaiveDate,
+    /// Last local day (YYYY-MM-DD), inclusive: not before start_date, and fewer than 62 days
+    /// after it.
     end_date: NaiveDate,
 }
 
-#[derive(Serialize, Debug, PartialEq, Eq, Clone, Copy)]
+/// A free interval.
+#[derive(Serialize, ToSchema, Debug, PartialEq, Eq, Clone, Copy)]
+#[serde(deny_unknown_fields)]
 pub struct Range {
     pub start: DateTime<Utc>,
     pub end: DateTime<Utc>,
 }
 
-#[derive(Serialize)]
+/// An instructor's free time.
+#[derive(Serialize, ToSchema)]
+#[schema(as = Availability)]
+#[serde(deny_unknown_fields)]
 pub struct AvailabilityView {
     instructor_id: i64,
     ranges: Vec<Range>,
@@ -106,7 +137,27 @@ pub struct AvailabilityView {
 /// The longest window one availability request may cover.
 const MAX_AVAILABILITY_DAYS: i64 = 62;
 
-/// `GET /api/v1/public/instructors/{id}/availability`: availability minus bookings.
+/// An instructor's free time: availability minus confirmed bookings, from the advance-booking
+/// limit on.
+///
+/// Public; rate limited per client. Dates are the instructor's local days; at most 62 days
+/// per request (end_date before start_date, or too long a range: 422 invalid_range). Unknown
+/// query parameters are refused (400 invalid_query).
+#[utoipa::path(
+    get,
+    path = "/api/v1/public/instructors/{id}/availability",
+    tag = "public",
+    operation_id = "instructorAvailability",
+    params(("id" = i64, Path, description = "The instructor id."), AvailabilityQuery),
+    responses(
+        (status = 200, description = "Free ranges, in order.", body = AvailabilityView),
+        (status = 400, response = BadRequest),
+        (status = 404, response = NotFound),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(instructor_id = id))]
 pub async fn availability(
     State(state): State<AppState>,

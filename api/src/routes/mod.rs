@@ -2,6 +2,7 @@
 pub mod admin;
 pub mod admin_analytics;
 pub mod bookings;
+pub mod docs;
 pub mod health;
 pub mod instructors;
 pub mod openapi;

@@ -3,8 +3,13 @@
 use axum::{Json, extract::State, http::StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::openapi::{
+    BadRequest, Conflict, NotFound, PayloadTooLarge, RateLimited, Unauthorized, Unavailable,
+    Unprocessable, UnsupportedMediaType,
+};
 use crate::{
     auth::AuthUser,
     error::{ApiError, ApiResult},
@@ -31,38 +36,81 @@ pub const MAX_SHOWN: usize = 100;
 /// The highest result position accepted.
 pub const MAX_POSITION: i32 = 10_000;
 
-#[derive(Debug, Deserialize)]
+/// A search, as the client ran it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewSearchEvent)]
 #[serde(deny_unknown_fields)]
 pub struct NewSearch {
+    /// Made by the client; a retry after a timeout sends the same one and the search is
+    /// recorded once. Made by the API when absent.
     #[serde(default)]
+    #[schema(value_type = Option<String>, format = "uuid")]
     search_id: Option<Uuid>,
+    /// As typed; not empty once normalized (NFKC, lower case, whitespace collapsed and
+    /// trimmed), no NUL.
+    #[schema(min_length = 1, max_length = 200)]
     query: String,
+    #[schema(minimum = 0, maximum = 1_000_000)]
     result_count: i64,
+    /// A JSON object of at most 2048 bytes, no NUL in its strings.
     #[serde(default)]
+    #[schema(value_type = Option<Object>)]
     filters: Option<Value>,
     #[serde(default)]
+    #[schema(max_items = 100)]
     shown: Option<Vec<Shown>>,
 }
 
 /// One result the client showed.
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(as = ShownResult)]
 #[serde(deny_unknown_fields)]
 pub struct Shown {
+    #[schema(minimum = 1)]
     instructor_id: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(minimum = 1)]
     service_id: Option<i64>,
+    #[schema(minimum = 0, maximum = 10_000)]
     position: i32,
 }
 
 /// The recorded search.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SearchRecorded {
+    /// The search event's id, for interactions and bookings.
     id: i64,
+    #[schema(value_type = String, format = "uuid")]
     search_id: Uuid,
 }
 
-/// `POST /api/v1/search/events`: 201 for a new search, 200 with the original for a
-/// repeated `search_id`.
+/// Record a search (a user token, or a guest session header).
+///
+/// Stores the query and its normalized form, the result count, filters and shown results, a
+/// keyed hash (HMAC-SHA256) of the client address (never the address) and the user-agent
+/// class, and upserts the searcher's history (the 10 most recent distinct queries) in the
+/// same transaction. Rate limited per client.
+#[utoipa::path(
+    post,
+    path = "/api/v1/search/events",
+    tag = "search",
+    operation_id = "recordSearchEvent",
+    security(("bearerAuth" = []), ("guestSession" = [])),
+    request_body = NewSearch,
+    responses(
+        (status = 201, description = "Recorded.", body = SearchRecorded),
+        (status = 200, description = "This search_id was already recorded by this searcher: the original event.", body = SearchRecorded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(search_event_id))]
 pub async fn record_event(
     State(state): State<AppState>,
@@ -194,28 +242,58 @@ fn check_shown(shown: Vec<Shown>) -> ApiResult<Value> {
     serde_json::to_value(shown).map_err(|e| ApiError::Internal(format!("serializing shown: {e}")))
 }
 
-#[derive(Debug, Deserialize)]
+/// What the searcher did with a result.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = NewInteraction)]
 #[serde(deny_unknown_fields)]
 pub struct NewInteractionBody {
     kind: Kind,
     #[serde(default)]
+    #[schema(minimum = 0, maximum = 10_000)]
     position: Option<i32>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     instructor_id: Option<i64>,
     #[serde(default)]
+    #[schema(minimum = 1)]
     service_id: Option<i64>,
 }
 
 /// A recorded interaction.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct InteractionRecorded {
     id: i64,
     search_event_id: i64,
     kind: Kind,
 }
 
-/// `POST /api/v1/search/events/{id}/interactions`, by the event's searcher: 201, or 200
-/// with the existing conversion for a repeated one.
+/// Record a click, hover or conversion on a search, by its searcher.
+///
+/// Counted for the day of the search, whenever it arrives. A search that is not the caller's
+/// is a 404, like an unknown one. A repeated conversion counts once: 200 with the existing
+/// one. Rate limited per client.
+#[utoipa::path(
+    post,
+    path = "/api/v1/search/events/{id}/interactions",
+    tag = "search",
+    operation_id = "recordSearchInteraction",
+    security(("bearerAuth" = []), ("guestSession" = [])),
+    params(("id" = i64, Path, description = "The search event id.")),
+    request_body = NewInteractionBody,
+    responses(
+        (status = 201, description = "Recorded.", body = InteractionRecorded),
+        (status = 200, description = "This search already has a conversion: the existing one.", body = InteractionRecorded),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(search_event_id = id))]
 pub async fn record_interaction(
     State(state): State<AppState>,
@@ -274,8 +352,23 @@ pub async fn record_interaction(
     ))
 }
 
-/// `GET /api/v1/search/history`: the caller's (or the guest session's) recent searches,
-/// newest first, as last typed.
+/// The caller's recent searches (at most 10, newest first, as last typed).
+///
+/// A user's with a token, a guest session's with the header. Rate limited per client.
+#[utoipa::path(
+    get,
+    path = "/api/v1/search/history",
+    tag = "search",
+    operation_id = "searchHistory",
+    security(("bearerAuth" = []), ("guestSession" = [])),
+    responses(
+        (status = 200, description = "The history.", body = Vec<HistoryEntry>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn history(
     State(state): State<AppState>,
@@ -284,14 +377,32 @@ pub async fn history(
     Ok(Json(history::list(&state.db, &searcher).await?))
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryDeleted {
     id: i64,
     deleted: bool,
 }
 
-/// `DELETE /api/v1/search/history/{id}`: one of the caller's own entries; anyone else's is
-/// a 404, like one that does not exist.
+/// Delete one of the caller's history entries (anyone else's is a 404).
+///
+/// Rate limited per client.
+#[utoipa::path(
+    delete,
+    path = "/api/v1/search/history/{id}",
+    tag = "search",
+    operation_id = "deleteSearchHistoryEntry",
+    security(("bearerAuth" = []), ("guestSession" = [])),
+    params(("id" = i64, Path, description = "The history entry id.")),
+    responses(
+        (status = 200, description = "Deleted.", body = HistoryDeleted),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all, fields(history_id = id))]
 pub async fn delete_history(
     State(state): State<AppState>,
@@ -305,7 +416,8 @@ pub async fn delete_history(
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryClaimed {
     /// Guest entries moved to the user.
     claimed: u64,
@@ -313,8 +425,25 @@ pub struct HistoryClaimed {
     history: Vec<HistoryEntry>,
 }
 
-/// `POST /api/v1/search/history/claim` with a user token and the guest session header: the
-/// guest's history merges into the user's and the guest's rows are gone.
+/// Move a guest session's history to the signed-in user (at login).
+///
+/// Needs both the user's bearer token and the X-Guest-Session header. Merged on the
+/// normalized query (the more recent search wins), 10 at most; the guest's entries are gone.
+/// Rate limited per client.
+#[utoipa::path(
+    post,
+    path = "/api/v1/search/history/claim",
+    tag = "search",
+    operation_id = "claimSearchHistory",
+    security(("bearerAuth" = [], "guestSession" = [])),
+    responses(
+        (status = 200, description = "The user's history after the merge.", body = HistoryClaimed),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 429, response = RateLimited),
+        (status = 503, response = Unavailable)
+    )
+)]
 #[tracing::instrument(skip_all)]
 pub async fn claim_history(
     State(state): State<AppState>,

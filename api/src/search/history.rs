@@ -10,7 +10,8 @@ use super::{
 };
 
 /// One recent search, as last typed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct HistoryEntry {
     pub id: i64,
     pub query: String,

@@ -7,7 +7,10 @@ use sqlx::PgConnection;
 use super::searcher::Searcher;
 
 /// What kind of interaction.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize, serde::Serialize, utoipa::ToSchema,
+)]
+#[schema(as = InteractionKind)]
 #[serde(rename_all = "snake_case")]
 pub enum Kind {
     Click,

@@ -5,7 +5,10 @@ use axum::{
     http::{header, request::Parts},
 };
 
-use crate::{auth::AuthUser, error::ApiError, state::AppState};
+use crate::{
+    auth::{AuthUser, SharedKeys},
+    error::ApiError,
+};
 
 /// The header a guest's client identifies its session with.
 pub const GUEST_HEADER: &str = "x-guest-session";
@@ -79,7 +82,7 @@ pub fn guest_session(parts: &Parts) -> Result<Option<String>, ApiError> {
 
 impl<S> FromRequestParts<S> for Searcher
 where
-    AppState: FromRef<S>,
+    SharedKeys: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;

@@ -15,7 +15,14 @@ pub enum EmailKind {
 }
 
 impl EmailKind {
-    pub fn as_str(self) -> &'static str {
+    pub const ALL: [EmailKind; 4] = [
+        EmailKind::Confirmation,
+        EmailKind::Cancellation,
+        EmailKind::Reschedule,
+        EmailKind::Reminder,
+    ];
+
+    pub const fn as_str(self) -> &'static str {
         match self {
             EmailKind::Confirmation => "confirmation",
             EmailKind::Cancellation => "cancellation",
@@ -56,6 +63,12 @@ pub struct BookingEmail {
 
 impl JobArgs for BookingEmail {
     const QUEUE: &'static str = "booking_email";
+    const METRIC_KINDS: &'static [&'static str] = &[
+        EmailKind::ALL[0].as_str(),
+        EmailKind::ALL[1].as_str(),
+        EmailKind::ALL[2].as_str(),
+        EmailKind::ALL[3].as_str(),
+    ];
 
     fn dedupe_key(&self) -> String {
         format!(
@@ -65,5 +78,21 @@ impl JobArgs for BookingEmail {
             self.party.as_str(),
             self.booking_version
         )
+    }
+
+    /// Which email: its metrics (sent, skipped, failed) are per email kind.
+    fn metric_kind(&self) -> &'static str {
+        self.kind.as_str()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_email_kind_has_its_metric_series() {
+        let kinds: Vec<&str> = EmailKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(BookingEmail::METRIC_KINDS, kinds.as_slice());
     }
 }

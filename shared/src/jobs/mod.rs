@@ -21,8 +21,19 @@ pub trait JobArgs: Serialize + DeserializeOwned + Send + Sync + Unpin + 'static 
     /// The stable wire name of the queue; renaming the Rust type never orphans queued jobs.
     const QUEUE: &'static str;
 
+    /// Every value [`JobArgs::metric_kind`] returns, so that each series of the kind exists
+    /// at zero from start-up (a counter born at its first increment hides that increment
+    /// from `rate()` and `increase()`).
+    const METRIC_KINDS: &'static [&'static str] = &[Self::QUEUE];
+
     /// What this job *is*: a second enqueue with the same key is a no-op.
     fn dedupe_key(&self) -> String;
+
+    /// The `kind` label of this job's metrics: a bounded sub-kind within its queue (which
+    /// email a booking email sends), or the queue itself. Never an id.
+    fn metric_kind(&self) -> &'static str {
+        Self::QUEUE
+    }
 }
 
 /// A kind a schedule enqueues: its arguments follow from the slot it fires for.

@@ -186,6 +186,9 @@ pub async fn delete_namespace(
 
 /// What a queue holds right now, read from its keys.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// inert for serializing; tells the OpenAPI document that an answer has no other fields
+#[serde(deny_unknown_fields)]
 pub struct QueueStats {
     pub queue: String,
     /// Waiting to be fetched: ready plus scheduled (including backend retry back-off).

@@ -70,6 +70,7 @@ pub enum ScheduleError {
 
 /// What happens to slots missed while no scheduler was running.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum CatchUp {
     /// Missed slots are skipped; only on-time slots fire.

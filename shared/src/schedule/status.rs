@@ -9,33 +9,49 @@ use crate::records::JobState;
 
 /// One schedule as the admin endpoint shows it.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+// inert for serializing; tells the OpenAPI document that an answer has no other fields (and
+// `required` below: an `Option` here is always present, null when empty)
+#[serde(deny_unknown_fields)]
 pub struct ScheduleStatus {
     pub name: String,
     pub cron: String,
     pub timezone: String,
+    #[cfg_attr(feature = "openapi", schema(value_type = CatchUp))]
     pub catch_up: String,
     pub enabled: bool,
     /// The latest slot fired, if any.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_fire: Option<FireStatus>,
     /// When a run of this schedule (slot or manual) last finished successfully.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_success_at: Option<DateTime<Utc>>,
     /// The next slot to fire, local with offset and UTC.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub next_fire_local: Option<String>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub next_fire_at: Option<DateTime<Utc>>,
     /// The scheduler instance holding the lease, if it is current.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub leader: Option<String>,
 }
 
 /// A fired slot and what became of its job.
 #[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct FireStatus {
     /// The local wall-clock slot (`2026-03-08T02:00:00`).
+    // no offset: not an RFC 3339 date-time
+    #[cfg_attr(feature = "openapi", schema(value_type = String))]
     pub slot_local: NaiveDateTime,
     pub slot_at: DateTime<Utc>,
     pub fired_at: DateTime<Utc>,
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub job_id: Option<i64>,
-    /// The job's `status` (pending, enqueued, running, done, skipped, dead); `None` once the
+    /// The job's state (pending, enqueued, running, done, skipped, dead); `None` once the
     /// job record has been purged.
+    #[cfg_attr(feature = "openapi", schema(required = true))]
     pub outcome: Option<String>,
 }
 

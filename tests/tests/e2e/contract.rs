@@ -3,18 +3,24 @@
 //!
 //! How "every route" is kept honest from both sides:
 //! - router -> document: the route table is read from the one place routes are declared, the
-//!   `.route(path, method(...))` calls in `api/src/lib.rs` (and `api/src/routes/*.rs`, should
-//!   a route ever move there); every (method, path) found must be in the document. axum has
-//!   no public route listing, and a second hand-kept list would drift just like the document;
+//!   `routes!(module::handler, ...)` calls in `api/src/lib.rs` (each handler's method and path
+//!   are those of its `#[utoipa::path(...)]` in `api/src/routes/<module>.rs`), and any plain
+//!   `.route(path, method(...))` call there or in `api/src/routes/*.rs`; every (method, path)
+//!   found must be in the document. axum has no public route listing, and a second
+//!   hand-kept list would drift just like a hand-written document;
 //! - document -> router: every documented (method, path) is probed on the running API and
 //!   must not meet the router's fallback ("route not found") or its method-not-allowed answer.
 //!
+//! The document also states the rules of single fields (enums, lengths, formats), so that a
+//! client generated from it cannot build a request the API refuses for a reason it hides,
+//! and a method a path does not have is 405 with the path's methods in `Allow`.
+//!
 //! The helpers here (sending a request keeping its headers, checking an answer against the
-//! document) are used by the fuzz and rate-limit tests too.
+//! document) are used by the fuzz, rate-limit and idempotency tests too.
 use std::collections::{BTreeMap, BTreeSet};
 
 use e2e::platform::TestApp;
-use reqwest::Method;
+use reqwest::{Method, header::HeaderMap};
 use serde_json::{Value, json};
 
 /// What a request carries as its body.
@@ -31,6 +37,7 @@ pub struct Answer {
     pub status: u16,
     pub content_type: String,
     pub retry_after: Option<String>,
+    pub headers: HeaderMap,
     pub text: String,
     pub json: Option<Value>,
 }
@@ -58,9 +65,24 @@ pub async fn call(
     token: Option<&str>,
     body: Body,
 ) -> Answer {
+    call_with(app, method, path, token, &[], body).await
+}
+
+/// [`call`] with more request headers.
+pub async fn call_with(
+    app: &impl Api,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    headers: &[(&str, &str)],
+    body: Body,
+) -> Answer {
     let mut request = app.http().request(method, format!("{}{path}", app.base()));
     if let Some(token) = token {
         request = request.header("authorization", format!("Bearer {token}"));
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
     }
     request = match body {
         Body::None => request,
@@ -90,12 +112,14 @@ pub async fn call(
     let content_type = header("content-type").unwrap_or_default();
     let retry_after = header("retry-after");
     let status = response.status().as_u16();
+    let headers = response.headers().clone();
     let text = response.text().await.unwrap_or_default();
     let json = serde_json::from_str(&text).ok();
     Answer {
         status,
         content_type,
         retry_after,
+        headers,
         text,
         json,
     }
@@ -179,6 +203,12 @@ impl Contract {
             operations,
             seen: BTreeSet::new(),
         };
+        // every reference resolves (a schema only a parameter names is easily left out)
+        let mut references = Vec::new();
+        collect_refs(&contract.doc, &mut references);
+        for reference in references {
+            contract.resolve(&json!({ "$ref": reference }));
+        }
         // the document's own answer is part of the contract
         let doc = contract.doc.clone();
         contract.check(
@@ -188,6 +218,7 @@ impl Contract {
                 status: 200,
                 content_type: "application/json".into(),
                 retry_after: None,
+                headers: HeaderMap::new(),
                 text: String::new(),
                 json: Some(doc),
             },
@@ -246,12 +277,16 @@ impl Contract {
             }
         }
         let content = response["content"].as_object().expect("response content");
-        let (media, spec) = content.iter().next().expect("one media type");
-        assert!(
-            answer.content_type.starts_with(media.as_str()),
-            "{context}: content type {:?}, documented {media}",
-            answer.content_type
-        );
+        let (media, spec) = content
+            .iter()
+            .find(|(media, _)| answer.content_type.starts_with(media.as_str()))
+            .unwrap_or_else(|| {
+                panic!(
+                    "{context}: content type {:?}, documented {:?}",
+                    answer.content_type,
+                    content.keys().collect::<Vec<_>>()
+                )
+            });
         if media == "application/json" {
             let instance = answer
                 .json
@@ -265,21 +300,81 @@ impl Contract {
 
     /// Validates `instance` against `schema`, resolving `$ref`s into the document's components.
     fn validate(&self, schema: &Value, instance: &Value, context: &str) {
+        let errors = self.errors(schema, instance, context);
+        assert!(
+            errors.is_empty(),
+            "{context}: body does not match the document:\n  {}\nbody: {instance}",
+            errors.join("\n  ")
+        );
+    }
+
+    /// Why `instance` does not match `schema` (nothing when it does).
+    fn errors(&self, schema: &Value, instance: &Value, context: &str) -> Vec<String> {
         let mut root = schema.as_object().cloned().unwrap_or_default();
         root.insert("components".into(), self.doc["components"].clone());
         let validator = jsonschema::draft202012::options()
             .should_validate_formats(true)
             .build(&Value::Object(root))
             .unwrap_or_else(|e| panic!("{context}: schema does not compile: {e}"));
-        let errors: Vec<String> = validator
+        validator
             .iter_errors(instance)
             .map(|e| format!("{} at {}", e, e.instance_path()))
-            .collect();
+            .collect()
+    }
+
+    /// The documented parameter `name` (in `location`: path, query or header) of an operation.
+    pub fn parameter(&self, method: &str, template: &str, location: &str, name: &str) -> Value {
+        let operation = &self.doc["paths"][template][method.to_lowercase()];
+        operation["parameters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| self.resolve(p))
+            .find(|p| p["in"] == location && p["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{method} {template}: no {location} parameter {name}"))
+    }
+
+    /// Whether the document lets a client send `value` as that parameter.
+    pub fn parameter_accepts(
+        &self,
+        method: &str,
+        template: &str,
+        location: &str,
+        name: &str,
+        value: &Value,
+    ) -> bool {
+        let parameter = self.parameter(method, template, location, name);
+        let context = format!("{method} {template} {location} {name}");
+        self.errors(&parameter["schema"], value, &context)
+            .is_empty()
+    }
+
+    /// Whether the document lets a client send `body` (JSON) to an operation.
+    pub fn body_accepts(&self, method: &str, template: &str, body: &Value) -> bool {
+        let operation = &self.doc["paths"][template][method.to_lowercase()];
+        let request = self.resolve(&operation["requestBody"]);
+        let schema = &request["content"]["application/json"]["schema"];
         assert!(
-            errors.is_empty(),
-            "{context}: body does not match the document:\n  {}\nbody: {instance}",
-            errors.join("\n  ")
+            schema.is_object(),
+            "{method} {template}: no JSON request body"
         );
+        self.errors(schema, body, &format!("{method} {template} body"))
+            .is_empty()
+    }
+}
+
+/// Every `$ref` in `value`.
+fn collect_refs(value: &Value, into: &mut Vec<String>) {
+    match value {
+        Value::Object(map) => {
+            if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
+                into.push(reference.to_string());
+            }
+            map.values().for_each(|v| collect_refs(v, into));
+        }
+        Value::Array(items) => items.iter().for_each(|v| collect_refs(v, into)),
+        _ => {}
     }
 }
 
@@ -306,6 +401,23 @@ fn router_routes() -> BTreeSet<(String, String)> {
             "{}: nested routers or services are not understood by this test; extend router_routes()",
             file.display()
         );
+        // `routes!(module::handler, ...)`: each handler is routed where its annotation says
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("routes!(") {
+            let args = &rest[at + "routes!(".len()..];
+            let end = matching_paren(args);
+            let call = &args[..end];
+            rest = &args[end..];
+            for handler in call.split(',').map(str::trim).filter(|h| !h.is_empty()) {
+                let (module, name) = handler
+                    .rsplit_once("::")
+                    .unwrap_or_else(|| panic!("routes!({handler}): expected module::handler"));
+                let module = module.rsplit("::").next().expect("module name");
+                let (method, path) =
+                    annotated_route(&src.join("routes").join(format!("{module}.rs")), name);
+                routes.insert((method, path));
+            }
+        }
         let mut rest = text.as_str();
         while let Some(at) = rest.find(".route(") {
             let args = &rest[at + ".route(".len()..];
@@ -334,6 +446,36 @@ fn router_routes() -> BTreeSet<(String, String)> {
         }
     }
     routes
+}
+
+/// The (METHOD, path) of the `#[utoipa::path(method, path = "...")]` on `fn name` in `file`.
+fn annotated_route(file: &std::path::Path, name: &str) -> (String, String) {
+    let text = std::fs::read_to_string(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    let at = text
+        .find(&format!("fn {name}("))
+        .unwrap_or_else(|| panic!("{}: no fn {name}", file.display()));
+    let before = &text[..at];
+    let open = before
+        .rfind("#[utoipa::path(")
+        .unwrap_or_else(|| panic!("{}: fn {name} has no #[utoipa::path]", file.display()));
+    let args = &before[open + "#[utoipa::path(".len()..];
+    let attribute = &args[..matching_paren(args)];
+    assert!(
+        !args[attribute.len()..].contains("fn "),
+        "{}: the #[utoipa::path] before fn {name} belongs to another fn",
+        file.display()
+    );
+    let method = attribute
+        .split(',')
+        .next()
+        .map(str::trim)
+        .filter(|m| HTTP_METHODS.contains(m))
+        .unwrap_or_else(|| panic!("{}: fn {name}: the method must come first", file.display()));
+    let path = attribute
+        .split_once("path = \"")
+        .and_then(|(_, rest)| rest.split('"').next())
+        .unwrap_or_else(|| panic!("{}: fn {name}: no path = \"...\"", file.display()));
+    (method.to_uppercase(), path.to_string())
 }
 
 /// Index of the `)` closing an argument list that starts right after its `(`.
@@ -386,7 +528,7 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
     let unrouted: Vec<_> = contract.operations.difference(&routed).collect();
     assert!(
         undocumented.is_empty(),
-        "routes missing from api/openapi.json: {undocumented:?}"
+        "routes missing from the document: {undocumented:?}"
     );
     assert!(
         unrouted.is_empty(),
@@ -483,6 +625,12 @@ async fn every_endpoint_answers_as_documented() {
     expect!(GET "/ready", "/ready", None, Body::None => 200);
     expect!(GET "/metrics", "/metrics", None, Body::None => 200);
     expect!(GET "/api/v1/openapi.json", "/api/v1/openapi.json", None, Body::None => 200);
+    expect!(GET "/api/v1/docs", "/api/v1/docs", None, Body::None => 200);
+    expect!(GET "/api/v1/docs/{file}", "/api/v1/docs/swagger-ui.css", None, Body::None => 200);
+    expect!(GET "/api/v1/docs/{file}", "/api/v1/docs/swagger-ui-bundle.js", None, Body::None => 200);
+    expect!(GET "/api/v1/docs/{file}", "/api/v1/docs/favicon-32x32.png", None, Body::None => 200);
+    expect!(GET "/api/v1/docs/{file}", "/api/v1/docs/secrets.txt", None, Body::None => 404);
+    expect!(GET "/api/v1/docs/{file}", "/api/v1/docs/%FF", None, Body::None => 400);
 
     // public browsing
     let list = expect!(GET "/api/v1/instructors", "/api/v1/instructors", None, Body::None => 200);
@@ -783,4 +931,339 @@ async fn an_oversized_cancel_body_is_a_json_413() {
     .await;
     assert_eq!(answer.status, 413);
     contract.check("POST", "/api/v1/bookings/{id}/cancel", &answer);
+}
+
+/// What the API refuses for the sake of one field, the document refuses too: a client
+/// generated from it cannot build such a request. Rules that tie fields together (an end
+/// before a start) are in the descriptions.
+#[tokio::test]
+async fn the_document_states_the_rules_of_single_fields() {
+    let app = TestApp::without_worker().await;
+    let contract = Contract::fetch(&app).await;
+
+    // GET /api/v1/bookings?role=: the API refuses admin (422 invalid_role) and anything else
+    let role = contract.parameter("GET", "/api/v1/bookings", "query", "role");
+    let role_schema = contract.resolve(&role["schema"]);
+    let values = role_schema["enum"]
+        .as_array()
+        .or_else(|| {
+            // an optional parameter may be documented as "the enum, or null"
+            role_schema["oneOf"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| contract.resolve(s))
+                .find_map(|s| s["enum"].as_array())
+        })
+        .unwrap_or_else(|| panic!("role is not an enum: {role}"));
+    assert_eq!(values, &vec![json!("student"), json!("instructor")]);
+    let accepts = |method: &str, template: &str, location: &str, name: &str, value: Value| {
+        contract.parameter_accepts(method, template, location, name, &value)
+    };
+    for (value, ok) in [
+        ("student", true),
+        ("instructor", true),
+        ("admin", false),
+        ("teacher", false),
+    ] {
+        assert_eq!(
+            accepts("GET", "/api/v1/bookings", "query", "role", json!(value)),
+            ok,
+            "role={value}"
+        );
+    }
+    assert!(accepts(
+        "GET",
+        "/api/v1/bookings",
+        "query",
+        "status",
+        json!("no_show")
+    ));
+    assert!(!accepts(
+        "GET",
+        "/api/v1/bookings",
+        "query",
+        "status",
+        json!("lost")
+    ));
+
+    // availability: real dates only
+    let availability = "/api/v1/public/instructors/{id}/availability";
+    for name in ["start_date", "end_date"] {
+        assert_eq!(
+            contract.parameter("GET", availability, "query", name)["required"],
+            true
+        );
+        assert!(accepts(
+            "GET",
+            availability,
+            "query",
+            name,
+            json!("2026-03-01")
+        ));
+        assert!(!accepts(
+            "GET",
+            availability,
+            "query",
+            name,
+            json!("2026-02-30")
+        ));
+        assert!(!accepts(
+            "GET",
+            availability,
+            "query",
+            name,
+            json!("yesterday")
+        ));
+    }
+    let end = contract.parameter("GET", availability, "query", "end_date");
+    assert!(
+        end["description"]
+            .as_str()
+            .is_some_and(|d| d.contains("start_date")),
+        "the range rule is stated: {end}"
+    );
+    assert!(accepts("GET", availability, "path", "id", json!(12)));
+    assert!(!accepts("GET", availability, "path", "id", json!("abc")));
+
+    // admin: the statuses the jobs view knows
+    assert!(accepts(
+        "GET",
+        "/api/v1/admin/jobs",
+        "query",
+        "status",
+        json!("running")
+    ));
+    assert!(!accepts(
+        "GET",
+        "/api/v1/admin/jobs",
+        "query",
+        "status",
+        json!("zombie")
+    ));
+
+    // bodies: types, lengths, formats, unknown fields
+    let create = |extra: Value| {
+        let mut body =
+            json!({"instructor_id": 3, "service_id": 1, "start": "2030-01-01T10:00:00Z"});
+        if let (Some(body), Some(extra)) = (body.as_object_mut(), extra.as_object()) {
+            body.extend(extra.clone());
+        }
+        contract.body_accepts("POST", "/api/v1/bookings", &body)
+    };
+    assert!(create(json!({})));
+    assert!(create(json!({"notes": "n".repeat(2000)})));
+    assert!(create(json!({"notes": null})));
+    assert!(!create(json!({"notes": "n".repeat(2001)})));
+    assert!(!create(json!({"start": "2030-02-30T10:00:00Z"})));
+    assert!(!create(json!({"start": "2030-01-01 10:00"})));
+    assert!(!create(json!({"instructor_id": "1"})));
+    assert!(!create(json!({"admin": true})));
+    assert!(!contract.body_accepts(
+        "POST",
+        "/api/v1/bookings",
+        &json!({"instructor_id": 3, "service_id": 1})
+    ));
+    let cancel = "/api/v1/bookings/{id}/cancel";
+    assert!(contract.body_accepts("POST", cancel, &json!({"reason": "ill"})));
+    assert!(!contract.body_accepts("POST", cancel, &json!({"reason": "r".repeat(2001)})));
+    assert!(!contract.body_accepts("POST", cancel, &json!({"why": "because"})));
+    let reschedule = "/api/v1/bookings/{id}/reschedule";
+    assert!(contract.body_accepts(
+        "POST",
+        reschedule,
+        &json!({"start": "2030-01-01T10:00:00Z"})
+    ));
+    assert!(!contract.body_accepts(
+        "POST",
+        reschedule,
+        &json!({"start": "2030-01-01T25:00:00Z"})
+    ));
+    assert!(!contract.body_accepts("POST", reschedule, &json!({})));
+
+    // the Idempotency-Key header
+    let key = contract.parameter("POST", "/api/v1/bookings", "header", "Idempotency-Key");
+    assert_ne!(key["required"], true, "optional: {key}");
+    for (value, ok) in [
+        ("8e03978e-40d5-43e8-bc93-6894a57f9324".to_string(), true),
+        ("\"quoted, as the draft writes it\"".to_string(), true),
+        ("k".repeat(255), true),
+        ("k".repeat(256), false),
+        (String::new(), false),
+        (" padded".to_string(), false),
+        ("tab\there".to_string(), false),
+        ("caf\u{e9}".to_string(), false),
+    ] {
+        assert_eq!(
+            accepts(
+                "POST",
+                "/api/v1/bookings",
+                "header",
+                "Idempotency-Key",
+                json!(value)
+            ),
+            ok,
+            "Idempotency-Key {value:?}"
+        );
+    }
+}
+
+/// A method a path does not have is 405 with the path's methods in `Allow` (GET brings HEAD)
+/// and the JSON error body, for every documented path.
+#[tokio::test]
+async fn a_method_a_path_does_not_have_is_405_with_allow() {
+    let app = TestApp::without_worker().await;
+    let contract = Contract::fetch(&app).await;
+    let student = app.student().await;
+    let mut documented: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for (method, template) in &contract.operations {
+        documented
+            .entry(template.clone())
+            .or_default()
+            .insert(method.clone());
+    }
+    let mut probed = 0;
+    for (template, methods) in &documented {
+        let mut allowed = methods.clone();
+        if allowed.contains("GET") {
+            allowed.insert("HEAD".into());
+        }
+        for method in [
+            "GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "TRACE",
+        ] {
+            if allowed.contains(method) {
+                continue;
+            }
+            let path = fill(template, "1");
+            let answer = call(
+                &app,
+                Method::from_bytes(method.as_bytes()).expect("method"),
+                &path,
+                Some(&student),
+                Body::None,
+            )
+            .await;
+            let context = format!("{method} {path}");
+            assert_eq!(answer.status, 405, "{context}: {}", answer.text);
+            let allow: BTreeSet<String> = answer
+                .headers
+                .get("allow")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or_else(|| panic!("{context}: no Allow header"))
+                .split(',')
+                .map(|m| m.trim().to_string())
+                .collect();
+            assert_eq!(allow, allowed, "{context}: Allow");
+            if method != "HEAD" {
+                assert_error_body(&answer, &context, "");
+                assert_eq!(
+                    answer.json.as_ref().expect("json")["code"],
+                    "method_not_allowed"
+                );
+            }
+            probed += 1;
+        }
+    }
+    assert!(probed > 50, "probed only {probed} method/path pairs");
+
+    // the two the issue was found with
+    let answer = call(
+        &app,
+        Method::DELETE,
+        "/api/v1/instructors",
+        None,
+        Body::None,
+    )
+    .await;
+    assert_eq!(answer.status, 405);
+    assert_eq!(answer.headers["allow"], "GET,HEAD");
+    let answer = call(&app, Method::TRACE, "/api/v1/bookings", None, Body::None).await;
+    assert_eq!(answer.status, 405);
+    let allow = answer.headers["allow"].to_str().expect("ascii");
+    assert!(
+        ["GET", "HEAD", "POST"].iter().all(|m| allow.contains(m)),
+        "{allow}"
+    );
+    // an unknown path stays a 404, whatever the method
+    let answer = call(&app, Method::TRACE, "/no/such/route", None, Body::None).await;
+    assert_eq!(answer.status, 404);
+}
+
+/// Swagger UI works offline: the page and what it loads come from this server, the UI reads
+/// this document, and the validator badge (which would send the document to
+/// validator.swagger.io) is off.
+#[tokio::test]
+async fn the_docs_page_is_served_offline() {
+    let app = TestApp::without_worker().await;
+    let page = call(&app, Method::GET, "/api/v1/docs", None, Body::None).await;
+    assert_eq!(page.status, 200);
+    assert!(
+        page.content_type.starts_with("text/html"),
+        "{}",
+        page.content_type
+    );
+    let mut references = Vec::new();
+    for attribute in ["src=\"", "href=\""] {
+        let mut rest = page.text.as_str();
+        while let Some(at) = rest.find(attribute) {
+            rest = &rest[at + attribute.len()..];
+            let end = rest.find('"').expect("closing quote");
+            references.push(rest[..end].to_string());
+            rest = &rest[end..];
+        }
+    }
+    assert!(references.len() >= 4, "too few references: {references:?}");
+    for reference in &references {
+        assert!(
+            !reference.contains("//") && !reference.contains(':'),
+            "the page loads {reference} from elsewhere"
+        );
+        let path = if reference.starts_with('/') {
+            reference.clone()
+        } else {
+            // resolved against the page's <base href="/api/v1/docs/">
+            format!("/api/v1/docs/{}", reference.trim_start_matches("./"))
+        };
+        if path == "/api/v1/docs/" {
+            continue;
+        }
+        let asset = call(&app, Method::GET, &path, None, Body::None).await;
+        assert_eq!(asset.status, 200, "{path}: {}", asset.text);
+        if path.ends_with(".css") {
+            assert!(
+                !asset.text.contains("@import") && !asset.text.contains("url(http"),
+                "{path} loads from elsewhere"
+            );
+        }
+    }
+    assert!(page.text.contains("<base href=\"/api/v1/docs/\">"));
+    assert!(
+        !page.text.contains("http://") && !page.text.contains("https://"),
+        "the page names a remote address: {}",
+        page.text
+    );
+    let initializer = call(
+        &app,
+        Method::GET,
+        "/api/v1/docs/swagger-initializer.js",
+        None,
+        Body::None,
+    )
+    .await;
+    assert_eq!(initializer.status, 200);
+    assert!(
+        initializer.text.contains("\"/api/v1/openapi.json\""),
+        "{}",
+        initializer.text
+    );
+    assert!(
+        initializer.text.contains("\"validatorUrl\": \"none\""),
+        "{}",
+        initializer.text
+    );
+    assert!(
+        !initializer.text.contains("http://") && !initializer.text.contains("https://"),
+        "the initializer names a remote address: {}",
+        initializer.text
+    );
 }

@@ -1091,11 +1091,13 @@ async fn the_search_endpoints_answer_as_documented() {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default()
                 .to_string();
+            let headers = response.headers().clone();
             let text = response.text().await.unwrap_or_default();
             let answer = Answer {
                 status,
                 content_type,
                 retry_after: None,
+                headers,
                 json: serde_json::from_str(&text).ok(),
                 text,
             };

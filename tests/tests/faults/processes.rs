@@ -341,7 +341,7 @@ async fn a_worker_that_stopped_consuming_is_reported() {
     let _healthy = cluster.worker().await;
     let admin = cluster.token("admin@example.com").await;
     let http = reqwest::Client::new();
-    let stale = || async {
+    let queues = || async {
         let queues: serde_json::Value = http
             .get(format!("{}/api/v1/admin/queues", base(api.port)))
             .bearer_auth(&admin)
@@ -351,9 +351,11 @@ async fn a_worker_that_stopped_consuming_is_reported() {
             .json()
             .await
             .unwrap();
-        queues
-            .as_array()
-            .unwrap()
+        queues.as_array().cloned().unwrap_or_default()
+    };
+    let stale = || async {
+        queues()
+            .await
             .iter()
             .map(|q| {
                 q["redis"]["stale_workers"]
@@ -363,6 +365,18 @@ async fn a_worker_that_stopped_consuming_is_reported() {
             })
             .sum::<usize>()
     };
+    // both workers consuming (registered in Redis) before one is stalled
+    eventually(
+        Duration::from_secs(20),
+        "both workers registered",
+        || async {
+            queues()
+                .await
+                .iter()
+                .any(|q| q["queue"] == "booking_email" && q["redis"]["workers"].as_u64() >= Some(2))
+        },
+    )
+    .await;
     assert_eq!(stale().await, 0);
 
     stalled.signal("STOP").await;
@@ -419,7 +433,7 @@ async fn scaled_out_processes_share_the_load_and_do_everything_once() {
             .unwrap();
         let handled: f64 = metrics
             .lines()
-            .filter(|l| l.starts_with("jobs_total{") && l.contains("booking_email"))
+            .filter(|l| l.starts_with("jobs_succeeded_total{") && l.contains("booking_email"))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
             .sum();
         assert!(handled > 0.0, "{} handled no jobs:\n{metrics}", worker.name);
@@ -560,7 +574,7 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         &mut redis,
         &cluster.prefix,
         Duration::from_secs(1),
-        &worker::jobs::registry().queues(),
+        &worker::jobs::registry(),
         chrono::Utc::now(),
     )
     .await

@@ -6,7 +6,8 @@
 //! Every delivery runs the same envelope ([`execute`]): decode, begin an attempt on the
 //! durable record, run the handler under its timeout, record the outcome. Every outcome is
 //! recorded in Postgres and the Redis task acknowledged, so Redis never retries by itself;
-//! retries, the attempt cap and the dead letters are ours, by the handler's policy.
+//! retries, the attempt cap and the dead letters are ours, by the handler's policy. Every
+//! step is counted by queue and kind (`crate::telemetry` describes the series).
 pub mod booking_email;
 pub mod retention_sweep;
 pub mod search_rollup;
@@ -81,6 +82,10 @@ pub trait Kind: Send + Sync + 'static {
     fn concurrency(&self, config: &Config) -> usize;
     fn max_attempts(&self) -> i32;
     fn timeout(&self) -> Duration;
+    /// Every `kind` label value of this kind's metrics.
+    fn metric_kinds(&self) -> &'static [&'static str];
+    /// The `kind` label of a record's encoded arguments (what the relay sees).
+    fn metric_kind_of(&self, args: &serde_json::Value) -> &'static str;
     /// Runs one delivery of an encoded envelope.
     fn deliver(
         self: Arc<Self>,
@@ -106,6 +111,17 @@ impl<H: Handler> Kind for Registered<H> {
 
     fn timeout(&self) -> Duration {
         self.0.timeout()
+    }
+
+    fn metric_kinds(&self) -> &'static [&'static str] {
+        H::Args::METRIC_KINDS
+    }
+
+    fn metric_kind_of(&self, args: &serde_json::Value) -> &'static str {
+        // decoding borrows the value: no copy of the payload per relayed record
+        <H::Args as serde::Deserialize>::deserialize(args)
+            .map(|args| args.metric_kind())
+            .unwrap_or(UNDECODABLE)
     }
 
     fn deliver(
@@ -161,6 +177,9 @@ impl std::fmt::Debug for Registry {
     }
 }
 
+/// The `kind` label of a job whose arguments do not decode (it becomes a dead letter).
+pub const UNDECODABLE: &str = "undecodable";
+
 /// Runs one delivery of a job of `handler`'s kind.
 async fn execute<H: Handler>(
     handler: Arc<H>,
@@ -183,6 +202,14 @@ async fn execute<H: Handler>(
         schedule = tracing::field::Empty
     );
     let attempt = async move {
+        let args = raw
+            .get("args")
+            .cloned()
+            .map(serde_json::from_value::<H::Args>);
+        let kind = match &args {
+            Some(Ok(args)) => args.metric_kind(),
+            _ => UNDECODABLE,
+        };
         let Some(attempt) = records::begin(&deps.pool, job_id, handler.max_attempts()).await?
         else {
             tracing::info!("duplicate delivery of a finished job: nothing to do");
@@ -190,6 +217,9 @@ async fn execute<H: Handler>(
             return Ok::<(), BoxDynError>(());
         };
         tracing::Span::current().record("attempt", attempt.number);
+        metrics::counter!("jobs_started_total", "queue" => queue, "kind" => kind).increment(1);
+        metrics::histogram!("job_wait_duration_seconds", "queue" => queue, "kind" => kind)
+            .record(attempt.wait.num_milliseconds() as f64 / 1000.0);
         let started = std::time::Instant::now();
         let outcome = if attempt.number > attempt.max {
             Outcome::Dead(format!(
@@ -198,11 +228,7 @@ async fn execute<H: Handler>(
                 attempt.max
             ))
         } else {
-            match raw
-                .get("args")
-                .cloned()
-                .map(serde_json::from_value::<H::Args>)
-            {
+            match args {
                 Some(Ok(args)) => {
                     let run = JobRun {
                         id: job_id,
@@ -241,13 +267,9 @@ async fn execute<H: Handler>(
         if let Some(ending) = &ending {
             records::finish(&deps.pool, job_id, attempt, ending).await?;
         }
-        let labels = [
-            ("queue", queue.to_string()),
-            ("outcome", outcome.label().to_string()),
-        ];
-        metrics::counter!("jobs_total", &labels).increment(1);
-        metrics::histogram!("job_duration_seconds", &labels)
+        metrics::histogram!("job_run_duration_seconds", "queue" => queue, "kind" => kind)
             .record(started.elapsed().as_secs_f64());
+        count_ending(queue, kind, ending.as_ref());
         match &outcome {
             Outcome::Done | Outcome::Recorded => tracing::info!("job done"),
             Outcome::Skipped(reason) => tracing::info!(reason = %reason, "job skipped"),
@@ -270,5 +292,26 @@ async fn execute<H: Handler>(
     match tokio::spawn(attempt).await {
         Ok(result) => result,
         Err(e) => Err(format!("job task failed: {e}").into()),
+    }
+}
+
+/// Counts how an attempt ended (`None`: done, recorded by the handler itself). A failure
+/// counts as failed and as retried or dead-lettered, so that the failure rate is one ratio.
+fn count_ending(queue: &'static str, kind: &'static str, ending: Option<&Ending>) {
+    let count = |name: &'static str| {
+        metrics::counter!(name, "queue" => queue, "kind" => kind).increment(1);
+    };
+    match ending {
+        None | Some(Ending::Done) => count("jobs_succeeded_total"),
+        Some(Ending::Skipped(_)) => count("jobs_skipped_total"),
+        Some(Ending::Defer { .. }) => count("jobs_deferred_total"),
+        Some(Ending::Retry { .. }) => {
+            count("jobs_failed_total");
+            count("jobs_retried_total");
+        }
+        Some(Ending::Dead(_)) => {
+            count("jobs_failed_total");
+            count("jobs_dead_lettered_total");
+        }
     }
 }
