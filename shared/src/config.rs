@@ -75,6 +75,10 @@ pub struct Config {
     pub rate_limit_per_sec: u32,
     #[serde(default = "defaults::rate_limit_burst")]
     pub rate_limit_burst: u32,
+    /// Benchmark only (`ops/bench/idle`): this many throwaway queues registered beside the
+    /// real kinds, to measure what each queue a worker runs costs Redis at rest.
+    #[serde(default)]
+    pub bench_extra_queues: usize,
 }
 
 mod defaults {
@@ -226,6 +230,13 @@ impl Config {
         }
         if self.rate_limit_per_sec == 0 {
             return Err(invalid("RATE_LIMIT_PER_SEC", "0", "must be positive"));
+        }
+        if self.bench_extra_queues > 1000 {
+            return Err(invalid(
+                "BENCH_EXTRA_QUEUES",
+                &self.bench_extra_queues.to_string(),
+                "must be at most 1000",
+            ));
         }
         Ok(())
     }

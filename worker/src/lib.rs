@@ -65,6 +65,7 @@ impl Deps {
                  could be taken over and the email sent twice"
             );
         }
+        let registry = Arc::new(jobs::registry().with_bench_queues(config.bench_extra_queues));
         Ok(Deps {
             pool,
             durable,
@@ -72,7 +73,7 @@ impl Deps {
             config: Arc::new(config),
             clock,
             relay_poll: Duration::from_millis(1000),
-            registry: Arc::new(jobs::registry()),
+            registry,
         })
     }
 }
