@@ -32,6 +32,11 @@ pub fn registry() -> Registry {
         .register(retention_sweep::RetentionSweepJob)
 }
 
+/// The kinds a worker started with `config` runs: [`registry`] and any benchmark queues.
+pub fn configured(config: &Config) -> Registry {
+    registry().with_bench_queues(config.bench_extra_queues)
+}
+
 /// The attempt a handler runs in.
 #[derive(Debug, Clone, Copy)]
 pub struct JobRun {
