@@ -181,7 +181,11 @@ impl Persistence for QueueStore {
             .invoke_async(&mut self.conn)
             .await?;
         if moved > 0 {
-            tracing::warn!(worker = worker.name(), tasks = moved, "re-enqueued what this consumer's previous run had fetched");
+            tracing::warn!(
+                worker = worker.name(),
+                tasks = moved,
+                "re-enqueued what this consumer's previous run had fetched"
+            );
         }
         Ok(())
     }
@@ -190,7 +194,10 @@ impl Persistence for QueueStore {
         Ok(())
     }
 
-    async fn fetch_next(&mut self, _worker: &WorkerContext) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
+    async fn fetch_next(
+        &mut self,
+        _worker: &WorkerContext,
+    ) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
         let (ids, payloads): (Vec<String>, Vec<Vec<u8>>) = script(&FETCH_SCRIPT, FETCH)
             .key(queue::processes_key(self.process.prefix()))
             .key(self.config.active_jobs_list())

@@ -151,9 +151,9 @@ pub async fn run(
     let mut monitor = Monitor::new();
     for ((kind, queue_config), finished) in kinds.into_iter().zip(configs).zip(queues.finished) {
         let concurrency = kind.concurrency(&config);
-        let signal = hub.signal(&queue_config).ok_or_else(|| {
-            WorkerError::Config(format!("queue {} is not tracked", kind.queue()))
-        })?;
+        let signal = hub
+            .signal(&queue_config)
+            .ok_or_else(|| WorkerError::Config(format!("queue {} is not tracked", kind.queue())))?;
         let backend = RedisQueue::new(
             redis.clone(),
             queue_config,
@@ -198,7 +198,9 @@ pub async fn run(
     match process.retire(&mut redis).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(tasks = n, "handed unfinished tasks back to the queues"),
-        Err(e) => tracing::warn!(error = %e, "could not hand tasks back; they return when this process is presumed dead"),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not hand tasks back; they return when this process is presumed dead")
+        }
     }
     hub.close();
     result.map_err(|e| WorkerError::Config(format!("monitor: {e}")))

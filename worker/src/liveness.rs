@@ -117,7 +117,10 @@ impl Process {
 
     /// Reaps every other process silent for longer than [`Process::dead_after`]; returns
     /// how many processes are registered, and how many tasks went back to the queues.
-    pub async fn reap_dead(&self, conn: &mut ConnectionManager) -> redis::RedisResult<(usize, u64)> {
+    pub async fn reap_dead(
+        &self,
+        conn: &mut ConnectionManager,
+    ) -> redis::RedisResult<(usize, u64)> {
         let registry = queue::processes_key(&self.prefix);
         let beats: Vec<(String, f64)> = redis::cmd("ZRANGE")
             .arg(&registry)

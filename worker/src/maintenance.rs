@@ -100,8 +100,8 @@ struct Round {
 
 /// Runs maintenance until `stop` fires.
 pub async fn run(deps: Deps, hub: Hub, queues: Queues, stop: CancellationToken) {
-    let dead_after = Duration::from_secs(deps.config.heartbeat_secs.max(1))
-        * queue::DEAD_AFTER_BEATS;
+    let dead_after =
+        Duration::from_secs(deps.config.heartbeat_secs.max(1)) * queue::DEAD_AFTER_BEATS;
     let mut redis: Option<ConnectionManager> = None;
     let mut round = Round {
         earliest: vec![None; queues.configs.len()],
@@ -210,7 +210,10 @@ fn next_wait(queues: &Queues, round: &Round) -> Duration {
         wait = wait.min(until);
     }
     if queues.finished.iter().any(|f| f.load(Ordering::Acquire)) {
-        let since = round.last_cleanup.map(|at| at.elapsed()).unwrap_or(CLEANUP_EVERY);
+        let since = round
+            .last_cleanup
+            .map(|at| at.elapsed())
+            .unwrap_or(CLEANUP_EVERY);
         wait = wait.min(CLEANUP_EVERY.saturating_sub(since));
     }
     if let Some(at) = round.legacy_at {
@@ -256,7 +259,10 @@ impl Gauges {
     pub async fn refresh(&self) {
         let inner = &self.inner;
         let mut slot = inner.conn.lock().await;
-        if slot.1.is_some_and(|at| at.elapsed() < Duration::from_secs(1)) {
+        if slot
+            .1
+            .is_some_and(|at| at.elapsed() < Duration::from_secs(1))
+        {
             return;
         }
         slot.1 = Some(Instant::now());

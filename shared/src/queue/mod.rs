@@ -17,8 +17,8 @@
 //! Postgres stays the truth: attempts, dead letters and error history live in `jobs`.
 use std::time::Duration;
 
-pub use apalis_redis::ConnectionManager;
 use apalis_redis::Config as QueueConfig;
+pub use apalis_redis::ConnectionManager;
 use redis::{AsyncCommands, aio::ConnectionManagerConfig};
 use serde::Serialize;
 
@@ -256,7 +256,13 @@ pub async fn stats(
     // `queue_config` names a queue `<prefix>:<queue>`; queue names have no `:`
     let full = config.queue.as_ref();
     let (prefix, queue) = full.rsplit_once(':').unwrap_or(("", full));
-    let mut all = stats_of(conn, prefix, &[queue.to_string()], config.heartbeat_interval).await?;
+    let mut all = stats_of(
+        conn,
+        prefix,
+        &[queue.to_string()],
+        config.heartbeat_interval,
+    )
+    .await?;
     Ok(all.pop().unwrap_or_default())
 }
 
@@ -374,7 +380,9 @@ mod tests {
             .await
             .expect("arrange");
         let stats = stats(&mut conn, &config).await.expect("stats");
-        delete_namespace(&mut conn, &prefix).await.expect("clean up");
+        delete_namespace(&mut conn, &prefix)
+            .await
+            .expect("clean up");
         assert_eq!(stats.workers, 2);
         assert_eq!(stats.in_flight, 2);
         assert_eq!(stats.waiting, 1);

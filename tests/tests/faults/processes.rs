@@ -271,7 +271,8 @@ async fn a_worker_that_stopped_consuming_is_reported() {
     let _healthy = cluster.worker().await;
     let admin = cluster.token("admin@example.com").await;
     let http = reqwest::Client::new();
-    let stale = || async {
+    // per queue: (registered worker processes, stale ones)
+    let workers = || async {
         let queues: serde_json::Value = http
             .get(format!("{}/api/v1/admin/queues", base(api.port)))
             .bearer_auth(&admin)
@@ -286,13 +287,20 @@ async fn a_worker_that_stopped_consuming_is_reported() {
             .unwrap()
             .iter()
             .map(|q| {
-                q["redis"]["stale_workers"]
-                    .as_array()
-                    .map(Vec::len)
-                    .unwrap_or(0)
+                let redis = &q["redis"];
+                let stale = redis["stale_workers"].as_array().map(Vec::len);
+                (redis["workers"].as_u64().unwrap_or(0), stale.unwrap_or(0))
             })
-            .sum::<usize>()
+            .collect::<Vec<_>>()
     };
+    let stale = || async { workers().await.iter().map(|(_, s)| s).sum::<usize>() };
+    // both registered before one is stopped (a process registers once started)
+    eventually(
+        Duration::from_secs(10),
+        "both workers registered",
+        || async { workers().await.iter().all(|(n, _)| *n == 2) },
+    )
+    .await;
     assert_eq!(stale().await, 0);
 
     stalled.signal("STOP").await;
