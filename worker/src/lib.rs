@@ -214,7 +214,9 @@ async fn connect(
 ) -> Result<(queue::ConnectionManager, Hub), WorkerError> {
     let mut redis = queue::connect(&config.redis_url).await?;
     process.register(&mut redis).await?;
-    let hub = Hub::start(&config.redis_url, process.id(), configs).await?;
+    // named after its registration: `CLIENT LIST` shows which process holds which connection
+    let name = queue::process_key(process.prefix(), process.id());
+    let hub = Hub::start(&config.redis_url, &name, configs).await?;
     Ok((redis, hub))
 }
 
