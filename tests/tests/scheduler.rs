@@ -408,7 +408,10 @@ async fn a_renewal_never_takes_a_lease_another_replica_holds() {
         .await
         .expect("redis");
     assert!(b.hold().await.expect("redis"), "b takes the lapsed lease");
-    assert!(!a.hold().await.expect("redis"), "a's renewal finds b's lease");
+    assert!(
+        !a.hold().await.expect("redis"),
+        "a's renewal finds b's lease"
+    );
     assert_eq!(a.current().await.expect("redis").as_deref(), Some("b"));
     assert!(b.hold().await.expect("redis"), "b still holds it");
     a.release().await.expect("redis");

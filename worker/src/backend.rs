@@ -14,6 +14,7 @@
 //! (25 attempts, then `:dead`). Our handlers record every outcome in Postgres, so only a
 //! handler that could not record one (Postgres down) ever returns a failure.
 use std::{
+    marker::PhantomData,
     sync::{
         Arc, OnceLock,
         atomic::{AtomicBool, Ordering},
@@ -36,7 +37,11 @@ use apalis_redis::{Config as QueueConfig, ConnectionManager};
 use serde_json::Value;
 use shared::queue;
 
-use crate::{liveness::Process, wake::Signal};
+use crate::{
+    liveness::{self, Process},
+    maintenance::{self, Queues},
+    wake::{Hub, Signal},
+};
 
 /// What can stop a consumer's backend (a stopped backend is restarted by the `Monitor`).
 #[derive(Debug, thiserror::Error)]
@@ -282,28 +287,31 @@ impl Persistence for QueueStore {
     }
 }
 
-/// One queue's consumer backend for an apalis worker.
+/// One queue's consumer backend for an apalis worker, whose handler takes `Args` (decoded
+/// from JSON; the platform's take the envelope as a `serde_json::Value`).
 #[derive(Debug)]
-pub struct RedisQueue {
+pub struct RedisQueue<Args = Value> {
     persist: Persisted<QueueStore>,
     signal: Arc<Signal>,
     /// the signal's generation when the last fetch was sent
     seen: u64,
     codec: JsonCodec,
+    args: PhantomData<fn() -> Args>,
 }
 
-impl Clone for RedisQueue {
+impl<Args> Clone for RedisQueue<Args> {
     fn clone(&self) -> Self {
         RedisQueue {
             persist: Persisted::new((*self.persist).clone()),
             signal: self.signal.clone(),
             seen: 0,
             codec: JsonCodec::default(),
+            args: PhantomData,
         }
     }
 }
 
-impl RedisQueue {
+impl<Args> RedisQueue<Args> {
     /// A consumer of `config`'s queue (`queue` is its short name) for `process`, woken by
     /// `signal`; `finished` is set whenever it acknowledges something (maintenance cleans
     /// up then, and only then).
@@ -326,6 +334,7 @@ impl RedisQueue {
             signal,
             seen: 0,
             codec: JsonCodec::default(),
+            args: PhantomData,
         }
     }
 
@@ -334,7 +343,7 @@ impl RedisQueue {
     }
 }
 
-impl Backend for RedisQueue {
+impl<Args> Backend for RedisQueue<Args> {
     type Task = Task<Vec<u8>>;
     type Error = QueueError;
 
@@ -379,8 +388,8 @@ impl Backend for RedisQueue {
     }
 }
 
-impl BackendConfig for RedisQueue {
-    type Args = Value;
+impl<Args> BackendConfig for RedisQueue<Args> {
+    type Args = Args;
     type Id = String;
     type Kind = Durable;
     type Config = QueueConfig;
@@ -400,12 +409,106 @@ impl BackendConfig for RedisQueue {
     }
 }
 
-impl WireFormatBackend for RedisQueue {
+impl<Args> WireFormatBackend for RedisQueue<Args> {
     type Codec = JsonCodec;
     type Compact = Vec<u8>;
 
     fn codec(&self) -> &JsonCodec {
         &self.codec
+    }
+}
+
+/// The Redis side of one worker process: its registration, its wake-up connection, the
+/// loops that keep both (heartbeat, queue maintenance) and a consumer backend per queue;
+/// what the platform's worker and the benchmark peer share.
+#[derive(Debug)]
+pub struct Consumers {
+    /// The data connection (fetches, acks, scripts), shared by the consumers.
+    pub redis: ConnectionManager,
+    pub hub: Hub,
+    pub process: Arc<Process>,
+    pub queues: Queues,
+    names: Vec<String>,
+    redis_url: String,
+}
+
+impl Consumers {
+    /// Registers this process as a consumer of `queues` (short name and backend
+    /// configuration each, under `prefix`) and opens its wake-up connection.
+    pub async fn connect(
+        redis_url: &str,
+        prefix: &str,
+        queues: Vec<(String, QueueConfig)>,
+        heartbeat: Duration,
+    ) -> Result<Self, QueueError> {
+        let (names, configs): (Vec<String>, Vec<QueueConfig>) = queues.into_iter().unzip();
+        let process = Arc::new(Process::new(prefix, names.clone(), heartbeat));
+        let mut redis = queue::connect(redis_url).await?;
+        process.register(&mut redis).await?;
+        // named after its registration: `CLIENT LIST` shows which process holds which
+        let name = queue::process_key(process.prefix(), process.id());
+        let hub = Hub::start(redis_url, &name, &configs).await?;
+        if !hub.tracking() {
+            metrics::gauge!("worker_wake_polling").set(1.0);
+        }
+        Ok(Consumers {
+            redis,
+            hub,
+            process,
+            queues: Queues::new(configs),
+            names,
+            redis_url: redis_url.to_string(),
+        })
+    }
+
+    /// The consumer backend of queue number `i` (in the order given to [`Self::connect`]).
+    pub fn backend<Args>(&self, i: usize) -> Option<RedisQueue<Args>> {
+        let config = self.queues.configs.get(i)?.clone();
+        let signal = self.hub.signal(&config)?;
+        Some(RedisQueue::new(
+            self.redis.clone(),
+            config,
+            self.names.get(i)?,
+            self.process.clone(),
+            signal,
+            self.queues.finished.get(i)?.clone(),
+        ))
+    }
+
+    /// Starts the heartbeat and queue maintenance, until `stop` fires.
+    pub fn spawn(
+        &self,
+        stop: &tokio_util::sync::CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(liveness::run(
+                self.process.clone(),
+                self.hub.clone(),
+                self.redis.clone(),
+                stop.clone(),
+            )),
+            tokio::spawn(maintenance::run(
+                self.redis_url.clone(),
+                self.hub.clone(),
+                self.queues.clone(),
+                self.process.dead_after(),
+                stop.clone(),
+            )),
+        ]
+    }
+
+    /// Hands back what this process still holds (what did not finish within the drain
+    /// time), deletes its registration and closes the wake-up connection: once the
+    /// consumers have stopped.
+    pub async fn retire(&mut self) {
+        match self.process.retire(&mut self.redis).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(tasks = n, "handed unfinished tasks back to the queues"),
+            Err(e) => {
+                tracing::warn!(error = %e, "could not hand tasks back; they return when this process is presumed dead")
+            }
+        }
+        self.hub.close();
     }
 }
 

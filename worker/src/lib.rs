@@ -24,7 +24,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
-    backend::RedisQueue, error::WorkerError, liveness::Process, maintenance::Queues, wake::Hub,
+    backend::{Consumers, RedisQueue},
+    error::WorkerError,
+    liveness::Process,
 };
 
 /// What every job handler and loop of the worker needs.
@@ -104,65 +106,46 @@ pub async fn run(
         tracing::warn!(error = %e, "could not publish the job registry");
     }
     let kinds = deps.registry.kinds().to_vec();
-    let configs: Vec<_> = kinds
+    let queues: Vec<_> = kinds
         .iter()
         .map(|kind| {
             // a fetch takes about what one worker can start: keep it near the concurrency
             // so that one process does not hoard tasks others could run
-            queue::queue_config(&config.queue_prefix, kind.queue(), heartbeat)
-                .batch_size(kind.concurrency(&config).max(1))
+            let config = queue::queue_config(&config.queue_prefix, kind.queue(), heartbeat)
+                .batch_size(kind.concurrency(&config).max(1));
+            (kind.queue().to_string(), config)
         })
         .collect();
-    let process = Arc::new(Process::new(
-        &config.queue_prefix,
-        deps.registry.queues(),
-        heartbeat,
-    ));
-    let (mut redis, hub) = loop {
-        match connect(&config, &process, &configs).await {
-            Ok(connected) => break connected,
+    let mut consumers = loop {
+        match Consumers::connect(
+            &config.redis_url,
+            &config.queue_prefix,
+            queues.clone(),
+            heartbeat,
+        )
+        .await
+        {
+            Ok(consumers) => break consumers,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for redis");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     };
-    if !hub.tracking() {
-        metrics::gauge!("worker_wake_polling").set(1.0);
-    }
-    let queues = Queues::new(configs.clone());
-    let loops = vec![
+    let mut loops = vec![
         tokio::spawn(relay::run(deps.clone(), stop.clone())),
         tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
-        tokio::spawn(maintenance::run(
-            deps.clone(),
-            hub.clone(),
-            queues.clone(),
-            stop.clone(),
-        )),
-        tokio::spawn(liveness::run(
-            process.clone(),
-            hub.clone(),
-            redis.clone(),
-            stop.clone(),
-        )),
+        tokio::spawn(maintenance::refresh_registry(deps.clone(), stop.clone())),
     ];
+    loops.extend(consumers.spawn(&stop));
 
     let mut monitor = Monitor::new();
-    for ((kind, queue_config), finished) in kinds.into_iter().zip(configs).zip(queues.finished) {
+    for (i, kind) in kinds.into_iter().enumerate() {
         let concurrency = kind.concurrency(&config);
-        let signal = hub
-            .signal(&queue_config)
-            .ok_or_else(|| WorkerError::Config(format!("queue {} is not tracked", kind.queue())))?;
-        let backend = RedisQueue::new(
-            redis.clone(),
-            queue_config,
-            kind.queue(),
-            process.clone(),
-            signal,
-            finished,
-        );
-        let (kind_deps, process) = (deps.clone(), process.clone());
+        let backend: RedisQueue = consumers.backend(i).ok_or_else(|| {
+            WorkerError::Config(format!("queue {} has no consumer", kind.queue()))
+        })?;
+        let (kind_deps, process) = (deps.clone(), consumers.process.clone());
         monitor = monitor.register(move |run| {
             let kind = kind.clone();
             WorkerBuilder::new(worker_name(kind.queue(), &process, run))
@@ -195,29 +178,8 @@ pub async fn run(
         let _ = handle.await;
     }
     // what did not finish within the drain time goes back now, not after a timeout
-    match process.retire(&mut redis).await {
-        Ok(0) => {}
-        Ok(n) => tracing::info!(tasks = n, "handed unfinished tasks back to the queues"),
-        Err(e) => {
-            tracing::warn!(error = %e, "could not hand tasks back; they return when this process is presumed dead")
-        }
-    }
-    hub.close();
+    consumers.retire().await;
     result.map_err(|e| WorkerError::Config(format!("monitor: {e}")))
-}
-
-/// The data connection, this process registered, and its wake-up connection.
-async fn connect(
-    config: &Config,
-    process: &Process,
-    configs: &[apalis_redis::Config],
-) -> Result<(queue::ConnectionManager, Hub), WorkerError> {
-    let mut redis = queue::connect(&config.redis_url).await?;
-    process.register(&mut redis).await?;
-    // named after its registration: `CLIENT LIST` shows which process holds which connection
-    let name = queue::process_key(process.prefix(), process.id());
-    let hub = Hub::start(&config.redis_url, &name, configs).await?;
-    Ok((redis, hub))
 }
 
 /// Serves `/metrics` (the queue gauges read from Redis on each scrape) and `/health` for

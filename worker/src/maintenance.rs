@@ -88,30 +88,46 @@ pub async fn publish_registry(deps: &Deps) -> Result<(), sqlx::Error> {
     records::register_queues(&deps.pool, &queues).await
 }
 
+/// Refreshes this worker's kinds in `job_queues` every minute until `stop` fires.
+pub async fn refresh_registry(deps: Deps, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(REGISTRY_EVERY) => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = publish_registry(&deps).await {
+            tracing::warn!(error = %e, "could not refresh the job registry");
+        }
+    }
+}
+
 /// What maintenance keeps between rounds.
 struct Round {
     /// per queue: when its earliest `:scheduled` task is due (unix seconds)
     earliest: Vec<Option<u64>>,
     last_cleanup: Option<Instant>,
-    last_registry: Instant,
     /// when to look at the previous release's workers next (`None`: none left)
     legacy_at: Option<Instant>,
 }
 
-/// Runs maintenance until `stop` fires.
-pub async fn run(deps: Deps, hub: Hub, queues: Queues, stop: CancellationToken) {
-    let dead_after =
-        Duration::from_secs(deps.config.heartbeat_secs.max(1)) * queue::DEAD_AFTER_BEATS;
+/// Tends the queues until `stop` fires; a worker process silent for `dead_after` is dead
+/// (for the previous release's workers too).
+pub async fn run(
+    redis_url: String,
+    hub: Hub,
+    queues: Queues,
+    dead_after: Duration,
+    stop: CancellationToken,
+) {
     let mut redis: Option<ConnectionManager> = None;
     let mut round = Round {
         earliest: vec![None; queues.configs.len()],
         last_cleanup: None,
-        last_registry: Instant::now(),
         legacy_at: Some(Instant::now()),
     };
     loop {
         if redis.is_none() {
-            redis = queue::connect(&deps.config.redis_url).await.ok();
+            redis = queue::connect(&redis_url).await.ok();
         }
         let failed = match redis.as_mut() {
             Some(conn) => match tend(conn, &hub, &queues, &mut round, dead_after).await {
@@ -127,12 +143,6 @@ pub async fn run(deps: Deps, hub: Hub, queues: Queues, stop: CancellationToken) 
             redis = None;
             // everything is read again once Redis answers
             round.earliest.iter_mut().for_each(|e| *e = Some(0));
-        }
-        if round.last_registry.elapsed() >= REGISTRY_EVERY {
-            round.last_registry = Instant::now();
-            if let Err(e) = publish_registry(&deps).await {
-                tracing::warn!(error = %e, "could not refresh the job registry");
-            }
         }
         let wait = if failed {
             Duration::from_secs(1)
@@ -201,10 +211,11 @@ async fn tend(
 }
 
 /// How long to sleep: until the earliest scheduled task is due, the next cleanup while
-/// something waits to be cleaned, the next registry refresh or look at older workers.
+/// something waits to be cleaned, or the next look at older workers (at most an hour: the
+/// loop is woken by writes to the scheduled sets anyway).
 fn next_wait(queues: &Queues, round: &Round) -> Duration {
     let now = unix_now_f64();
-    let mut wait = REGISTRY_EVERY.saturating_sub(round.last_registry.elapsed());
+    let mut wait = Duration::from_secs(3600);
     for due in round.earliest.iter().flatten() {
         let until = Duration::from_secs_f64((*due as f64 - now).max(0.0));
         wait = wait.min(until);
