@@ -289,7 +289,7 @@ pub async fn stats_of(
     let mut replies: Vec<redis::Value> = pipe.query_async(conn).await?;
     let counts: Vec<u64> = replies
         .drain(1..)
-        .map(|v| redis::from_redis_value(v))
+        .map(redis::from_redis_value)
         .collect::<Result<_, _>>()?;
     let beats: Vec<(String, f64)> = match replies.pop() {
         Some(v) => redis::from_redis_value(v)?,
