@@ -130,6 +130,9 @@ class Monitor(threading.Thread):
         self.counts = Counter()
         self.addr_kind = {}
         self.last_client = None
+        # counting runs from our CONFIG RESETSTAT to our INFO, exactly the server's window
+        self.counting = False
+        self.window_closed = threading.Event()
         self.stopped = threading.Event()
         self.conn = Resp(port)
         self.conn.command("MONITOR")
@@ -169,7 +172,13 @@ class Monitor(threading.Thread):
                 kind = self.kind_of(client)
                 self.last_client = kind
             name = command_name(tokens)
-            if kind != "bench" and name not in OWN:
+            if kind == "bench":
+                if name == "config|resetstat":
+                    self.counting = True
+                elif name == "info" and self.counting:
+                    self.counting = False
+                    self.window_closed.set()
+            elif self.counting and name not in OWN:
                 self.counts[(kind, name)] += 1
 
     def stop(self):
@@ -266,14 +275,15 @@ def run_scenario(args, name, workers, extra_queues, redis_port, db_url, logs):
         if dead:
             raise SystemExit(f"exited while settling: {dead}; logs in {logs}")
 
-        reset(redis_port)
         monitor = Monitor(redis_port, platform.kinds())
         monitor.start()
+        reset(redis_port)
         started = time.time()
         say(f"counting for {args.seconds} s")
         time.sleep(args.seconds)
         server = commandstats(redis_port)
         window = time.time() - started
+        monitor.window_closed.wait(timeout=10)
         monitor.stop()
         dead = [n for _, n, p, _ in platform.procs if p.poll() is not None]
         if dead:
