@@ -132,12 +132,15 @@ pub async fn run(
             }
         }
     };
-    let mut loops = vec![
+    let loops = vec![
         tokio::spawn(relay::run(deps.clone(), stop.clone())),
         tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
         tokio::spawn(maintenance::refresh_registry(deps.clone(), stop.clone())),
     ];
-    loops.extend(consumers.spawn(&stop));
+    // heartbeat and queue maintenance go on while in-flight jobs drain: a draining process
+    // that stopped beating would be presumed dead and its jobs run a second time elsewhere
+    let consumers_stop = CancellationToken::new();
+    let consumer_loops = consumers.spawn(&consumers_stop);
 
     let mut monitor = Monitor::new();
     for (i, kind) in kinds.into_iter().enumerate() {
@@ -174,7 +177,8 @@ pub async fn run(
     };
     let result = monitor.run_with_signal(signal).await;
     stop.cancel();
-    for handle in loops {
+    consumers_stop.cancel();
+    for handle in loops.into_iter().chain(consumer_loops) {
         let _ = handle.await;
     }
     // what did not finish within the drain time goes back now, not after a timeout
