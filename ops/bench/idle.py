@@ -32,7 +32,7 @@ from collections import Counter, defaultdict
 
 DAY = 86400
 # our own connections' commands (INFO, MONITOR, CONFIG RESETSTAT, FLUSHALL), never the platform's
-OWN = {"info", "monitor", "config|resetstat", "flushall"}
+OWN = {"info", "monitor", "config|resetstat", "flushall", "echo"}
 CONTAINERS = {"client", "config", "script", "command", "cluster", "object", "memory",
               "xinfo", "function", "acl", "module", "pubsub", "latency", "slowlog"}
 
@@ -90,12 +90,14 @@ class Resp:
             pass
 
 
-def commandstats(port):
-    conn = Resp(port)
+def commandstats(port, conn=None):
+    own = conn is None
+    conn = conn or Resp(port)
     try:
         info = conn.command("INFO", "commandstats")
     finally:
-        conn.close()
+        if own:
+            conn.close()
     stats = {}
     for line in info.splitlines():
         m = re.match(r"cmdstat_([^:]+):calls=(\d+)", line)
@@ -104,12 +106,14 @@ def commandstats(port):
     return stats
 
 
-def reset(port):
-    conn = Resp(port)
+def reset(port, conn=None):
+    own = conn is None
+    conn = conn or Resp(port)
     try:
         conn.command("CONFIG", "RESETSTAT")
     finally:
-        conn.close()
+        if own:
+            conn.close()
 
 
 def command_name(tokens):
@@ -124,11 +128,13 @@ class Monitor(threading.Thread):
 
     LINE = re.compile(r'^\+?(\d+\.\d+) \[\d+ ([^\]]+)\] (.*)$')
 
-    def __init__(self, port, kinds):
+    def __init__(self, port, kinds, control):
         super().__init__(daemon=True)
         self.port, self.kinds = port, kinds  # kinds: pid -> kind
         self.counts = Counter()
-        self.addr_kind = {}
+        # our control connection opens and closes the window
+        host, local = control.sock.getsockname()[:2]
+        self.addr_kind = {f"{host}:{local}": "bench"}
         self.last_client = None
         # counting runs from our CONFIG RESETSTAT to our INFO, exactly the server's window
         self.counting = False
@@ -173,9 +179,11 @@ class Monitor(threading.Thread):
                 self.last_client = kind
             name = command_name(tokens)
             if kind == "bench":
-                if name == "config|resetstat":
+                # MONITOR does not show CONFIG or INFO: ECHOs right after the one and right
+                # before the other mark the window
+                if name == "echo" and tokens[1:] == ["idle-window-open"]:
                     self.counting = True
-                elif name == "info" and self.counting:
+                elif name == "echo" and tokens[1:] == ["idle-window-close"]:
                     self.counting = False
                     self.window_closed.set()
             elif self.counting and name not in OWN:
@@ -275,16 +283,20 @@ def run_scenario(args, name, workers, extra_queues, redis_port, db_url, logs):
         if dead:
             raise SystemExit(f"exited while settling: {dead}; logs in {logs}")
 
-        monitor = Monitor(redis_port, platform.kinds())
+        control = Resp(redis_port)
+        monitor = Monitor(redis_port, platform.kinds(), control)
         monitor.start()
-        reset(redis_port)
+        reset(redis_port, control)
+        control.command("ECHO", "idle-window-open")
         started = time.time()
         say(f"counting for {args.seconds} s")
         time.sleep(args.seconds)
-        server = commandstats(redis_port)
+        control.command("ECHO", "idle-window-close")
+        server = commandstats(redis_port, control)
         window = time.time() - started
         monitor.window_closed.wait(timeout=10)
         monitor.stop()
+        control.close()
         dead = [n for _, n, p, _ in platform.procs if p.poll() is not None]
         if dead:
             raise SystemExit(f"exited during the window: {dead}; logs in {logs}")
@@ -358,6 +370,8 @@ def table(result, queues):
     attributed = sum(result["by_kind"].values())
     if attributed != total:
         lines.append(f"(MONITOR attributed {attributed:,} of the server's {total:,} commands)")
+    if not kinds:
+        kinds = []
     lines.append(f"on demand: one scrape of every worker's /metrics = {result['per_scrape']} "
                  f"commands; one admin queue view = {result['per_admin_view']} commands "
                  f"(over 0.5 s, so background traffic included)")
@@ -366,6 +380,9 @@ def table(result, queues):
 
 
 def main():
+    # stopped by a signal (even as a background job, where SIGINT is ignored): clean up
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(130))
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--bin-dir", default="target/debug")
