@@ -212,7 +212,7 @@ pub fn processes_key(prefix: &str) -> String {
 }
 
 /// The queues one worker process consumes: queue name → when it registered (unix seconds).
-/// A process that stops being heartbeat is reaped through this: its in-flight set of each
+/// A process that stops beating is reaped through this: its in-flight set of each
 /// queue goes back to that queue's ready list.
 pub fn process_key(prefix: &str, process: &str) -> String {
     format!("{prefix}:process:{process}")
