@@ -6,6 +6,7 @@ pub mod extract;
 pub mod idempotency;
 pub mod rate_limit;
 pub mod routes;
+pub mod search;
 pub mod seed;
 pub mod state;
 pub mod telemetry;
@@ -35,7 +36,21 @@ pub async fn build_state(
 ) -> Result<AppState, shared::error::Error> {
     let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
     let redis = redis::Client::open(config.redis_url.as_str())?;
+    let ip_hasher = search::client::IpHasher::new(
+        config
+            .search_ip_hash_key()
+            .map_err(|e| shared::error::Error::Other(e.to_string()))?,
+    );
+    // the months search events are written into; the worker keeps them ahead as well
+    if let Err(e) = shared::search::ensure_partitions(&db, clock.now()).await {
+        tracing::warn!(error = %e, "could not check the search event partitions");
+    }
     Ok(AppState {
+        search: search::ingest::Ingest::start(
+            db.clone(),
+            (config.database_pool_size as usize / 2).clamp(1, 4),
+        ),
+        ip_hasher,
         outbox: shared::outbox::Waker::start(db.clone()),
         db,
         redis,
@@ -55,7 +70,7 @@ pub async fn build_state(
 /// of its `#[utoipa::path]` and adds that description to the document, so the router and the
 /// document cannot disagree.
 fn operations(state: &AppState) -> OpenApiRouter<AppState> {
-    use routes::{admin, bookings, docs, health, instructors, openapi};
+    use routes::{admin, admin_analytics, bookings, docs, health, instructors, openapi, search};
     // public reads and every write are rate limited per client
     let limited = OpenApiRouter::new()
         .routes(routes!(instructors::list))
@@ -64,6 +79,11 @@ fn operations(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(bookings::get))
         .routes(routes!(bookings::cancel))
         .routes(routes!(bookings::reschedule))
+        .routes(routes!(search::record_event))
+        .routes(routes!(search::record_interaction))
+        .routes(routes!(search::history))
+        .routes(routes!(search::delete_history))
+        .routes(routes!(search::claim_history))
         .route_layer(middleware::from_fn_with_state(
             state.clone(),
             rate_limit::limit,
@@ -75,6 +95,8 @@ fn operations(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::retry))
         .routes(routes!(admin::discard))
         .routes(routes!(admin::schedules))
+        .routes(routes!(admin_analytics::search))
+        .routes(routes!(admin_analytics::rollups))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))

@@ -23,4 +23,8 @@ pub struct AppState {
     pub keys: SharedKeys,
     pub metrics: PrometheusHandle,
     pub limiter: SharedLimiter,
+    /// Writes search events in batches (`crate::search::ingest`).
+    pub search: crate::search::ingest::Ingest,
+    /// Hashes client addresses for search events under `SEARCH_IP_HASH_KEY`.
+    pub ip_hasher: crate::search::client::IpHasher,
 }

@@ -79,6 +79,13 @@ pub struct Config {
     pub rate_limit_per_sec: u32,
     #[serde(default = "defaults::rate_limit_burst")]
     pub rate_limit_burst: u32,
+    /// Key of the HMAC-SHA256 that search events store instead of the client's address.
+    /// Required unless the API serves loopback only (see [`Config::search_ip_hash_key`]).
+    #[serde(default)]
+    pub search_ip_hash_key: Option<String>,
+    /// The IANA zone whose local days the search analytics count in.
+    #[serde(default = "defaults::analytics_tz")]
+    pub analytics_tz: String,
 }
 
 mod defaults {
@@ -148,7 +155,16 @@ mod defaults {
     pub fn rate_limit_burst() -> u32 {
         400
     }
+    pub fn analytics_tz() -> String {
+        "America/New_York".into()
+    }
 }
+
+/// The IP hash key of local development, used only while the API listens on loopback.
+const DEV_SEARCH_IP_HASH_KEY: &str = "dev-only-search-ip-hash-key-change-me";
+/// The shortest `SEARCH_IP_HASH_KEY` accepted: an HMAC key guessable by brute force would
+/// let anyone holding the table recover addresses (the IPv4 space is only 2^32).
+const MIN_SEARCH_IP_HASH_KEY_LEN: usize = 32;
 
 impl Config {
     /// Reads the process environment.
@@ -252,7 +268,59 @@ impl Config {
         if self.rate_limit_per_sec == 0 {
             return Err(invalid("RATE_LIMIT_PER_SEC", "0", "must be positive"));
         }
+        if self
+            .search_ip_hash_key
+            .as_ref()
+            .is_some_and(|k| k.len() < MIN_SEARCH_IP_HASH_KEY_LEN)
+        {
+            return Err(invalid(
+                "SEARCH_IP_HASH_KEY",
+                "<hidden>",
+                "must be at least 32 characters",
+            ));
+        }
+        if self.analytics_tz.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid(
+                "ANALYTICS_TZ",
+                &self.analytics_tz,
+                "must be an IANA time zone name",
+            ));
+        }
         Ok(())
+    }
+
+    /// The zone of the analytics days (validated at load).
+    pub fn analytics_tz(&self) -> chrono_tz::Tz {
+        self.analytics_tz
+            .parse()
+            .unwrap_or(chrono_tz::America::New_York)
+    }
+
+    /// The key the API hashes client addresses with. `SEARCH_IP_HASH_KEY` is required
+    /// outside local development, which is an API listening on a loopback `HOST` only (the
+    /// default): there a fixed development key stands in, as the default `JWT_SECRET` does.
+    /// The API asks for it at start-up, so a deployment without it does not start.
+    pub fn search_ip_hash_key(&self) -> Result<&str, ConfigError> {
+        match &self.search_ip_hash_key {
+            Some(key) => Ok(key),
+            None if self.serves_loopback_only() => Ok(DEV_SEARCH_IP_HASH_KEY),
+            None => Err(ConfigError::Invalid {
+                name: "SEARCH_IP_HASH_KEY",
+                value: String::new(),
+                reason: format!(
+                    "is required when the API listens beyond loopback (HOST={})",
+                    self.host
+                ),
+            }),
+        }
+    }
+
+    fn serves_loopback_only(&self) -> bool {
+        self.host == "localhost"
+            || self
+                .host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| ip.is_loopback())
     }
 
     pub fn reconcile_after(&self) -> Duration {
@@ -281,6 +349,30 @@ mod tests {
         assert_eq!(config.port, 8080);
         assert_eq!(config.reminder_lead_minutes, 1440);
         assert!(config.smtp_url.is_none());
+    }
+
+    #[test]
+    fn the_ip_hash_key_is_required_beyond_loopback() {
+        let local = Config::from_vars(vars(&[])).expect("defaults");
+        assert!(local.search_ip_hash_key().is_ok());
+        let exposed = Config::from_vars(vars(&[("HOST", "0.0.0.0")])).expect("valid");
+        let err = exposed.search_ip_hash_key().unwrap_err().to_string();
+        assert!(err.contains("SEARCH_IP_HASH_KEY"), "{err}");
+        let key = "k".repeat(32);
+        let keyed = Config::from_vars(vars(&[("HOST", "0.0.0.0"), ("SEARCH_IP_HASH_KEY", &key)]))
+            .expect("valid");
+        assert_eq!(keyed.search_ip_hash_key().ok(), Some(key.as_str()));
+        let err = Config::from_vars(vars(&[("SEARCH_IP_HASH_KEY", "short")]))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("SEARCH_IP_HASH_KEY") && !err.contains("short"),
+            "{err}"
+        );
+        let err = Config::from_vars(vars(&[("ANALYTICS_TZ", "Mars/Olympus")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("ANALYTICS_TZ"), "{err}");
     }
 
     #[test]

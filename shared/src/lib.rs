@@ -1,7 +1,7 @@
 //! The vocabulary and seams every InstaInstru binary shares: configuration, the clock,
 //! database access, job definitions, the outbox that enqueues them and the records of their
 //! progress, which emails a booking write records, the Redis queue
-//! plumbing, email rendering and sending, and telemetry.
+//! plumbing, email rendering and sending, search analytics partitions, and telemetry.
 pub mod booking_emails;
 pub mod clock;
 pub mod config;
@@ -14,6 +14,7 @@ pub mod outbox;
 pub mod queue;
 pub mod records;
 pub mod schedule;
+pub mod search;
 pub mod shutdown;
 pub mod telemetry;
 #[cfg(any(test, feature = "testing"))]

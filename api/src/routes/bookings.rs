@@ -25,6 +25,7 @@ use crate::{
     error::{ApiError, ApiResult},
     extract::{Json as JsonBody, Path, Query, optional_json},
     idempotency::{self, Claim, IdempotencyKey},
+    search::interactions as search_conversion,
     state::AppState,
 };
 
@@ -45,6 +46,12 @@ pub struct CreateBooking {
     #[serde(default)]
     #[schema(max_length = 2000)]
     notes: Option<String>,
+    /// The search this booking came from (the id `POST /api/v1/search/events` answered): a
+    /// conversion is recorded for it in the booking's transaction. It must be the student's
+    /// own search (422 unknown_search_event otherwise).
+    #[serde(default)]
+    #[schema(minimum = 1)]
+    search_event_id: Option<i64>,
 }
 
 /// Book a lesson (students).
@@ -139,6 +146,10 @@ pub async fn create(
     }
     let end = body.start + chrono::Duration::minutes(i64::from(duration));
     check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
+    let search_event = match body.search_event_id {
+        Some(id) => Some(search_conversion::find_for_booking(&mut tx, id, user.id).await?),
+        None => None,
+    };
     let booking: Booking = shared::query_booking!(
         "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
                                duration_minutes, price_cents, notes)
@@ -157,6 +168,9 @@ pub async fn create(
     .fetch_one(&mut *tx)
     .await?;
     tracing::Span::current().record("booking_id", booking.id);
+    if let Some(event) = &search_event {
+        search_conversion::record_for_booking(&mut tx, event, &booking, now).await?;
+    }
     booking_email::enqueue_with_reminders(
         &mut tx,
         booking.id,

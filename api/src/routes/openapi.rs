@@ -36,6 +36,7 @@ use crate::error::ErrorBody;
     tags(
         (name = "public", description = "Browsing, no token needed."),
         (name = "bookings", description = "A student's or instructor's bookings."),
+        (name = "search", description = "Searches, what was done with their results, recent-search history (a user token or a guest session)."),
         (name = "admin", description = "Ops endpoints, admin token only."),
         (name = "ops", description = "Liveness, readiness, metrics."),
         (name = "meta", description = "This document and its Swagger UI.")
@@ -55,7 +56,7 @@ use crate::error::ErrorBody;
             Unavailable
         )
     ),
-    modifiers(&BearerAuth, &Unlicensed)
+    modifiers(&BearerAuth, &GuestSessionAuth, &Unlicensed)
 )]
 pub struct ApiDoc;
 
@@ -83,6 +84,24 @@ impl Modify for BearerAuth {
                     .description(Some("HS256 token carrying the user id (sub) and role."))
                     .build(),
             ),
+        );
+    }
+}
+
+/// The `guestSession` scheme of the search endpoints: who a guest is, without a token.
+struct GuestSessionAuth;
+
+impl Modify for GuestSessionAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "guestSession",
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+                "X-Guest-Session",
+                "An opaque guest session id chosen by the client, 1 to 64 visible ASCII \
+                 characters; used when there is no bearer token (a bearer token wins).",
+            ))),
         );
     }
 }
@@ -148,10 +167,11 @@ macro_rules! error_responses {
 
 error_responses! {
     /// Malformed request: JSON syntax (malformed_json), path (invalid_path), query
-    /// (invalid_query), the Idempotency-Key header (invalid_idempotency_key), or other body
+    /// (invalid_query), the Idempotency-Key header (invalid_idempotency_key), the
+    /// X-Guest-Session header (invalid_guest_session, missing_guest_session), or other body
     /// errors (invalid_body).
     BadRequest {
-        codes: ["malformed_json", "invalid_body", "invalid_path", "invalid_query", "invalid_idempotency_key"],
+        codes: ["malformed_json", "invalid_body", "invalid_path", "invalid_query", "invalid_idempotency_key", "invalid_guest_session", "missing_guest_session"],
         retry_after: false
     }
     /// Missing, malformed, expired or wrongly signed bearer token.
@@ -163,7 +183,7 @@ error_responses! {
     /// The request conflicts with the current state: booking_conflict (overlap), duplicate,
     /// not_cancellable, not_reschedulable, already_started, invalid_state, or
     /// idempotency_key_in_use (a request with the same Idempotency-Key is still running: retry
-    /// once it has finished).
+    /// once it has finished), search_id_taken (a search_id another searcher recorded).
     Conflict { codes: [], retry_after: false }
     /// Request body over 64 KiB.
     PayloadTooLarge { codes: ["payload_too_large"], retry_after: false }
@@ -173,7 +193,10 @@ error_responses! {
     /// (too_long, unknown_service, inactive_service, unknown_instructor, too_soon,
     /// too_far_ahead, outside_availability, unchanged, invalid_range, invalid_role,
     /// invalid_status, unknown_reference, idempotency_key_reused: the Idempotency-Key was
-    /// first used with another request); `field` names the culprit when there is one.
+    /// first used with another request; for searches empty_query, invalid_characters,
+    /// invalid_result_count, not_an_object, too_large, too_many, invalid_shown,
+    /// invalid_position, invalid_id, unknown_search_event, missing_date, future_date); `field`
+    /// names the culprit when there is one.
     Unprocessable { codes: [], retry_after: false }
     /// Over this client's quota (per authenticated user, else per peer address).
     RateLimited { codes: ["rate_limited"], retry_after: true }

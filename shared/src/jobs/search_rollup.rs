@@ -1,4 +1,5 @@
-//! The nightly search-analytics rollup of one local day.
+//! The search analytics rollup of one local day (in `ANALYTICS_TZ`), enqueued nightly by the
+//! scheduler for the previous day and by `POST /api/v1/admin/analytics/rollups` for any day.
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Utc};
 use serde::{Deserialize, Serialize};
 
@@ -13,6 +14,8 @@ pub struct SearchRollup {
 impl JobArgs for SearchRollup {
     const QUEUE: &'static str = "search_rollup";
 
+    /// One rollup per day: a second nightly fire for the same day is a no-op. A
+    /// recomputation asked for by hand is keyed by its request (`outbox::Record::keyed`).
     fn dedupe_key(&self) -> String {
         format!("search_rollup:{}", self.day)
     }

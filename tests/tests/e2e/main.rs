@@ -9,5 +9,6 @@ mod observability;
 mod rate_limit;
 mod registry;
 mod reminders;
+mod search;
 mod smtp_pool;
 mod upgrade;

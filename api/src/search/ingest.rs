@@ -1,0 +1,442 @@
+//! Recording search events: exactly one event per `search_id`, the searcher's history
+//! upserted in the same transaction, written in batches.
+//!
+//! Why batches: an event costs a handful of statements and a commit, and a commit waits for
+//! the WAL flush. Requests hand their validated event to a queue; a few writer tasks each
+//! take whatever is waiting (up to [`MAX_BATCH`]) and write it in one transaction, and every
+//! request is answered only after the transaction holding its event committed. An idle API
+//! writes a batch of one and adds no wait; a busy one shares each commit among the requests
+//! that arrived during the previous one (group commit), which is what lets ingestion keep
+//! up with what Postgres alone sustains (ops/bench/search).
+//!
+//! Exactly once: `search_ids` (not partitioned, unique on search_id) is inserted first with
+//! `on conflict do nothing`, in search_id order so that two batches never wait on each
+//! other in a cycle; an event is written only for the identities that insert created. A
+//! repeated search_id answers the original event. One bad event (a user erased since their
+//! token was issued) must not fail the rest of its batch: a batch that fails for any reason
+//! but an unreachable database is written again one event per transaction.
+//!
+//! History: per searcher, the ten most recent distinct normalized queries. The upsert on the
+//! normalized query makes concurrent identical searches one row without a duplicate-key
+//! error; an advisory lock per searcher (taken in key order) makes the trim to ten see every
+//! concurrent upsert of that searcher, so no searcher ever keeps more than ten.
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
+
+use chrono::{DateTime, Utc};
+use sqlx::PgPool;
+use tokio::sync::{Mutex, mpsc, oneshot};
+use uuid::Uuid;
+
+use super::{client::UaClass, searcher::Searcher};
+use crate::error::{ApiError, ApiResult};
+
+/// The most events written in one transaction.
+pub const MAX_BATCH: usize = 128;
+/// Events waiting for a writer before requests wait to hand theirs over.
+const QUEUE_CAPACITY: usize = 4096;
+/// History entries kept per searcher.
+pub const HISTORY_KEPT: i64 = 10;
+
+/// A validated search event, ready to write.
+#[derive(Debug, Clone)]
+pub struct NewEvent {
+    pub search_id: Uuid,
+    pub searcher: Searcher,
+    pub query: String,
+    pub normalized_query: String,
+    pub result_count: i32,
+    pub filters: Option<serde_json::Value>,
+    pub shown: Option<serde_json::Value>,
+    pub ip_hash: Option<Vec<u8>>,
+    pub ua_class: UaClass,
+    pub searched_at: DateTime<Utc>,
+}
+
+/// What became of an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Written now.
+    Created { id: i64 },
+    /// Its search_id was already recorded, by the same searcher: the original event.
+    Repeated { id: i64 },
+    /// Its search_id belongs to another searcher's event.
+    Taken,
+}
+
+struct Pending {
+    event: NewEvent,
+    reply: oneshot::Sender<ApiResult<Recorded>>,
+}
+
+/// The handle requests record events through; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    queue: mpsc::Sender<Pending>,
+}
+
+impl Ingest {
+    /// Starts `writers` writer tasks on `pool`; they end when the last handle is dropped.
+    pub fn start(pool: PgPool, writers: usize) -> Self {
+        let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
+        let receiver = Arc::new(Mutex::new(receiver));
+        for _ in 0..writers.max(1) {
+            tokio::spawn(write_loop(pool.clone(), receiver.clone()));
+        }
+        Self { queue }
+    }
+
+    /// Records `event` and answers once its transaction committed.
+    pub async fn record(&self, event: NewEvent) -> ApiResult<Recorded> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { event, reply })
+            .await
+            .map_err(|_| ApiError::Unavailable("search event writers stopped".into()))?;
+        answer
+            .await
+            .map_err(|_| ApiError::Internal("search event writer dropped an event".into()))?
+    }
+}
+
+async fn write_loop(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+    loop {
+        let batch = {
+            let mut receiver = receiver.lock().await;
+            let Some(first) = receiver.recv().await else {
+                return;
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match receiver.try_recv() {
+                    Ok(next) => batch.push(next),
+                    Err(_) => break,
+                }
+            }
+            batch
+        };
+        metrics::histogram!("search_event_batch_size").record(batch.len() as f64);
+        write_and_answer(&pool, batch).await;
+    }
+}
+
+async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>) {
+    let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
+    match write(pool, &events).await {
+        Ok(outcomes) => {
+            for (pending, outcome) in batch.into_iter().zip(outcomes) {
+                answer(pending, Ok(outcome));
+            }
+        }
+        Err(e) if unreachable_database(&e) => {
+            for pending in batch {
+                answer(
+                    pending,
+                    Err(ApiError::Unavailable(format!("database: {e}"))),
+                );
+            }
+        }
+        Err(e) if batch.len() == 1 => {
+            if let Some(pending) = batch.into_iter().next() {
+                answer(pending, Err(ApiError::from(e)));
+            }
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, size = batch.len(), "search event batch failed; writing its events one by one");
+            for pending in batch {
+                let outcome = write(pool, &[&pending.event])
+                    .await
+                    .map_err(ApiError::from)
+                    .and_then(|mut outcomes| {
+                        outcomes
+                            .pop()
+                            .ok_or_else(|| ApiError::Internal("no outcome for an event".into()))
+                    });
+                answer(pending, outcome);
+            }
+        }
+    }
+}
+
+fn answer(pending: Pending, outcome: ApiResult<Recorded>) {
+    let label = match &outcome {
+        Ok(Recorded::Created { .. }) => "created",
+        Ok(Recorded::Repeated { .. }) => "repeated",
+        Ok(Recorded::Taken) => "taken",
+        Err(_) => "failed",
+    };
+    metrics::counter!("search_events_total", "outcome" => label).increment(1);
+    // a client that went away still had its event recorded; nobody is left to tell
+    let _ = pending.reply.send(outcome);
+}
+
+/// Errors that would fail each event of the batch alike: no point writing them one by one.
+fn unreachable_database(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db
+            .code()
+            .is_some_and(|code| code.starts_with("57P") || code.starts_with("08")),
+        _ => false,
+    }
+}
+
+/// Writes `events` in one transaction; one outcome per event, in order.
+#[tracing::instrument(level = "debug", skip_all, fields(size = events.len()))]
+async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sqlx::Error> {
+    let n = events.len();
+    let mut search_ids = Vec::with_capacity(n);
+    let mut searched_at = Vec::with_capacity(n);
+    let mut user_ids = Vec::with_capacity(n);
+    let mut guests = Vec::with_capacity(n);
+    let mut queries = Vec::with_capacity(n);
+    let mut normalized = Vec::with_capacity(n);
+    let mut result_counts = Vec::with_capacity(n);
+    let mut filters = Vec::with_capacity(n);
+    let mut shown = Vec::with_capacity(n);
+    let mut ip_hashes = Vec::with_capacity(n);
+    let mut ua_classes = Vec::with_capacity(n);
+    for e in events {
+        search_ids.push(e.search_id);
+        searched_at.push(e.searched_at);
+        user_ids.push(e.searcher.user_id());
+        guests.push(e.searcher.guest_session().map(str::to_string));
+        queries.push(e.query.clone());
+        normalized.push(e.normalized_query.clone());
+        result_counts.push(e.result_count);
+        filters.push(e.filters.clone());
+        shown.push(e.shown.clone());
+        ip_hashes.push(e.ip_hash.clone());
+        ua_classes.push(e.ua_class.as_str().to_string());
+    }
+    let mut tx = pool.begin().await?;
+    // the first event of each search_id, in search_id order (see the module docs)
+    let fresh: HashMap<Uuid, i64> = sqlx::query!(
+        r#"with input as (
+               select * from unnest($1::uuid[], $2::timestamptz[], $3::int8[], $4::text[],
+                                    $5::text[], $6::text[], $7::int4[], $8::jsonb[], $9::jsonb[],
+                                    $10::bytea[], $11::text[])
+                   with ordinality as i(search_id, searched_at, user_id, guest_session, query,
+                                        normalized_query, result_count, filters, shown, ip_hash,
+                                        ua_class, ord)
+           ),
+           firsts as (
+               select distinct on (search_id) * from input order by search_id, ord
+           ),
+           fresh as (
+               insert into search_ids (search_id, event_id, searched_at)
+               select search_id, nextval('search_events_id_seq'), searched_at
+               from firsts order by search_id
+               on conflict (search_id) do nothing
+               returning search_id, event_id
+           ),
+           events as (
+               insert into search_events (id, search_id, searched_at, user_id, guest_session,
+                   query, normalized_query, result_count, filters, shown, ip_hash, ua_class)
+               select f.event_id, i.search_id, i.searched_at, i.user_id, i.guest_session,
+                      i.query, i.normalized_query, i.result_count, i.filters, i.shown,
+                      i.ip_hash, i.ua_class
+               from fresh f join firsts i using (search_id)
+           )
+           select search_id as "search_id!", event_id as "event_id!" from fresh"#,
+        &search_ids,
+        &searched_at,
+        &user_ids as &[Option<i64>],
+        &guests as &[Option<String>],
+        &queries,
+        &normalized,
+        &result_counts,
+        &filters as &[Option<serde_json::Value>],
+        &shown as &[Option<serde_json::Value>],
+        &ip_hashes as &[Option<Vec<u8>>],
+        &ua_classes,
+    )
+    .map(|r| (r.search_id, r.event_id))
+    .fetch_all(&mut *tx)
+    .await?
+    .into_iter()
+    .collect();
+
+    // who owns each search_id: this batch's first event for the fresh ones, the stored event
+    // for the others
+    let mut owners: HashMap<Uuid, (i64, Searcher)> = HashMap::new();
+    let mut missing = Vec::new();
+    for e in events {
+        if owners.contains_key(&e.search_id) {
+            continue;
+        }
+        match fresh.get(&e.search_id) {
+            Some(id) => {
+                owners.insert(e.search_id, (*id, e.searcher.clone()));
+            }
+            None => missing.push(e.search_id),
+        }
+    }
+    if !missing.is_empty() {
+        missing.sort();
+        missing.dedup();
+        let stored = sqlx::query!(
+            r#"select s.search_id, s.event_id, e.user_id, e.guest_session
+               from search_ids s
+               join search_events e on e.id = s.event_id and e.searched_at = s.searched_at
+               where s.search_id = any($1)"#,
+            &missing
+        )
+        .fetch_all(&mut *tx)
+        .await?;
+        for row in stored {
+            let owner = match (row.user_id, row.guest_session) {
+                (Some(id), _) => Searcher::User(id),
+                (None, Some(session)) => Searcher::Guest(session),
+                (None, None) => continue,
+            };
+            owners.insert(row.search_id, (row.event_id, owner));
+        }
+    }
+    let mut created = std::collections::HashSet::new();
+    let outcomes: Vec<Recorded> = events
+        .iter()
+        .map(|e| match owners.get(&e.search_id) {
+            Some((id, owner)) if *owner == e.searcher => {
+                if fresh.contains_key(&e.search_id) && created.insert(e.search_id) {
+                    Recorded::Created { id: *id }
+                } else {
+                    Recorded::Repeated { id: *id }
+                }
+            }
+            _ => Recorded::Taken,
+        })
+        .collect();
+
+    // history: the latest query per (searcher, normalized query) among the created events
+    let mut latest: BTreeMap<(Searcher, &str), (&str, DateTime<Utc>)> = BTreeMap::new();
+    for (e, outcome) in events.iter().zip(&outcomes) {
+        if !matches!(outcome, Recorded::Created { .. }) {
+            continue;
+        }
+        let entry = latest
+            .entry((e.searcher.clone(), e.normalized_query.as_str()))
+            .or_insert((e.query.as_str(), e.searched_at));
+        if e.searched_at >= entry.1 {
+            *entry = (e.query.as_str(), e.searched_at);
+        }
+    }
+    if !latest.is_empty() {
+        upsert_history(&mut tx, &latest).await?;
+    }
+    tx.commit().await?;
+    Ok(outcomes)
+}
+
+/// Upserts history entries (keyed by searcher and normalized query) and trims each
+/// searcher touched to its [`HISTORY_KEPT`] most recent, under the searchers' locks.
+async fn upsert_history(
+    tx: &mut sqlx::PgConnection,
+    entries: &BTreeMap<(Searcher, &str), (&str, DateTime<Utc>)>,
+) -> Result<(), sqlx::Error> {
+    let mut searchers: Vec<&Searcher> = entries.keys().map(|(s, _)| s).collect();
+    searchers.dedup();
+    lock_searchers(&mut *tx, &searchers).await?;
+    let (mut users, mut user_queries, mut user_normalized, mut user_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut guests, mut guest_queries, mut guest_normalized, mut guest_at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for ((searcher, normalized), (query, at)) in entries {
+        match searcher {
+            Searcher::User(id) => {
+                users.push(*id);
+                user_queries.push(query.to_string());
+                user_normalized.push(normalized.to_string());
+                user_at.push(*at);
+            }
+            Searcher::Guest(session) => {
+                guests.push(session.clone());
+                guest_queries.push(query.to_string());
+                guest_normalized.push(normalized.to_string());
+                guest_at.push(*at);
+            }
+        }
+    }
+    if !users.is_empty() {
+        sqlx::query!(
+            "insert into search_history (user_id, query, normalized_query, searched_at)
+             select * from unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[])
+             on conflict (user_id, normalized_query) where user_id is not null
+             do update set query = excluded.query, searched_at = excluded.searched_at
+             where excluded.searched_at >= search_history.searched_at",
+            &users,
+            &user_queries,
+            &user_normalized,
+            &user_at
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    if !guests.is_empty() {
+        sqlx::query!(
+            "insert into search_history (guest_session, query, normalized_query, searched_at)
+             select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
+             on conflict (guest_session, normalized_query) where guest_session is not null
+             do update set query = excluded.query, searched_at = excluded.searched_at
+             where excluded.searched_at >= search_history.searched_at",
+            &guests,
+            &guest_queries,
+            &guest_normalized,
+            &guest_at
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
+    users.dedup();
+    guests.dedup();
+    trim_history(&mut *tx, &users, &guests).await
+}
+
+/// Takes the advisory locks of `searchers`' histories for the rest of the transaction, in
+/// key order, so that two writers never wait on each other in a cycle.
+pub async fn lock_searchers(
+    tx: &mut sqlx::PgConnection,
+    searchers: &[&Searcher],
+) -> Result<(), sqlx::Error> {
+    let mut keys: Vec<String> = searchers.iter().map(|s| s.lock_key()).collect();
+    keys.sort();
+    keys.dedup();
+    // unnest yields the sorted array in order, and each lock is taken as its row is read
+    sqlx::query!(
+        "select pg_advisory_xact_lock(hashtextextended(k, 0)) from unnest($1::text[]) as k",
+        &keys
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Deletes all but the [`HISTORY_KEPT`] most recent entries of these users and guests. One
+/// index probe per searcher (a lateral subquery each), never a scan of everyone's history.
+pub async fn trim_history(
+    tx: &mut sqlx::PgConnection,
+    users: &[i64],
+    guests: &[String],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "delete from search_history where id in (
+             select old.id from unnest($1::int8[]) as u(id)
+             cross join lateral (select id from search_history where user_id = u.id
+                                 order by searched_at desc, id desc offset $3) old
+             union all
+             select old.id from unnest($2::text[]) as g(session)
+             cross join lateral (select id from search_history where guest_session = g.session
+                                 order by searched_at desc, id desc offset $3) old)",
+        users,
+        guests,
+        HISTORY_KEPT
+    )
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
