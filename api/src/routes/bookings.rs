@@ -112,90 +112,110 @@ pub async fn create(
     // overlaps, is enforced by the exclusion constraints when the row is inserted), but an
     // idempotency key is held from the first read to the commit
     let mut tx = state.db.begin().await?;
-    let claimed = match &key {
-        Some(key) => {
-            let fingerprint = idempotency::fingerprint("POST /api/v1/bookings", &body)?;
-            match idempotency::claim(&mut tx, user.id, key, &fingerprint, now).await? {
-                Claim::Replay(answer) => return Ok(answer.into_response()),
-                Claim::Fresh => Some((key, fingerprint)),
+    let written: ApiResult<Written> = async {
+        let claimed = match &key {
+            Some(key) => {
+                let fingerprint = idempotency::fingerprint("POST /api/v1/bookings", &body)?;
+                match idempotency::claim(&mut tx, user.id, key, &fingerprint, now).await? {
+                    Claim::Replay(answer) => return Ok(Written::Replay(answer)),
+                    Claim::Fresh => Some((key, fingerprint)),
+                }
             }
+            None => None,
+        };
+        let service: Option<(String, i32, i64, bool)> = sqlx::query!(
+            "select name, duration_minutes, price_cents, is_active from services where id = $1 and instructor_id = $2",
+            body.service_id,
+            body.instructor_id
+        )
+        .map(|r| (r.name, r.duration_minutes, r.price_cents, r.is_active))
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some((service_name, duration, price_cents, active)) = service else {
+            return Err(ApiError::invalid(
+                "unknown_service",
+                "service_id",
+                "this instructor offers no such service",
+            ));
+        };
+        if !active {
+            return Err(ApiError::invalid(
+                "inactive_service",
+                "service_id",
+                "this service is no longer offered",
+            ));
         }
-        None => None,
-    };
-    let service: Option<(String, i32, i64, bool)> = sqlx::query!(
-        "select name, duration_minutes, price_cents, is_active from services where id = $1 and instructor_id = $2",
-        body.service_id,
-        body.instructor_id
-    )
-    .map(|r| (r.name, r.duration_minutes, r.price_cents, r.is_active))
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some((service_name, duration, price_cents, active)) = service else {
-        return Err(ApiError::invalid(
-            "unknown_service",
-            "service_id",
-            "this instructor offers no such service",
-        ));
-    };
-    if !active {
-        return Err(ApiError::invalid(
-            "inactive_service",
-            "service_id",
-            "this service is no longer offered",
-        ));
-    }
-    let end = body.start + chrono::Duration::minutes(i64::from(duration));
-    check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
-    let search_event = match body.search_event_id {
-        Some(id) => Some(search_conversion::find_for_booking(&mut tx, id, user.id).await?),
-        None => None,
-    };
-    let booking: Booking = shared::query_booking!(
-        "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
+        let end = body.start + chrono::Duration::minutes(i64::from(duration));
+        check_time(&mut tx, body.instructor_id, body.start, end, now).await?;
+        let search_event = match body.search_event_id {
+            Some(id) => Some(search_conversion::find_for_booking(&mut tx, id, user.id).await?),
+            None => None,
+        };
+        let booking: Booking = shared::query_booking!(
+            "insert into bookings (student_id, instructor_id, service_id, starts_at, ends_at, service_name,
                                duration_minutes, price_cents, notes)
          values ($1, $2, $3, $4, $5, $6, $7, $8, $9) returning ",
-        "",
-        user.id,
-        body.instructor_id,
-        body.service_id,
-        body.start,
-        end,
-        &service_name,
-        duration,
-        price_cents,
-        body.notes.as_deref(),
-    )
-    .fetch_one(&mut *tx)
-    .await?;
-    tracing::Span::current().record("booking_id", booking.id);
-    if let Some(event) = &search_event {
-        search_conversion::record_for_booking(&mut tx, event, &booking, now).await?;
-    }
-    booking_email::enqueue_with_reminders(
-        &mut tx,
-        booking.id,
-        booking.version,
-        EmailKind::Confirmation,
-        booking.starts_at,
-        state.config.reminder_lead(),
-        now,
-    )
-    .await?;
-    // the answer is kept as sent, so that a retry gets it byte for byte
-    let answer = serde_json::to_vec(&booking)
-        .map_err(|e| ApiError::Internal(format!("serializing a booking: {e}")))?;
-    if let Some((key, fingerprint)) = claimed {
-        idempotency::record(
-            &mut tx,
+            "",
             user.id,
-            key,
-            &fingerprint,
-            StatusCode::CREATED,
-            &answer,
+            body.instructor_id,
+            body.service_id,
+            body.start,
+            end,
+            &service_name,
+            duration,
+            price_cents,
+            body.notes.as_deref(),
+        )
+        .fetch_one(&mut *tx)
+        .await?;
+        tracing::Span::current().record("booking_id", booking.id);
+        if let Some(event) = &search_event {
+            search_conversion::record_for_booking(&mut tx, event, &booking, now).await?;
+        }
+        booking_email::enqueue_with_reminders(
+            &mut tx,
+            booking.id,
+            booking.version,
+            EmailKind::Confirmation,
+            booking.starts_at,
+            state.config.reminder_lead(),
             now,
         )
         .await?;
+        // the answer is kept as sent, so that a retry gets it byte for byte
+        let answer = serde_json::to_vec(&booking)
+            .map_err(|e| ApiError::Internal(format!("serializing a booking: {e}")))?;
+        if let Some((key, fingerprint)) = claimed {
+            idempotency::record(
+                &mut tx,
+                user.id,
+                key,
+                &fingerprint,
+                StatusCode::CREATED,
+                &answer,
+                now,
+            )
+            .await?;
+        }
+            Ok(Written::Booked(answer))
     }
+    .await;
+    // end the transaction before answering whatever happened: a dropped one is rolled back
+    // only when the pool next uses its connection, and until then it would hold the
+    // idempotency key's lock, answering the client's retry 409 idempotency_key_in_use
+    let answer = match written {
+        Ok(Written::Booked(answer)) => answer,
+        Ok(Written::Replay(answer)) => {
+            tx.rollback().await?;
+            return Ok(answer.into_response());
+        }
+        Err(e) => {
+            if let Err(rollback) = tx.rollback().await {
+                tracing::warn!(error = %rollback, "rolling back a refused booking");
+            }
+            return Err(e);
+        }
+    };
     tx.commit().await?;
     state.outbox.wake();
     metrics::counter!("bookings_created_total").increment(1);
@@ -205,6 +225,14 @@ pub async fn create(
         answer,
     )
         .into_response())
+}
+
+/// What a booking request's transaction produced.
+enum Written {
+    /// A new booking, as its answer's body.
+    Booked(Vec<u8>),
+    /// The stored answer of the request that first used the idempotency key.
+    Replay(idempotency::StoredAnswer),
 }
 
 /// Checks the rules a lesson time must meet; overlaps are left to the database's exclusion
