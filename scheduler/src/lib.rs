@@ -42,6 +42,8 @@ pub struct Scheduler {
     tick: Duration,
     health_every: Duration,
     leading: bool,
+    /// when the lease was last taken or renewed (it is renewed every third of its ttl)
+    held_at: Option<Instant>,
 }
 
 impl Scheduler {
@@ -60,6 +62,7 @@ impl Scheduler {
             tick: settings.tick,
             health_every: settings.health_every,
             leading: false,
+            held_at: None,
         }
     }
 
@@ -90,6 +93,7 @@ impl Scheduler {
             }
         }
         if self.leading {
+            self.held_at = None;
             if let Err(e) = self.lease.release().await {
                 tracing::warn!(error = %e, "could not release the lease; it expires on its own");
             }
@@ -103,16 +107,36 @@ impl Scheduler {
         tracing::info!(instance = self.lease.holder(), "scheduler stopped");
     }
 
-    /// One tick: hold the lease, and when leading fire what came due up to `now`.
+    /// How often the lease is renewed (or, by a standby, tried): a third of its time to
+    /// live, so that a renewal can fail twice before it lapses; every tick if that is longer.
+    fn renew_every(&self) -> Duration {
+        (self.lease.ttl() / 3).max(self.tick)
+    }
+
+    /// One tick: hold the lease (when a renewal is due), and when leading fire what came
+    /// due up to `now`. Between renewals a leader leads on the lease it renewed less than a
+    /// third of its ttl ago; a failed renewal stops it firing at once.
     #[tracing::instrument(level = "debug", skip(self), fields(instance = %self.lease.holder()))]
     pub async fn tick(&mut self, now: DateTime<Utc>) {
         shared::telemetry::record_pool("main", &self.pool);
-        let leading = match self.lease.hold().await {
-            Ok(held) => held,
-            Err(e) => {
-                tracing::warn!(error = %e, "lease unavailable: not firing");
-                false
+        let renew = self
+            .held_at
+            .is_none_or(|at| at.elapsed() >= self.renew_every());
+        let leading = if renew {
+            match self.lease.hold().await {
+                Ok(held) => {
+                    self.held_at = Some(Instant::now());
+                    held
+                }
+                Err(e) => {
+                    // tried again next tick
+                    self.held_at = None;
+                    tracing::warn!(error = %e, "lease unavailable: not firing");
+                    false
+                }
             }
+        } else {
+            self.leading
         };
         if leading != self.leading {
             tracing::info!(

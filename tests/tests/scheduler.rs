@@ -390,3 +390,32 @@ async fn a_manual_trigger_wakes_the_relay() {
         .unwrap();
     assert_eq!(status, "pending");
 }
+
+#[tokio::test]
+async fn a_renewal_never_takes_a_lease_another_replica_holds() {
+    let prefix = testing::unique_name("t");
+    let redis = queue::connect(&testing::redis_url()).await.expect("redis");
+    let mut a = Lease::new(redis.clone(), &prefix, "a", Duration::from_secs(30));
+    let mut b = Lease::new(redis.clone(), &prefix, "b", Duration::from_secs(30));
+    assert!(a.hold().await.expect("redis"), "a takes the free lease");
+    assert!(!b.hold().await.expect("redis"), "b cannot while a holds it");
+    assert!(a.hold().await.expect("redis"), "a renews");
+    // a paused past its lease: it expired and b took it
+    let mut conn = redis.clone();
+    let _: () = redis::cmd("DEL")
+        .arg(format!("{prefix}:scheduler:leader"))
+        .query_async(&mut conn)
+        .await
+        .expect("redis");
+    assert!(b.hold().await.expect("redis"), "b takes the lapsed lease");
+    assert!(
+        !a.hold().await.expect("redis"),
+        "a's renewal finds b's lease"
+    );
+    assert_eq!(a.current().await.expect("redis").as_deref(), Some("b"));
+    assert!(b.hold().await.expect("redis"), "b still holds it");
+    a.release().await.expect("redis");
+    assert_eq!(a.current().await.expect("redis").as_deref(), Some("b"));
+    b.release().await.expect("redis");
+    assert_eq!(a.current().await.expect("redis"), None);
+}

@@ -9,6 +9,8 @@ pub enum WorkerError {
     Redis(#[from] redis::RedisError),
     #[error("queue: {0}")]
     Queue(#[from] apalis_redis::Error),
+    #[error("consumer: {0}")]
+    Consumer(#[from] crate::backend::QueueError),
     #[error("serialization: {0}")]
     Json(#[from] serde_json::Error),
     #[error(transparent)]

@@ -1,6 +1,8 @@
 //! Gauges of what *is*, sampled every few seconds: the job backlog per queue and state as
 //! Postgres records it (the truth, where Redis' own view is `maintenance`'s `queue_*`
-//! gauges), the outbox lag, this worker's database pools, and Redis' memory and clients.
+//! gauges), the outbox lag and this worker's database pools. Redis' memory and clients
+//! ([`sample_redis`]) are read when `/metrics` is scraped, with the queue gauges: a worker
+//! at rest sends Redis nothing on a timer but its heartbeat.
 //!
 //! Sampled on a timer rather than at scrape time so that a slow database never makes a
 //! scrape time out, and so that any number of scrapers costs one query per period. Every
@@ -10,7 +12,7 @@ use std::{collections::BTreeSet, time::Duration};
 
 use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
-use shared::{queue, records};
+use shared::records;
 use tokio_util::sync::CancellationToken;
 
 use crate::{Deps, telemetry::RECORD_STATES};
@@ -23,7 +25,6 @@ const SAMPLE_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// Samples the gauges every [`SAMPLE_EVERY`] until `stop` fires, the first time at once.
 pub async fn run(deps: Deps, stop: CancellationToken) {
-    let mut redis: Option<ConnectionManager> = None;
     let mut seen = BTreeSet::new();
     loop {
         shared::telemetry::record_pool("main", &deps.pool);
@@ -33,27 +34,6 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             Ok(Err(e)) => tracing::warn!(error = %e, "could not sample the job backlog"),
             Err(_) => tracing::warn!("sampling the job backlog timed out"),
         }
-        if redis.is_none() {
-            redis = tokio::time::timeout(SAMPLE_TIMEOUT, queue::connect(&deps.config.redis_url))
-                .await
-                .ok()
-                .and_then(Result::ok);
-        }
-        let up = match redis.as_mut() {
-            Some(conn) => match tokio::time::timeout(SAMPLE_TIMEOUT, sample_redis(conn)).await {
-                Ok(Ok(())) => true,
-                Ok(Err(e)) => {
-                    tracing::debug!(error = %e, "could not read redis INFO");
-                    false
-                }
-                Err(_) => false,
-            },
-            None => false,
-        };
-        if !up {
-            redis = None;
-        }
-        metrics::gauge!("redis_up").set(if up { 1.0 } else { 0.0 });
         tokio::select! {
             _ = tokio::time::sleep(SAMPLE_EVERY) => {}
             _ = stop.cancelled() => return,

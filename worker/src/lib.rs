@@ -1,8 +1,15 @@
 //! The worker process: apalis workers that execute jobs, the outbox relay that feeds them,
 //! the reconciler that re-feeds what Redis lost, queue maintenance, and the metrics.
+//!
+//! At rest it sends Redis one heartbeat per process every `HEARTBEAT_SECS` (and now and
+//! then a look for dead processes), nothing per queue: consumers sleep until Redis reports
+//! a write to their queue ([`wake`]), maintenance until a scheduled task is due, and the
+//! queue gauges are read when `/metrics` is scraped.
+pub mod backend;
 pub mod error;
 pub mod gauges;
 pub mod jobs;
+pub mod liveness;
 pub mod maintenance;
 pub mod presence;
 pub mod reconciler;
@@ -20,8 +27,9 @@ use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
 
 use crate::{
+    backend::{Consumers, RedisQueue},
     error::WorkerError,
-    wake::{OnWrite, Ticker, Wake, WriteSignal},
+    liveness::Process,
 };
 
 /// What every job handler and loop of the worker needs.
@@ -70,6 +78,7 @@ impl Deps {
                  could be taken over and the email sent twice"
             );
         }
+        let registry = Arc::new(jobs::configured(&config));
         Ok(Deps {
             pool,
             durable,
@@ -77,17 +86,15 @@ impl Deps {
             config: Arc::new(config),
             clock,
             relay_poll: Duration::from_millis(1000),
-            registry: Arc::new(jobs::registry()),
+            registry,
             instance: presence::instance_name().into(),
         })
     }
 }
 
-/// A worker name unique per process and per restart: apalis-redis refuses to register a
-/// name seen within a heartbeat, and two live workers sharing one hide each other's death.
-fn worker_name(queue: &str, run: usize) -> String {
-    let instance = uuid::Uuid::new_v4().simple().to_string();
-    format!("{queue}-{}-{}-{run}", std::process::id(), &instance[..8])
+/// The apalis name of one consumer run: the queue, this process and the restart count.
+fn worker_name(queue: &str, process: &Process, run: usize) -> String {
+    format!("{queue}-{}-{run}", process.id())
 }
 
 /// Runs the worker until `shutdown` resolves; in-flight jobs get `drain_secs` to finish,
@@ -111,45 +118,56 @@ pub async fn run(
     if let Err(e) = maintenance::publish_registry(&deps).await {
         tracing::warn!(error = %e, "could not publish the job registry");
     }
-    // maintenance first: promote any large backlog in chunks before a fetch can choke on it
-    if let Ok(mut conn) = queue::connect(&config.redis_url).await {
-        let _ = maintenance::tick(&mut conn, &deps, false).await;
-    }
-    let loops = vec![
-        tokio::spawn(relay::run(deps.clone(), stop.clone())),
-        tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
-        tokio::spawn(maintenance::run(deps.clone(), stop.clone())),
-        tokio::spawn(presence::run(deps.clone(), stop.clone())),
-        tokio::spawn(gauges::run(deps.clone(), stop.clone())),
-    ];
-
-    let redis = loop {
-        match queue::connect(&config.redis_url).await {
-            Ok(conn) => break conn,
+    let kinds = deps.registry.kinds().to_vec();
+    let queues: Vec<_> = kinds
+        .iter()
+        .map(|kind| {
+            // a fetch takes about what one worker can start: keep it near the concurrency
+            // so that one process does not hoard tasks others could run
+            let config = queue::queue_config(&config.queue_prefix, kind.queue(), heartbeat)
+                .batch_size(kind.concurrency(&config).max(1));
+            (kind.queue().to_string(), config)
+        })
+        .collect();
+    let mut consumers = loop {
+        match Consumers::connect(
+            &config.redis_url,
+            &config.queue_prefix,
+            queues.clone(),
+            heartbeat,
+        )
+        .await
+        {
+            Ok(consumers) => break consumers,
             Err(e) => {
                 tracing::warn!(error = %e, "waiting for redis");
                 tokio::time::sleep(Duration::from_secs(1)).await;
             }
         }
     };
+    let loops = vec![
+        tokio::spawn(relay::run(deps.clone(), stop.clone())),
+        tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
+        tokio::spawn(maintenance::refresh_registry(deps.clone(), stop.clone())),
+        tokio::spawn(presence::run(deps.clone(), stop.clone())),
+        tokio::spawn(gauges::run(deps.clone(), stop.clone())),
+    ];
+    // heartbeat and queue maintenance go on while in-flight jobs drain: a draining process
+    // that stopped beating would be presumed dead and its jobs run a second time elsewhere
+    let consumers_stop = CancellationToken::new();
+    let consumer_loops = consumers.spawn(&consumers_stop);
+
     let mut monitor = Monitor::new();
-    for kind in deps.registry.kinds() {
+    for (i, kind) in kinds.into_iter().enumerate() {
         let concurrency = kind.concurrency(&config);
-        let storage = queue::storage_raw(
-            redis.clone(),
-            &config.queue_prefix,
-            kind.queue(),
-            heartbeat,
-            concurrency,
-        );
-        // woken by Redis when a queue is written (no busy polling), with a slow tick as the
-        // safety net; apalis' own interval strategy stops re-arming after one slow fetch
-        let signal = wake_signal(&config.redis_url, &storage).await;
-        let (kind, kind_deps) = (kind.clone(), deps.clone());
+        let backend: RedisQueue = consumers.backend(i).ok_or_else(|| {
+            WorkerError::Config(format!("queue {} has no consumer", kind.queue()))
+        })?;
+        let (kind_deps, process) = (deps.clone(), consumers.process.clone());
         monitor = monitor.register(move |run| {
             let kind = kind.clone();
-            WorkerBuilder::new(worker_name(kind.queue(), run))
-                .backend(storage.clone().poll_with_strategy(wake(&signal)))
+            WorkerBuilder::new(worker_name(kind.queue(), &process, run))
+                .backend(backend.clone())
                 .data(kind_deps.clone())
                 .concurrency(concurrency)
                 .build(move |raw: serde_json::Value, deps: Data<Deps>| {
@@ -174,45 +192,34 @@ pub async fn run(
     };
     let result = monitor.run_with_signal(signal).await;
     stop.cancel();
-    for handle in loops {
+    consumers_stop.cancel();
+    for handle in loops.into_iter().chain(consumer_loops) {
         let _ = handle.await;
     }
+    // what did not finish within the drain time goes back now, not after a timeout
+    consumers.retire().await;
     if let Err(e) = presence::stopped(&deps).await {
         tracing::warn!(error = %e, "could not record this worker's stop");
     }
     result.map_err(|e| WorkerError::Config(format!("monitor: {e}")))
 }
 
-/// The safety-net tick of a worker woken by writes, and the tick of one that is not.
-const WAKE_TICK: Duration = Duration::from_millis(100);
-const POLL_TICK: Duration = Duration::from_millis(20);
-
-async fn wake_signal(
-    redis_url: &str,
-    storage: &apalis_redis::RedisStorage<serde_json::Value>,
-) -> Option<Arc<WriteSignal>> {
-    let key = storage.get_config().scheduled_jobs_set();
-    WriteSignal::track(redis_url, &key)
-        .await
-        .inspect_err(|e| tracing::warn!(error = %e, "no write tracking; polling instead"))
-        .ok()
-}
-
-fn wake(signal: &Option<Arc<WriteSignal>>) -> Wake {
-    match signal {
-        Some(signal) => Wake::OnWrite(OnWrite::new(signal.clone(), WAKE_TICK)),
-        None => Wake::Tick(Ticker::new(POLL_TICK)),
-    }
-}
-
-/// Serves `/metrics` and `/health` for the worker process.
+/// Serves `/metrics` (the queue gauges read from Redis on each scrape) and `/health` for
+/// the worker process.
 pub async fn serve_metrics(
     listener: tokio::net::TcpListener,
     handle: PrometheusHandle,
+    gauges: maintenance::Gauges,
 ) -> std::io::Result<()> {
     use axum::{Router, routing::get};
     let app = Router::new()
-        .route("/metrics", get(move || std::future::ready(handle.render())))
+        .route(
+            "/metrics",
+            get(move || async move {
+                gauges.refresh().await;
+                handle.render()
+            }),
+        )
         .route("/health", get(|| async { "ok" }));
     axum::serve(listener, app).await
 }

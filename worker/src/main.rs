@@ -19,7 +19,9 @@ async fn main() -> anyhow::Result<()> {
         port = listener.local_addr()?.port(),
         "worker metrics listening"
     );
-    tokio::spawn(worker::serve_metrics(listener, metrics));
+    let gauges =
+        worker::maintenance::Gauges::new(&config, worker::jobs::configured(&config).queues());
+    tokio::spawn(worker::serve_metrics(listener, metrics, gauges));
     let deps = worker::Deps::from_config(config, Arc::new(SystemClock))
         .await
         .context("starting the worker")?;

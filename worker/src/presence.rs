@@ -1,5 +1,5 @@
 //! The worker process's presence in Postgres: a row in `workers` under its instance name,
-//! its heartbeat every `HEARTBEAT_SECS`, and its stop. An email claim names the instance
+//! its heartbeat (every `HEARTBEAT_SECS`, at most every 5 s), and its stop. An email claim names the instance
 //! that holds it (`jobs::booking_email`), so another delivery can tell a slow send (its
 //! worker heartbeats: never taken over) from an abandoned one (its worker is dead or
 //! stopped: taken over at once).
@@ -13,9 +13,19 @@ use crate::Deps;
 /// Heartbeats missed before a worker is known dead.
 const MISSED_BEATS: u32 = 3;
 
-/// How long a worker's heartbeat may be silent before its claims are taken over.
-pub fn dead_after(heartbeat: Duration) -> Duration {
-    (heartbeat * MISSED_BEATS).max(Duration::from_secs(2))
+/// Longest gap between two presence beats. The Redis heartbeat may be slow to keep Redis
+/// quiet at rest (`HEARTBEAT_SECS`, 30 s by default); this one is a Postgres upsert, cheap
+/// at any cadence, and bounds how long a dead sender's email waits: 3 beats of 5 s.
+const MAX_INTERVAL: Duration = Duration::from_secs(5);
+
+/// How often this worker writes its presence.
+pub fn interval(heartbeat_secs: u64) -> Duration {
+    Duration::from_secs(heartbeat_secs.max(1)).min(MAX_INTERVAL)
+}
+
+/// How long a worker's presence may be silent before its claims are taken over.
+pub fn dead_after(heartbeat_secs: u64) -> Duration {
+    (interval(heartbeat_secs) * MISSED_BEATS).max(Duration::from_secs(2))
 }
 
 /// A name unique to this start of this process.
@@ -47,7 +57,7 @@ pub async fn announce(deps: &Deps) -> Result<(), sqlx::Error> {
 /// Heartbeats until `stop` fires, on a connection of its own: a late heartbeat makes a live
 /// worker look dead and its slow send be taken over, so it never queues behind job work.
 pub async fn run(deps: Deps, stop: CancellationToken) {
-    let every = Duration::from_secs(deps.config.heartbeat_secs.max(1));
+    let every = interval(deps.config.heartbeat_secs);
     let mut pool: Option<PgPool> = None;
     loop {
         tokio::select! {

@@ -1,137 +1,270 @@
-//! How an idle worker learns there is work, used by the platform's worker and the benchmark
-//! peer: a poll strategy that keeps polling on its
-//! interval ([`Ticker`]), or one woken by Redis when the queue is written ([`OnWrite`]).
+//! How a worker process learns that there is work without asking for it: one RESP3
+//! connection per process on which Redis reports every write to the ready list and the
+//! `:scheduled` set of each queue the process consumes, and [`Signal`]s that the consumers
+//! ([`crate::backend`]) and the promoter ([`crate::maintenance`]) wait on.
 //!
-//! apalis-core 1.0's `IntervalStrategy` (behind `poll_with_interval`) stops waking the worker
-//! whenever one fetch takes longer than the interval: when its timer fires it replaces it
-//! with a fresh one *without polling it*, so no waker is registered; `PollWith` ignores the
-//! `Ready`, the empty fetch parks the worker, and the next wake-up is the heartbeat. Measured
-//! here with a 1 ms interval: polling stopped after 160 ms and jobs waited ~4 s for the
-//! 5 s heartbeat (W3 p50 2,970 ms). This strategy polls its timer until it is `Pending`, so a
-//! waker is always armed, as the `PollStrategy` contract asks.
-use std::future::Future;
-use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
+//! The report is Redis' client-side tracking in broadcast mode (`CLIENT TRACKING ON BCAST
+//! PREFIX <ready list> PREFIX <scheduled set> ...`): an `invalidate` push naming the keys
+//! written, coalesced by Redis to one message per event-loop turn. It costs Redis no command
+//! at rest, whatever the number of queues, needs no server configuration (keyspace
+//! notifications do) and no change to producers: any writer wakes the consumers, our push,
+//! the promoter, the reaper, or an apalis-redis producer of the previous release.
+//!
+//! A push sent while the connection is down is not reported. So:
+//! - a closed connection (a Redis restart, `CLIENT KILL`) is reported by redis-rs at once
+//!   and the connection is re-established; then every consumer looks again;
+//! - a connection that died silently is found by the process heartbeat
+//!   ([`crate::liveness`]), which is sent on this connection: a failed beat is treated as a
+//!   closed connection. That bounds a missed wake-up to one heartbeat interval plus the
+//!   response timeout (the safety net; before, every queue was also fetched every 100 ms).
+//!
+//! Where tracking is not available (Redis < 6, or a proxy that refuses `CLIENT TRACKING`)
+//! every signal fires on a [`POLL_FALLBACK`] tick instead, and the worker says so.
+use std::{
+    collections::HashMap,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    task::Waker,
+    time::Duration,
+};
 
+use apalis_redis::Config as QueueConfig;
 use futures::task::AtomicWaker;
-use std::time::Duration;
+use redis::{FromRedisValue, aio::MultiplexedConnection};
+use tokio::sync::Notify;
 
-use apalis::prelude::{PollSnapshot, PollStrategy};
-use tokio::time::{Interval, MissedTickBehavior};
+/// How often every queue is looked at when Redis cannot report writes.
+pub const POLL_FALLBACK: Duration = Duration::from_millis(100);
 
-/// Wakes the worker every `period` (tokio's timer: 1 ms resolution).
-#[derive(Debug)]
-pub struct Ticker {
-    interval: Interval,
-}
-
-impl Ticker {
-    pub fn new(period: Duration) -> Self {
-        let mut interval = tokio::time::interval(period.max(Duration::from_millis(1)));
-        interval.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        Self { interval }
-    }
-}
-
-impl PollStrategy for Ticker {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, _: &PollSnapshot) -> Poll<Option<()>> {
-        let mut fired = false;
-        // Consume every elapsed tick; the final `Pending` registers the waker for the next.
-        while self.interval.poll_tick(cx).is_ready() {
-            fired = true;
-        }
-        if fired {
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-/// Wakes the worker when the queue's `:scheduled` set is written (every apalis-redis push
-/// lands there), with a slow tick as a safety net and for retries that fall due.
-///
-/// apalis-redis publishes nothing on push, so instead of polling every millisecond we ask
-/// Redis itself: `CLIENT TRACKING ON BCAST PREFIX <scheduled key>` on a RESP3 connection
-/// delivers an `invalidate` push whenever any client modifies the key, coalesced by Redis to
-/// at most one message per event-loop turn. No change to producers or the server config.
-#[derive(Debug)]
-pub struct OnWrite {
-    signal: Arc<WriteSignal>,
-    fallback: Ticker,
-    /// A second look shortly after a notification: a fetch already in flight when the write
-    /// landed may have missed it, and the notification has been consumed by then.
-    follow_up: Option<Pin<Box<tokio::time::Sleep>>>,
-}
-
-/// Set by the tracking connection, consumed by the worker's poll.
+/// Rings when a queue's ready list was written. A consumer reads [`Signal::generation`]
+/// before it sends a fetch; an empty fetch only sleeps if the generation has not moved
+/// since, so a write that lands while a fetch is in flight is never slept through.
 #[derive(Debug, Default)]
-pub struct WriteSignal {
-    written: AtomicBool,
+pub struct Signal {
+    generation: AtomicU64,
     waker: AtomicWaker,
 }
 
-const FOLLOW_UP: Duration = Duration::from_millis(2);
-
-impl WriteSignal {
-    /// Starts tracking writes to keys under `key_prefix` on a dedicated RESP3 connection,
-    /// kept for the life of the process and re-established (and the worker woken, in case a
-    /// write was missed meanwhile) when Redis goes away and comes back.
-    pub async fn track(redis_url: &str, key_prefix: &str) -> redis::RedisResult<Arc<Self>> {
-        let signal = Arc::new(Self::default());
-        let mut conn = Self::connect(redis_url, key_prefix, &signal).await?;
-        let (url, prefix, keeper) = (
-            redis_url.to_string(),
-            key_prefix.to_string(),
-            signal.clone(),
-        );
-        tokio::spawn(async move {
-            loop {
-                tokio::time::sleep(Duration::from_secs(1)).await;
-                if redis::cmd("PING")
-                    .query_async::<()>(&mut conn)
-                    .await
-                    .is_ok()
-                {
-                    continue;
-                }
-                match Self::connect(&url, &prefix, &keeper).await {
-                    Ok(fresh) => {
-                        conn = fresh;
-                        keeper.notify();
-                    }
-                    Err(e) => tracing::debug!(error = %e, "write tracking: redis unavailable"),
-                }
-            }
-        });
-        Ok(signal)
+impl Signal {
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
-    fn notify(&self) {
-        self.written.store(true, Ordering::Release);
+    /// Wakes `waker` at the next write (one consumer per queue and process).
+    pub fn register(&self, waker: &Waker) {
+        self.waker.register(waker);
+    }
+
+    pub fn notify(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
         self.waker.wake();
     }
+}
 
-    async fn connect(
+/// The process's wake-up connection and the signals it rings.
+#[derive(Clone, Debug)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    url: String,
+    client_name: String,
+    prefixes: Vec<String>,
+    /// ready list key → its consumers' signal
+    ready: HashMap<String, Arc<Signal>>,
+    /// `:scheduled` key → index into `scheduled_dirty`
+    scheduled: HashMap<String, usize>,
+    scheduled_dirty: Vec<AtomicBool>,
+    scheduled_changed: Notify,
+    /// the current connection and its number (pushes of an older one are ignored)
+    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+    connections: AtomicU64,
+    /// the connection closed or failed a command: the keeper reconnects
+    lost: Notify,
+    polling: AtomicBool,
+    closed: tokio_util::sync::CancellationToken,
+}
+
+impl Hub {
+    /// Connects and starts tracking the queues of `configs`; `client_name` shows in
+    /// `CLIENT LIST` (the process's id). Keeps the connection for the life of the process.
+    pub async fn start(
         redis_url: &str,
-        key_prefix: &str,
-        signal: &Arc<Self>,
-    ) -> redis::RedisResult<redis::aio::MultiplexedConnection> {
+        client_name: &str,
+        configs: &[QueueConfig],
+    ) -> redis::RedisResult<Self> {
+        let mut prefixes = Vec::new();
+        let mut ready = HashMap::new();
+        let mut scheduled = HashMap::new();
+        for (i, config) in configs.iter().enumerate() {
+            prefixes.push(config.active_jobs_list());
+            prefixes.push(config.scheduled_jobs_set());
+            ready.insert(config.active_jobs_list(), Arc::new(Signal::default()));
+            scheduled.insert(config.scheduled_jobs_set(), i);
+        }
+        let hub = Hub {
+            inner: Arc::new(Inner {
+                url: redis_url.to_string(),
+                client_name: client_name.to_string(),
+                prefixes,
+                ready,
+                scheduled,
+                scheduled_dirty: configs.iter().map(|_| AtomicBool::new(true)).collect(),
+                scheduled_changed: Notify::new(),
+                conn: Mutex::new(None),
+                connections: AtomicU64::new(0),
+                lost: Notify::new(),
+                polling: AtomicBool::new(false),
+                closed: tokio_util::sync::CancellationToken::new(),
+            }),
+        };
+        let conn = hub.connect().await?;
+        hub.set_conn(Some(conn));
+        tokio::spawn(hub.clone().keep());
+        Ok(hub)
+    }
+
+    /// The signal of the queue whose ready list is `config`'s, if this hub tracks it.
+    pub fn signal(&self, config: &QueueConfig) -> Option<Arc<Signal>> {
+        self.inner.ready.get(&config.active_jobs_list()).cloned()
+    }
+
+    /// Waits until a `:scheduled` set was written (or may have been, after a reconnect).
+    pub async fn scheduled_changed(&self) {
+        self.inner.scheduled_changed.notified().await
+    }
+
+    /// Takes the indexes (in the order of `configs`) of the `:scheduled` sets written since
+    /// the last call.
+    pub fn take_scheduled_changes(&self) -> Vec<usize> {
+        self.inner
+            .scheduled_dirty
+            .iter()
+            .enumerate()
+            .filter(|(_, dirty)| dirty.swap(false, Ordering::AcqRel))
+            .map(|(i, _)| i)
+            .collect()
+    }
+
+    /// Runs `pipe` on the wake-up connection (the heartbeat does, so that a dead connection
+    /// is found); a failure hands the connection to the keeper to re-establish.
+    pub async fn query<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+        let conn = self.inner.conn.lock().ok().and_then(|c| c.clone());
+        let Some((id, mut conn)) = conn else {
+            return Err(redis::RedisError::from(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the wake-up connection is being re-established",
+            )));
+        };
+        let result = pipe.query_async(&mut conn).await;
+        if let Err(e) = &result
+            && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
+        {
+            self.lost(id);
+        }
+        result
+    }
+
+    /// Closes the connection and stops re-establishing it (the process is stopping).
+    pub fn close(&self) {
+        self.inner.closed.cancel();
+        self.set_conn(None);
+    }
+
+    /// Whether writes are reported (false: every queue is polled on [`POLL_FALLBACK`]).
+    pub fn tracking(&self) -> bool {
+        !self.inner.polling.load(Ordering::Acquire)
+    }
+
+    /// Rings every signal: something may have been written unreported.
+    fn notify_all(&self) {
+        for signal in self.inner.ready.values() {
+            signal.notify();
+        }
+        for dirty in &self.inner.scheduled_dirty {
+            dirty.store(true, Ordering::Release);
+        }
+        self.inner.scheduled_changed.notify_one();
+    }
+
+    /// Connection number `id` is gone (a later one may already have replaced it).
+    fn lost(&self, id: u64) {
+        if let Ok(mut slot) = self.inner.conn.lock()
+            && slot.as_ref().is_some_and(|(current, _)| *current == id)
+        {
+            *slot = None;
+            self.inner.lost.notify_one();
+        }
+    }
+
+    fn set_conn(&self, conn: Option<(u64, MultiplexedConnection)>) {
+        if let Ok(mut slot) = self.inner.conn.lock() {
+            *slot = conn;
+        }
+    }
+
+    /// Re-establishes the connection whenever it is lost, and polls when Redis cannot
+    /// track. Ends with the process.
+    async fn keep(self) {
+        let mut backoff = Duration::from_millis(100);
+        let closed = self.inner.closed.clone();
+        loop {
+            let poll = self.inner.polling.load(Ordering::Acquire);
+            tokio::select! {
+                _ = tokio::time::sleep(POLL_FALLBACK), if poll => self.notify_all(),
+                _ = self.inner.lost.notified() => {}
+                _ = closed.cancelled() => return,
+            }
+            while !closed.is_cancelled() {
+                let connected = self.inner.conn.lock().ok().is_some_and(|c| c.is_some());
+                if connected {
+                    break;
+                }
+                match self.connect().await {
+                    Ok(conn) => {
+                        if closed.is_cancelled() {
+                            return;
+                        }
+                        self.set_conn(Some(conn));
+                        tracing::info!("wake-up connection re-established");
+                        // writes made while it was down were not reported
+                        self.notify_all();
+                        backoff = Duration::from_millis(100);
+                    }
+                    Err(e) => {
+                        tracing::debug!(error = %e, "wake-up connection: redis unavailable");
+                        tokio::select! {
+                            _ = tokio::time::sleep(backoff) => {}
+                            _ = closed.cancelled() => return,
+                        }
+                        backoff = (backoff * 2).min(Duration::from_secs(2));
+                    }
+                }
+            }
+        }
+    }
+
+    async fn connect(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
         use redis::IntoConnectionInfo;
-        let info = redis_url.into_connection_info()?;
+        let info = self.inner.url.as_str().into_connection_info()?;
         let settings = info
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let on_push = signal.clone();
+        let id = self.inner.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        // the push sender lives in the connection's task: a weak reference lets the hub go
+        let hub = Arc::downgrade(&self.inner);
         let config = redis::AsyncConnectionConfig::new()
+            .set_connection_timeout(Some(Duration::from_secs(2)))
             .set_response_timeout(Some(Duration::from_secs(5)))
             .set_push_sender(move |push: redis::PushInfo| {
-                if push.kind == redis::PushKind::Invalidate {
-                    on_push.notify();
+                if let Some(inner) = hub.upgrade() {
+                    Hub { inner }.on_push(id, push);
                 }
                 Ok::<(), std::convert::Infallible>(())
             });
@@ -139,58 +272,58 @@ impl WriteSignal {
             .get_multiplexed_async_connection_with_config(&config)
             .await?;
         let _: () = redis::cmd("CLIENT")
-            .arg(&["TRACKING", "ON", "BCAST", "PREFIX", key_prefix])
+            .arg("SETNAME")
+            .arg(&self.inner.client_name)
             .query_async(&mut conn)
             .await?;
-        Ok(conn)
+        let mut tracking = redis::cmd("CLIENT");
+        tracking.arg(&["TRACKING", "ON", "BCAST"]);
+        for prefix in &self.inner.prefixes {
+            tracking.arg("PREFIX").arg(prefix);
+        }
+        match tracking.query_async::<()>(&mut conn).await {
+            Ok(()) => self.inner.polling.store(false, Ordering::Release),
+            Err(e) if !e.is_io_error() && !e.is_timeout() => {
+                if !self.inner.polling.swap(true, Ordering::AcqRel) {
+                    tracing::warn!(error = %e, period_ms = POLL_FALLBACK.as_millis() as u64,
+                        "redis cannot report writes (CLIENT TRACKING): polling every queue instead");
+                }
+            }
+            Err(e) => return Err(e),
+        }
+        Ok((id, conn))
     }
-}
 
-impl OnWrite {
-    pub fn new(signal: Arc<WriteSignal>, fallback: Duration) -> Self {
-        Self {
-            signal,
-            fallback: Ticker::new(fallback),
-            follow_up: None,
+    fn on_push(&self, id: u64, push: redis::PushInfo) {
+        match push.kind {
+            redis::PushKind::Invalidate => {
+                for value in push.data {
+                    match value {
+                        redis::Value::Array(keys) => {
+                            for key in keys {
+                                if let redis::Value::BulkString(key) = key {
+                                    self.written(&String::from_utf8_lossy(&key));
+                                }
+                            }
+                        }
+                        // FLUSHALL / FLUSHDB: every key
+                        _ => self.notify_all(),
+                    }
+                }
+            }
+            redis::PushKind::Disconnection => self.lost(id),
+            _ => {}
         }
     }
-}
 
-impl PollStrategy for OnWrite {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, snapshot: &PollSnapshot) -> Poll<Option<()>> {
-        self.signal.waker.register(cx.waker());
-        let mut fired = self.signal.written.swap(false, Ordering::AcqRel);
-        if fired {
-            self.follow_up = Some(Box::pin(tokio::time::sleep(FOLLOW_UP)));
-        }
-        if let Some(follow_up) = self.follow_up.as_mut()
-            && follow_up.as_mut().poll(cx).is_ready()
-        {
-            self.follow_up = None;
-            fired = true;
-        }
-        // polled every time, so that its waker stays armed
-        let ticked = self.fallback.poll_drive(cx, snapshot).is_ready();
-        if fired || ticked {
-            Poll::Ready(Some(()))
-        } else {
-            Poll::Pending
-        }
-    }
-}
-
-/// A worker's wake-up: [`Ticker`], or [`OnWrite`] when write tracking could be set up.
-#[derive(Debug)]
-pub enum Wake {
-    Tick(Ticker),
-    OnWrite(OnWrite),
-}
-
-impl PollStrategy for Wake {
-    fn poll_drive(&mut self, cx: &mut Context<'_>, snapshot: &PollSnapshot) -> Poll<Option<()>> {
-        match self {
-            Wake::Tick(t) => t.poll_drive(cx, snapshot),
-            Wake::OnWrite(w) => w.poll_drive(cx, snapshot),
+    fn written(&self, key: &str) {
+        if let Some(signal) = self.inner.ready.get(key) {
+            signal.notify();
+        } else if let Some(&i) = self.inner.scheduled.get(key) {
+            if let Some(dirty) = self.inner.scheduled_dirty.get(i) {
+                dirty.store(true, Ordering::Release);
+            }
+            self.inner.scheduled_changed.notify_one();
         }
     }
 }

@@ -1,18 +1,25 @@
-//! The Redis transport, built on apalis-redis 1.0 and configured around its verified
-//! defects (see shared/reference/apalis.md in the steering repo):
+//! The Redis transport: the key layout apalis-redis 1.0 defined, which the worker's own
+//! apalis backend (`worker::backend`) consumes, and what every process needs of it: push,
+//! promotion, cleanup and stats. Around apalis-redis' verified defects (see
+//! shared/reference/apalis.md in the steering repo):
 //! - queue names are always explicit and prefixed (the default is a Rust type path);
-//! - `lock_tasks(false)`: the lock costs an O(backlog) `LREM` per task;
-//! - the backend promotes every due task in one Lua `unpack`, which fails past ~8,000, so
-//!   [`promote_due`] moves them in bounded chunks before the backend sees them;
-//! - finished tasks are never deleted by the backend: [`cleanup_finished`] does it;
-//! - its stats calls are broken: [`stats`] reads the keys directly.
+//! - a due task is pushed straight onto the ready list; the `:scheduled` set only holds
+//!   tasks due later (a backend retry), which [`promote_due`] moves in bounded chunks when
+//!   the earliest is due ([`earliest_due`]) instead of on every fetch (apalis' promotion is
+//!   one Lua `unpack` of every due id, which fails past ~8,000);
+//! - finished tasks are deleted by [`cleanup_finished`] (the backend never deletes them);
+//! - liveness is per worker *process*, not per queue: one heartbeat in [`processes_key`]
+//!   and the queues a process consumes in [`process_key`], so an idle platform costs Redis
+//!   a few commands a minute whatever the number of queues (apalis-redis beats and fetches
+//!   per queue);
+//! - apalis' stats calls are broken: [`stats`] reads the keys directly, when asked.
 //!
 //! Postgres stays the truth: attempts, dead letters and error history live in `jobs`.
 use std::time::Duration;
 
+use apalis_redis::Config as QueueConfig;
 pub use apalis_redis::ConnectionManager;
-use apalis_redis::{Config as QueueConfig, RedisStorage};
-use redis::aio::ConnectionManagerConfig;
+use redis::{AsyncCommands, aio::ConnectionManagerConfig};
 use serde::Serialize;
 
 /// Connects with timeouts that survive load: redis-rs' default 500 ms response timeout turns
@@ -56,14 +63,17 @@ pub struct Outgoing {
     pub payload: Vec<u8>,
 }
 
-/// Pushes tasks onto a queue in the key layout apalis-redis consumes (data hash, metadata
-/// hash with attempts / max_attempts / status, `:scheduled` set at now), as one MULTI.
+/// Pushes tasks onto a queue's ready list in the key layout apalis-redis defined (data
+/// hash, metadata hash with attempts / max_attempts / status), as one MULTI. Consumers learn
+/// of it from the write itself (`worker::wake` tracks the ready list): nothing else to send.
 ///
 /// Why not apalis-redis' own push: its batch Lua script costs 34-36 us of Redis CPU per
 /// task, where these plain commands cost 9-18 us (ops/bench/README.md), and the script's
 /// idempotency and dedupe features are not needed here: every task id is unique per push
-/// and Postgres decides what runs once. The backend's own retries (a hard-coded 25, whatever
-/// `max_attempts` says) only ever see a handler that could not record its outcome.
+/// and Postgres decides what runs once. Why the ready list and not apalis' `:scheduled`
+/// set at now: a task due now then needs no promotion step before a fetch sees it. The
+/// metadata hash is kept so that an apalis-redis worker of the previous release, during a
+/// rolling deploy, can still decode what this one pushes.
 pub async fn push(
     conn: &mut ConnectionManager,
     config: &QueueConfig,
@@ -72,19 +82,18 @@ pub async fn push(
     if tasks.is_empty() {
         return Ok(());
     }
-    let now = unix_now();
-    let (data, scheduled, meta_prefix) = (
+    let (data, ready, meta_prefix) = (
         config.job_data_hash(),
-        config.scheduled_jobs_set(),
+        config.active_jobs_list(),
         config.job_meta_hash(),
     );
     let mut pipe = redis::pipe();
     pipe.atomic();
     let mut fields = Vec::with_capacity(tasks.len());
-    let mut members = Vec::with_capacity(tasks.len());
+    let mut ids = Vec::with_capacity(tasks.len());
     for task in tasks {
         fields.push((task.task_id.as_str(), task.payload.as_slice()));
-        members.push((now, task.task_id.as_str()));
+        ids.push(task.task_id.as_str());
         pipe.hset_multiple(
             format!("{meta_prefix}:{}", task.task_id),
             &[
@@ -96,12 +105,12 @@ pub async fn push(
         .ignore();
     }
     pipe.hset_multiple(&data, &fields).ignore();
-    pipe.zadd_multiple(&scheduled, &members).ignore();
+    pipe.rpush(&ready, &ids).ignore();
     pipe.query_async(conn).await
 }
 
-/// Moves every due task from the `:scheduled` set to the ready list in chunks, so that the
-/// backend's own promotion never meets a backlog larger than its Lua `unpack` limit.
+/// Moves due tasks from the `:scheduled` set to the ready list, in chunks of 1,000 (a Lua
+/// `unpack` fails past ~8,000), at most 20 chunks per call; returns how many it moved.
 pub async fn promote_due(
     conn: &mut ConnectionManager,
     config: &QueueConfig,
@@ -124,6 +133,19 @@ pub async fn promote_due(
         .arg(20)
         .invoke_async(conn)
         .await
+}
+
+/// When the earliest task of the `:scheduled` set is due (unix seconds), if any: the one
+/// read a promoter needs to sleep until there is something to promote.
+pub async fn earliest_due(
+    conn: &mut ConnectionManager,
+    config: &QueueConfig,
+) -> Result<Option<u64>, redis::RedisError> {
+    let first: Vec<(String, f64)> = conn
+        .zrange_withscores(config.scheduled_jobs_set(), 0, 0)
+        .await?;
+    // rounded up: a task due at 100.5 is not promoted by a look at 100
+    Ok(first.first().map(|(_, due)| due.max(0.0).ceil() as u64))
 }
 
 /// Deletes up to `max` finished (done or dead) tasks' data and metadata. Their outcome is
@@ -184,6 +206,32 @@ pub async fn delete_namespace(
     }
 }
 
+/// The worker processes of a prefix: process id → its last heartbeat (unix seconds).
+pub fn processes_key(prefix: &str) -> String {
+    format!("{prefix}:processes")
+}
+
+/// The queues one worker process consumes: queue name → when it registered (unix seconds).
+/// A process that stops beating is reaped through this: its in-flight set of each
+/// queue goes back to that queue's ready list.
+pub fn process_key(prefix: &str, process: &str) -> String {
+    format!("{prefix}:process:{process}")
+}
+
+/// The tasks one worker process has fetched from a queue (running or prefetched).
+pub fn inflight_key(config: &QueueConfig, process: &str) -> String {
+    format!("{}:{process}", config.inflight_jobs_set())
+}
+
+/// A worker process whose last heartbeat is older than this many beats is stale: still
+/// registered, no longer beating (stopped, stalled, partitioned). It is reaped after
+/// [`DEAD_AFTER_BEATS`].
+pub const STALE_AFTER_BEATS: f64 = 2.0;
+
+/// A worker process silent for this many beats is dead: another process re-enqueues what it
+/// had fetched.
+pub const DEAD_AFTER_BEATS: u32 = 3;
+
 /// What a queue holds right now, read from its keys.
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
@@ -198,50 +246,111 @@ pub struct QueueStats {
     /// Finished and not yet cleaned up.
     pub finished: u64,
     pub workers: u64,
-    /// Registered workers whose heartbeat is older than three beats: connected maybe, but
-    /// no longer consuming (stopped, stalled, partitioned).
+    /// Registered worker processes whose heartbeat is older than two beats: connected
+    /// maybe, but no longer consuming (stopped, stalled, partitioned).
     pub stale_workers: Vec<String>,
 }
 
-/// Reads [`QueueStats`] for one queue.
+/// Reads [`QueueStats`] for one queue (`config` from [`queue_config`]).
 pub async fn stats(
     conn: &mut ConnectionManager,
     config: &QueueConfig,
 ) -> Result<QueueStats, redis::RedisError> {
-    let (ready, scheduled, done, dead, beats): (u64, u64, u64, u64, Vec<(String, f64)>) =
-        redis::pipe()
-            .llen(config.active_jobs_list())
+    // `queue_config` names a queue `<prefix>:<queue>`; queue names have no `:`
+    let full = config.queue.as_ref();
+    let (prefix, queue) = full.rsplit_once(':').unwrap_or(("", full));
+    let mut all = stats_of(
+        conn,
+        prefix,
+        &[queue.to_string()],
+        config.heartbeat_interval,
+    )
+    .await?;
+    Ok(all.pop().unwrap_or_default())
+}
+
+/// Reads [`QueueStats`] for each of `queues` under `prefix` in three round trips, whatever
+/// their number: what a metrics scrape costs (it is read when asked, never on a loop).
+pub async fn stats_of(
+    conn: &mut ConnectionManager,
+    prefix: &str,
+    queues: &[String],
+    heartbeat: Duration,
+) -> Result<Vec<QueueStats>, redis::RedisError> {
+    let configs: Vec<QueueConfig> = queues
+        .iter()
+        .map(|q| queue_config(prefix, q, heartbeat))
+        .collect();
+    let mut pipe = redis::pipe();
+    pipe.zrange_withscores(processes_key(prefix), 0, -1);
+    for config in &configs {
+        pipe.llen(config.active_jobs_list())
             .zcard(config.scheduled_jobs_set())
             .scard(config.done_jobs_set())
-            .scard(config.dead_jobs_set())
-            .zrange_withscores(config.workers_set(), 0, -1)
-            .query_async(conn)
-            .await?;
-    let stale_after = 3.0 * config.heartbeat_interval.as_secs_f64().max(1.0);
-    let now = unix_now() as f64;
-    let stale_workers = beats
-        .iter()
-        .filter(|(_, beat)| now - beat > stale_after)
-        .map(|(name, _)| name.clone())
-        .collect();
-    let workers: Vec<String> = beats.into_iter().map(|(name, _)| name).collect();
-    let mut pipe = redis::pipe();
-    for worker in &workers {
-        pipe.scard(format!("{}:{worker}", config.inflight_jobs_set()));
+            .scard(config.dead_jobs_set());
     }
-    let in_flight: Vec<u64> = if workers.is_empty() {
+    let mut replies: Vec<redis::Value> = pipe.query_async(conn).await?;
+    let counts: Vec<u64> = replies
+        .drain(1..)
+        .map(redis::from_redis_value)
+        .collect::<Result<_, _>>()?;
+    let beats: Vec<(String, f64)> = match replies.pop() {
+        Some(v) => redis::from_redis_value(v)?,
+        None => Vec::new(),
+    };
+    // which of the processes consume which queue
+    let mut pipe = redis::pipe();
+    for (process, _) in &beats {
+        pipe.hkeys(process_key(prefix, process));
+    }
+    let consumed: Vec<Vec<String>> = if beats.is_empty() {
         Vec::new()
     } else {
         pipe.query_async(conn).await?
     };
-    Ok(QueueStats {
-        queue: config.queue.to_string(),
-        waiting: ready + scheduled,
-        in_flight: in_flight.iter().sum(),
-        finished: done + dead,
-        workers: workers.len() as u64,
-        stale_workers,
-    })
+    let mut pipe = redis::pipe();
+    let mut members: Vec<(usize, usize)> = Vec::new();
+    for (q, queue) in queues.iter().enumerate() {
+        for (p, (process, _)) in beats.iter().enumerate() {
+            if consumed.get(p).is_some_and(|qs| qs.contains(queue)) {
+                pipe.scard(inflight_key(&configs[q], process));
+                members.push((q, p));
+            }
+        }
+    }
+    let in_flight: Vec<u64> = if members.is_empty() {
+        Vec::new()
+    } else {
+        pipe.query_async(conn).await?
+    };
+    let stale_after = STALE_AFTER_BEATS * heartbeat.as_secs_f64().max(1.0);
+    let now = unix_now() as f64;
+    Ok(configs
+        .iter()
+        .enumerate()
+        .map(|(q, config)| {
+            let count = |i: usize| counts.get(q * 4 + i).copied().unwrap_or(0);
+            let mine: Vec<usize> = members
+                .iter()
+                .enumerate()
+                .filter(|(_, (mq, _))| *mq == q)
+                .map(|(i, _)| i)
+                .collect();
+            QueueStats {
+                queue: config.queue.to_string(),
+                waiting: count(0) + count(1),
+                in_flight: mine.iter().filter_map(|i| in_flight.get(*i)).sum(),
+                finished: count(2) + count(3),
+                workers: mine.len() as u64,
+                stale_workers: mine
+                    .iter()
+                    .map(|i| &beats[members[*i].1])
+                    .filter(|(_, beat)| now - beat > stale_after)
+                    .map(|(name, _)| name.clone())
+                    .collect(),
+            }
+        })
+        .collect())
 }
 
 fn unix_now() -> u64 {
@@ -251,48 +360,35 @@ fn unix_now() -> u64 {
         .unwrap_or_default()
 }
 
-/// The untyped storage of a queue: workers decode the envelope themselves, so that a payload
-/// that cannot be decoded becomes a dead letter in Postgres instead of a Redis retry loop.
-///
-/// `batch_size` is how many tasks one fetch takes: keep it near the worker's concurrency so
-/// that one worker does not hoard tasks that others could run.
-pub fn storage_raw(
-    conn: ConnectionManager,
-    prefix: &str,
-    queue: &str,
-    heartbeat: Duration,
-    batch_size: usize,
-) -> RedisStorage<serde_json::Value> {
-    RedisStorage::new(conn)
-        .with_config(queue_config(prefix, queue, heartbeat).batch_size(batch_size.max(1)))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn stats_report_workers_that_stopped_heartbeating() {
+    async fn stats_count_the_processes_of_a_queue_and_report_those_that_stopped_beating() {
         let mut conn = connect(&crate::testing::redis_url()).await.expect("redis");
         let prefix = crate::testing::unique_name("stats");
         let config = queue_config(&prefix, "q", Duration::from_secs(1));
         let now = unix_now();
-        let _: () = redis::cmd("ZADD")
-            .arg(config.workers_set())
-            .arg(now)
-            .arg("alive")
-            .arg(now - 10)
-            .arg("stalled")
+        let _: () = redis::pipe()
+            .zadd(processes_key(&prefix), "alive", now)
+            .zadd(processes_key(&prefix), "stalled", now - 10)
+            .zadd(processes_key(&prefix), "elsewhere", now)
+            .hset(process_key(&prefix, "alive"), "q", now)
+            .hset(process_key(&prefix, "stalled"), "q", now)
+            .hset(process_key(&prefix, "elsewhere"), "other", now)
+            .sadd(inflight_key(&config, "alive"), &["1.1", "2.1"])
+            .rpush(config.active_jobs_list(), "3.1")
             .query_async(&mut conn)
             .await
-            .expect("zadd");
+            .expect("arrange");
         let stats = stats(&mut conn, &config).await.expect("stats");
-        let _: () = redis::cmd("DEL")
-            .arg(config.workers_set())
-            .query_async(&mut conn)
+        delete_namespace(&mut conn, &prefix)
             .await
-            .expect("del");
+            .expect("clean up");
         assert_eq!(stats.workers, 2);
+        assert_eq!(stats.in_flight, 2);
+        assert_eq!(stats.waiting, 1);
         assert_eq!(stats.stale_workers, vec!["stalled".to_string()]);
     }
 }

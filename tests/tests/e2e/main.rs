@@ -1,4 +1,5 @@
 //! End-to-end tests of the platform against real Postgres, Redis and SMTP: one test binary.
+mod at_rest;
 mod bad_input;
 mod booking_flow;
 mod contract;

@@ -341,7 +341,8 @@ async fn a_worker_that_stopped_consuming_is_reported() {
     let _healthy = cluster.worker().await;
     let admin = cluster.token("admin@example.com").await;
     let http = reqwest::Client::new();
-    let queues = || async {
+    // per queue: (registered worker processes, stale ones)
+    let workers = || async {
         let queues: serde_json::Value = http
             .get(format!("{}/api/v1/admin/queues", base(api.port)))
             .bearer_auth(&admin)
@@ -351,30 +352,23 @@ async fn a_worker_that_stopped_consuming_is_reported() {
             .json()
             .await
             .unwrap();
-        queues.as_array().cloned().unwrap_or_default()
-    };
-    let stale = || async {
-        queues()
-            .await
+        queues
+            .as_array()
+            .unwrap()
             .iter()
             .map(|q| {
-                q["redis"]["stale_workers"]
-                    .as_array()
-                    .map(Vec::len)
-                    .unwrap_or(0)
+                let redis = &q["redis"];
+                let stale = redis["stale_workers"].as_array().map(Vec::len);
+                (redis["workers"].as_u64().unwrap_or(0), stale.unwrap_or(0))
             })
-            .sum::<usize>()
+            .collect::<Vec<_>>()
     };
-    // both workers consuming (registered in Redis) before one is stalled
+    let stale = || async { workers().await.iter().map(|(_, s)| s).sum::<usize>() };
+    // both registered before one is stopped (a process registers once started)
     eventually(
         Duration::from_secs(20),
         "both workers registered",
-        || async {
-            queues()
-                .await
-                .iter()
-                .any(|q| q["queue"] == "booking_email" && q["redis"]["workers"].as_u64() >= Some(2))
-        },
+        || async { workers().await.iter().all(|(n, _)| *n == 2) },
     )
     .await;
     assert_eq!(stale().await, 0);
@@ -611,4 +605,116 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         (count - dead) as usize,
         0,
     );
+}
+
+/// The id of the Redis connection named `name` (a worker process's wake-up connection is
+/// named after its registration, `<prefix>:process:<id>`), if one is connected.
+async fn connection_named(
+    redis: &mut shared::queue::ConnectionManager,
+    name: &str,
+) -> Option<String> {
+    let clients: String = redis::cmd("CLIENT")
+        .arg("LIST")
+        .query_async(redis)
+        .await
+        .unwrap();
+    clients.lines().find_map(|line| {
+        let field = |key: &str| {
+            line.split(' ')
+                .find_map(|f| f.strip_prefix(key))
+                .map(str::to_string)
+        };
+        field("name=")
+            .filter(|n| n.starts_with(name))
+            .and_then(|_| field("id="))
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wake_up_missed_while_the_connection_was_dropped_is_made_up_for() {
+    // the reconciler must not re-push what this test pushes by hand: the only way to the
+    // jobs is the worker noticing the push it was not told about
+    let mut cluster = Cluster::new(testing::redis_url(), &[("RECONCILE_AFTER_SECS", "600")]).await;
+    let api = cluster.api().await;
+    let token = cluster.token("student@example.com").await;
+    let (instructor, service) = ids(&cluster).await;
+    let http = reqwest::Client::new();
+    let booking = book_lesson(&http, &base(api.port), &token, instructor, service, 0)
+        .await
+        .expect("booked");
+    // its confirmations, taken out of the relay's hands before any worker runs
+    let jobs: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "update jobs set status = 'enqueued', pushes = 1, enqueued_at = now()
+         where status = 'pending' and payload->>'kind' = 'confirmation'
+         returning id, payload",
+    )
+    .fetch_all(&cluster.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 2, "two confirmations");
+    let _worker = cluster.worker().await;
+    let mut redis = shared::queue::connect(&cluster.redis_url).await.unwrap();
+    let name = format!("{}:process:", cluster.prefix);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let wake = loop {
+        if let Some(id) = connection_named(&mut redis, &name).await {
+            break id;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no wake-up connection named {name}*"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // give its consumers time to fetch once and go to sleep on the connection
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // the connection killed and the jobs pushed in one step: Redis writes nothing more to a
+    // connection it is closing, so the push's wake-up is lost for sure
+    let config =
+        shared::queue::queue_config(&cluster.prefix, "booking_email", Duration::from_secs(1));
+    let mut pipe = redis::pipe();
+    pipe.atomic()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(&wake)
+        .ignore();
+    for (id, args) in &jobs {
+        let task = format!("{id}.1");
+        let envelope = serde_json::to_vec(&shared::jobs::Envelope { job_id: *id, args }).unwrap();
+        pipe.hset_multiple(
+            format!("{}:{task}", config.job_meta_hash()),
+            &[
+                ("attempts", "0"),
+                ("max_attempts", "25"),
+                ("status", "Pending"),
+            ],
+        )
+        .ignore()
+        .hset(config.job_data_hash(), &task, envelope)
+        .ignore()
+        .rpush(config.active_jobs_list(), &task)
+        .ignore();
+    }
+    let pushed = std::time::Instant::now();
+    let _: () = pipe.query_async(&mut redis).await.unwrap();
+
+    eventually(
+        Duration::from_secs(10),
+        "both confirmations delivered",
+        || async { tally(&cluster.smtp, &[booking]).1 == 0 },
+    )
+    .await;
+    let took = pushed.elapsed();
+    let again = connection_named(&mut redis, &name).await;
+    assert!(
+        again.is_some_and(|id| id != wake),
+        "a new wake-up connection"
+    );
+    let (out, lost, extra) = tally(&cluster.smtp, &[booking]);
+    record_summary("wake_connection_killed", 1, 2, out, lost, extra);
+    assert_eq!((lost, extra), (0, 0));
+    // found at the reconnection, well inside the heartbeat-bound safety net
+    assert!(took < Duration::from_secs(5), "found after {took:?}");
 }

@@ -371,8 +371,7 @@ async fn claim_with_context(
         message_id,
         deps.config.email_claim_timeout_secs as f64,
         &*deps.instance,
-        crate::presence::dead_after(std::time::Duration::from_secs(deps.config.heartbeat_secs))
-            .as_secs_f64()
+        crate::presence::dead_after(deps.config.heartbeat_secs).as_secs_f64()
     )
     .fetch_optional(&deps.durable)
     .await?;

@@ -33,6 +33,11 @@ pub fn registry() -> Registry {
         .register(retention_sweep::RetentionSweepJob)
 }
 
+/// The kinds a worker started with `config` runs: [`registry`] and any benchmark queues.
+pub fn configured(config: &Config) -> Registry {
+    registry().with_bench_queues(config.bench_extra_queues)
+}
+
 /// The attempt a handler runs in.
 #[derive(Debug, Clone, Copy)]
 pub struct JobRun {
@@ -166,6 +171,56 @@ impl Registry {
     /// The queue of every registered kind.
     pub fn queues(&self) -> Vec<String> {
         self.kinds.iter().map(|k| k.queue().to_string()).collect()
+    }
+
+    /// Adds `count` throwaway queues, `bench_extra_0` ..., whose jobs are acknowledged and
+    /// do nothing: `ops/bench/idle` measures with them what one more queue costs at rest.
+    pub fn with_bench_queues(mut self, count: usize) -> Self {
+        for n in 0..count {
+            // leaked once at start-up, for the life of the process: a kind's queue name is
+            // `&'static str` everywhere else (a `JobArgs::QUEUE` constant)
+            let queue: &'static str = Box::leak(format!("bench_extra_{n}").into_boxed_str());
+            assert!(self.kind(queue).is_none(), "{queue} registered twice");
+            self.kinds.push(Arc::new(BenchQueue(queue)));
+        }
+        self
+    }
+}
+
+/// A throwaway queue of [`Registry::with_bench_queues`].
+struct BenchQueue(&'static str);
+
+impl Kind for BenchQueue {
+    fn queue(&self) -> &'static str {
+        self.0
+    }
+
+    fn concurrency(&self, _config: &Config) -> usize {
+        1
+    }
+
+    fn max_attempts(&self) -> i32 {
+        1
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+
+    fn metric_kinds(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn metric_kind_of(&self, _args: &serde_json::Value) -> &'static str {
+        "bench"
+    }
+
+    fn deliver(
+        self: Arc<Self>,
+        _deps: Deps,
+        _raw: serde_json::Value,
+    ) -> Pin<Box<dyn Future<Output = Result<(), BoxDynError>> + Send>> {
+        Box::pin(std::future::ready(Ok(())))
     }
 }
 

@@ -1,9 +1,9 @@
 //! The `instainstru` peer of the side-by-side queue benchmark (../shared/bench/peers).
 //!
-//! It drives the platform's real transport, `shared::queue` (apalis 1.0 + apalis-redis 1.0),
-//! behind the harness's two contracts:
+//! It drives the platform's real transport (`shared::queue`'s push and key layout, the
+//! worker's own apalis 1.0 backend `::worker::backend`) behind the harness's two contracts:
 //! - [`producer`]: `--mode single|bulk|paced|count`, pushing `Envelope<BenchJob>` through
-//!   `RedisStorage` and printing one JSON line;
+//!   `shared::queue::push` (what the outbox relay uses) and printing one JSON line;
 //! - [`worker`]: an apalis `Monitor` + `WorkerBuilder` whose handler follows the completion
 //!   protocol ([`protocol`]) exactly, until SIGTERM.
 //!

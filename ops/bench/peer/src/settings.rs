@@ -24,10 +24,14 @@ impl Target {
         }
     }
 
-    /// The backend configuration: the platform's `shared::queue::queue_config`, with the
-    /// heartbeat the platform's workers use.
+    /// The backend configuration: the platform's `shared::queue::queue_config`.
     pub fn queue_config(&self) -> apalis_redis::Config {
-        shared::queue::queue_config(QUEUE_PREFIX, &self.queue, Duration::from_secs(5))
+        shared::queue::queue_config(QUEUE_PREFIX, &self.queue, self.heartbeat())
+    }
+
+    /// The worker process heartbeat (the platform's default).
+    pub fn heartbeat(&self) -> Duration {
+        Duration::from_secs(30)
     }
 }
 
@@ -42,19 +46,13 @@ pub struct WorkerSettings {
     pub record_latency: bool,
     /// `BENCH_CONCURRENCY`: handlers in flight.
     pub concurrency: usize,
-    /// `BENCH_POLL_US`: how often an idle worker asks Redis for work. apalis-redis has no
-    /// wake-up on push, so this bounds the enqueue-to-start latency of an idle worker.
+    /// `BENCH_POLL_US`: with `BENCH_WAKE=tick`, how often an idle worker looks for work.
     pub poll_interval: Duration,
-    /// `BENCH_WAKE=write` (default): woken by Redis client tracking on the `:scheduled` key,
-    /// `poll_interval` then only a safety net; `BENCH_WAKE=tick`: poll every `poll_interval`.
+    /// `BENCH_WAKE=write` (default): woken by Redis client tracking on the queue's ready
+    /// list, as the platform's worker is; `BENCH_WAKE=tick`: look every `poll_interval`.
     pub wake_on_write: bool,
-    /// `BENCH_PROMOTE_MS`: how often the chunked promoter runs (`shared::queue::promote_due`).
-    pub promote_every: Duration,
     /// `BENCH_BATCH_SIZE`: tasks per fetch; `None` keeps `shared::queue`'s value.
     pub batch_size: Option<usize>,
-    /// `BENCH_LOCK_TASKS`, `BENCH_EMIT_EVENTS`: overrides of `shared::queue`'s values.
-    pub lock_tasks: Option<bool>,
-    pub emit_events: Option<bool>,
     /// `BENCH_THREADS`: tokio worker threads; 1 = current-thread runtime.
     pub threads: usize,
 }
@@ -72,10 +70,7 @@ impl WorkerSettings {
                 Some("tick") => false,
                 Some(v) => anyhow::bail!("BENCH_WAKE={v}: expected write or tick"),
             },
-            promote_every: Duration::from_millis(parse("BENCH_PROMOTE_MS")?.unwrap_or(250)),
             batch_size: parse("BENCH_BATCH_SIZE")?,
-            lock_tasks: parse_bool("BENCH_LOCK_TASKS")?,
-            emit_events: parse_bool("BENCH_EMIT_EVENTS")?,
             threads: parse("BENCH_THREADS")?.unwrap_or(1),
         })
     }
@@ -84,12 +79,6 @@ impl WorkerSettings {
     pub fn apply(&self, mut config: apalis_redis::Config) -> apalis_redis::Config {
         if let Some(n) = self.batch_size {
             config = config.batch_size(n);
-        }
-        if let Some(b) = self.lock_tasks {
-            config = config.lock_tasks(b);
-        }
-        if let Some(b) = self.emit_events {
-            config = config.emit_events(b);
         }
         config
     }
@@ -111,13 +100,4 @@ where
     var(name)
         .map(|v| v.parse::<T>().with_context(|| format!("{name}={v}")))
         .transpose()
-}
-
-fn parse_bool(name: &str) -> anyhow::Result<Option<bool>> {
-    match var(name).as_deref() {
-        None => Ok(None),
-        Some("1" | "true") => Ok(Some(true)),
-        Some("0" | "false") => Ok(Some(false)),
-        Some(v) => anyhow::bail!("{name}={v}: expected 0 or 1"),
-    }
 }
