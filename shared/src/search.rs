@@ -41,6 +41,23 @@ pub async fn ensure_partitions_between<'c>(
     Ok(created)
 }
 
+/// Makes `tz` the zone of the per-day search aggregates (migration 0011), which the rollup
+/// reads for the days they cover; the zone they already use changes nothing. Returns the
+/// first day they cover (`None`: every day).
+#[tracing::instrument(level = "debug", skip(executor))]
+pub async fn adopt_zone<'c>(
+    executor: impl PgExecutor<'c>,
+    tz: chrono_tz::Tz,
+) -> Result<Option<NaiveDate>, sqlx::Error> {
+    // -infinity (every day) has no NaiveDate: it comes back as null
+    sqlx::query_scalar!(
+        r#"select nullif(search_analytics_adopt_zone($1), '-infinity') as covers_from"#,
+        tz.name()
+    )
+    .fetch_one(executor)
+    .await
+}
+
 fn first_of_month(day: NaiveDate) -> NaiveDate {
     day.with_day(1).unwrap_or(day)
 }

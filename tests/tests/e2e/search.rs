@@ -1364,3 +1364,188 @@ async fn the_flow_through_the_binaries() {
         );
     }
 }
+
+/// Inserts `n` events spread evenly over `from`..`to` in one statement, as search_ids and
+/// search_events rows, by users `users` and a few hundred guests, some of them bots.
+async fn seed_events(pool: &sqlx::PgPool, from: &str, to: &str, n: i64, users: &[i64]) {
+    sqlx::query(
+        "with e as (
+             select g, nextval('search_events_id_seq') as id, gen_random_uuid() as search_id,
+                    $1::timestamptz + (g::float8 / $3::int8) * ($2::timestamptz - $1::timestamptz) as at
+             from generate_series(0, $3::int8 - 1) g
+         ), ids as (
+             insert into search_ids (search_id, event_id, searched_at)
+             select search_id, id, at from e
+         )
+         insert into search_events (id, search_id, searched_at, user_id, guest_session, query,
+                                    normalized_query, result_count, ua_class, clicked, converted)
+         select id, search_id, at,
+                case when g % 5 <> 0 then ($4::int8[])[1 + g % cardinality($4::int8[])] end,
+                case when g % 5 = 0 then 'guest-' || (g % 311) end,
+                'Q' || (g * g % 37), 'q' || (g * g % 37), (g % 7) * (g % 3),
+                case when g % 19 = 0 then 'bot' else 'desktop' end, g % 4 = 0, g % 23 = 0
+         from e",
+    )
+    .bind(utc(from))
+    .bind(utc(to))
+    .bind(n)
+    .bind(users)
+    .execute(pool)
+    .await
+    .expect("seed events");
+}
+
+/// The per-day aggregates that the rollup reads hold exactly what a scan of the events
+/// gives, after inserts, interaction flags, edits and deletes (an erasure's), on DST days
+/// too; a zone adopted later covers only the days after the events already written.
+#[tokio::test]
+async fn the_day_aggregates_equal_a_scan_of_the_events_after_every_write() {
+    use worker::jobs::search_rollup::{Source, compute, source_for};
+    let (app, clock) = app_at("2026-03-10T12:00:00Z", &[("2026-03-01", "2026-04-30")]).await;
+    let pool = &app.db.pool;
+    let mut users = Vec::new();
+    for n in 0..40 {
+        let id: i64 = sqlx::query_scalar(
+            "insert into users (email, full_name, role) values ($1, 'Seeded Searcher', 'student') returning id",
+        )
+        .bind(format!("searcher{n}@example.test"))
+        .fetch_one(pool)
+        .await
+        .expect("user");
+        users.push(id);
+    }
+    let ny = chrono_tz::America::New_York;
+    let days = ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"];
+    let agree = |label: &'static str| async move {
+        let mut conn = pool.acquire().await.expect("conn");
+        for day in days {
+            let day = date(day);
+            assert_eq!(
+                source_for(&mut conn, day, ny).await.unwrap(),
+                Source::Aggregates
+            );
+            let aggregates = compute(&mut conn, day, ny, Source::Aggregates)
+                .await
+                .unwrap();
+            let events = compute(&mut conn, day, ny, Source::Events).await.unwrap();
+            assert_eq!(aggregates, events, "{label}: {day}");
+        }
+    };
+
+    // the 23-hour day and its neighbours, in two statements that overlap a day
+    seed_events(
+        pool,
+        "2026-03-07T03:00:00Z",
+        "2026-03-09T02:00:00Z",
+        3000,
+        &users,
+    )
+    .await;
+    seed_events(
+        pool,
+        "2026-03-08T20:00:00Z",
+        "2026-03-11T04:59:59Z",
+        2000,
+        &users,
+    )
+    .await;
+    agree("inserted").await;
+    let searches: i64 = sqlx::query_scalar("select sum(searches) from search_day_queries")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(searches, 5000);
+
+    // through the API too: an event and a click on it
+    let a = app.student().await;
+    clock.set(utc("2026-03-09T15:00:00Z"));
+    let (_, event) = search(&app, user(&a), json!({"query": "Oboe", "result_count": 2})).await;
+    interact(
+        &app,
+        user(&a),
+        event,
+        json!({"kind": "click", "position": 0}),
+    )
+    .await;
+    agree("an event and a click over HTTP").await;
+
+    sqlx::query(
+        "update search_events set clicked = not clicked, converted = id % 2 = 0 where id % 3 = 0",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "update search_events set normalized_query = 'edited', result_count = 0 where id % 11 = 0",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    agree("flags and queries edited").await;
+
+    // an erasure: every event of some users and guests goes, and with the last of a day's
+    // events its searcher leaves the day's unique count
+    sqlx::query("delete from search_interactions")
+        .execute(pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "delete from search_events where user_id = any($1) or guest_session like 'guest-1%'",
+    )
+    .bind(&users[..10])
+    .execute(pool)
+    .await
+    .unwrap();
+    agree("erased").await;
+    let left_over: i64 = sqlx::query_scalar(
+        "select count(*) from search_day_searchers where searches <= 0 or searcher = any(select 'u:' || unnest($1::int8[]))",
+    )
+    .bind(&users[..10])
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(left_over, 0, "no erased searcher, no empty row");
+
+    // another zone: the days that already have events are rolled up from them
+    let berlin = chrono_tz::Europe::Berlin;
+    let covers_from = shared::search::adopt_zone(pool, berlin).await.unwrap();
+    assert_eq!(covers_from, Some(date("2026-03-12")));
+    assert_eq!(
+        shared::search::adopt_zone(pool, berlin).await.unwrap(),
+        covers_from
+    );
+    let mut conn = pool.acquire().await.unwrap();
+    assert_eq!(
+        source_for(&mut conn, date("2026-03-10"), berlin)
+            .await
+            .unwrap(),
+        Source::Events
+    );
+    assert_eq!(
+        source_for(&mut conn, date("2026-03-12"), ny).await.unwrap(),
+        Source::Events
+    );
+    seed_events(
+        pool,
+        "2026-03-12T00:00:00Z",
+        "2026-03-13T22:00:00Z",
+        500,
+        &users,
+    )
+    .await;
+    for day in ["2026-03-12", "2026-03-13"] {
+        let day = date(day);
+        assert_eq!(
+            source_for(&mut conn, day, berlin).await.unwrap(),
+            Source::Aggregates
+        );
+        assert_eq!(
+            compute(&mut conn, day, berlin, Source::Aggregates)
+                .await
+                .unwrap(),
+            compute(&mut conn, day, berlin, Source::Events)
+                .await
+                .unwrap()
+        );
+    }
+}

@@ -22,6 +22,12 @@
 //! The job: [`SearchRollupJob`], one per day (the nightly 02:00 New York run for the day
 //! that just ended, or an admin's recomputation of any day).
 //!
+//! Two ways to the same numbers ([`Source`]): from the day's aggregates, which the database
+//! keeps as events are written (migration 0011: `search_day_queries`, `search_day_searchers`),
+//! a read of some thousands of narrow rows; or from the events themselves, a scan of the
+//! day's partition, for a day the aggregates do not cover (written before its zone was
+//! adopted) and as the reference the aggregates are tested and benchmarked against.
+//!
 //! Idempotent: one transaction computes the day (one select, which Postgres may run in
 //! parallel: a statement with a data-modifying CTE may not) and upserts its row, so a rerun
 //! over the same events writes the same row (and leaves it untouched, `computed_at`
@@ -58,6 +64,7 @@ impl Handler for SearchRollupJob {
         tracing::Span::current().record("schedule", "search_rollup");
         let now = deps.clock.now();
         maintain_partitions(&deps.pool, now).await?;
+        shared::search::adopt_zone(&deps.pool, deps.config.analytics_tz()).await?;
         rollup_day(&deps.pool, args.day, deps.config.analytics_tz(), now).await?;
         Ok(Outcome::Done)
     }
@@ -157,6 +164,103 @@ macro_rules! rollup_statement {
     };
 }
 
+/// The statement reading one day's aggregates (migration 0011), written once: `$1` the zone,
+/// `$2` the date; the same columns as [`rollup_statement`], by the same definitions.
+macro_rules! aggregates_statement {
+    ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
+        sqlx::$macro!($($head)* $prefix + r#"with by_query as (
+               select normalized_query, bot, searches, zero, with_results, clicked, converted
+               from search_day_queries
+               where timezone = $1 and day = $2
+           ),
+           totals as (
+               select coalesce(sum(searches) filter (where not bot), 0)::int as searches,
+                      coalesce(sum(searches) filter (where bot), 0)::int as bot_searches,
+                      coalesce(sum(zero) filter (where not bot), 0)::int as zero,
+                      coalesce(sum(with_results) filter (where not bot), 0)::int as with_results,
+                      coalesce(sum(clicked) filter (where not bot), 0)::int as clicked,
+                      coalesce(sum(converted) filter (where not bot), 0)::int as converted
+               from by_query
+           ),
+           searchers as (
+               select count(*) as unique_searchers from search_day_searchers
+               where timezone = $1 and day = $2
+           ),
+           top as (
+               select coalesce(jsonb_agg(jsonb_build_object('query', normalized_query, 'count', searches)
+                                         order by searches desc, normalized_query collate "C"), '[]') as list
+               from (select normalized_query, searches from by_query where not bot
+                     order by searches desc, normalized_query collate "C" limit 20) t
+           ),
+           top_zero as (
+               select coalesce(jsonb_agg(jsonb_build_object('query', normalized_query, 'count', zero)
+                                         order by zero desc, normalized_query collate "C"), '[]') as list
+               from (select normalized_query, zero from by_query where not bot and zero > 0
+                     order by zero desc, normalized_query collate "C" limit 20) t
+           )
+           select $2::date as "day!", t.searches as "searches!",
+                  t.bot_searches as "bot_searches!", s.unique_searchers::int as "unique_searchers!",
+                  t.zero as "zero_result_searches!", t.with_results as "searches_with_results!",
+                  t.clicked as "clicked_searches!", t.converted as "converted_searches!",
+                  top.list as "top_queries!", top_zero.list as "top_zero_result_queries!"
+           from totals t, searchers s, top, top_zero"#, $($arg),*)
+    };
+}
+
+/// Where a day's numbers are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The day's aggregates, kept by the database as events are written.
+    Aggregates,
+    /// A scan of the day's events.
+    Events,
+}
+
+/// The aggregates when they cover `day` in `tz`, else the events.
+pub async fn source_for(
+    conn: &mut sqlx::PgConnection,
+    day: NaiveDate,
+    tz: Tz,
+) -> Result<Source, sqlx::Error> {
+    // covers_from may be -infinity (every day), which no NaiveDate holds: compared in SQL
+    let covered = sqlx::query_scalar!(
+        r#"select covers_from <= $2 as "covered!" from search_analytics_zone where timezone = $1"#,
+        tz.name(),
+        day
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(if covered == Some(true) {
+        Source::Aggregates
+    } else {
+        Source::Events
+    })
+}
+
+/// Computes `day` in `tz` from `source`, writing nothing.
+pub async fn compute(
+    conn: &mut sqlx::PgConnection,
+    day: NaiveDate,
+    tz: Tz,
+    source: Source,
+) -> Result<RollupCounts, sqlx::Error> {
+    match source {
+        Source::Aggregates => {
+            aggregates_statement!(query_as(RollupCounts,), "", tz.name(), day)
+                .fetch_one(&mut *conn)
+                .await
+        }
+        Source::Events => {
+            let (from, to) = day_bounds(day, tz);
+            set_rollup_session(&mut *conn).await?;
+            rollup_statement!(query_as(RollupCounts,), "", from, to, day)
+                .fetch_one(&mut *conn)
+                .await
+        }
+    }
+}
+
 /// Computes local day `day` in `tz` and upserts its row, in one transaction.
 #[tracing::instrument(skip(pool, now), fields(%day, %tz))]
 pub async fn rollup_day(
@@ -165,12 +269,9 @@ pub async fn rollup_day(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> Result<RollupCounts, WorkerError> {
-    let (from, to) = day_bounds(day, tz);
     let mut tx = pool.begin().await?;
-    set_rollup_session(&mut tx).await?;
-    let counts = rollup_statement!(query_as(RollupCounts,), "", from, to, day)
-        .fetch_one(&mut *tx)
-        .await?;
+    let source = source_for(&mut tx, day, tz).await?;
+    let counts = compute(&mut tx, day, tz, source).await?;
     sqlx::query!(
         "insert into search_rollups as r (day, timezone, searches, bot_searches, unique_searchers,
              zero_result_searches, searches_with_results, clicked_searches, converted_searches,
@@ -215,6 +316,7 @@ pub async fn rollup_day(
     tracing::info!(
         searches = counts.searches,
         bot_searches = counts.bot_searches,
+        ?source,
         "search rollup computed"
     );
     metrics::counter!("search_rollups_total").increment(1);
@@ -234,29 +336,42 @@ async fn set_rollup_session(tx: &mut sqlx::PgConnection) -> Result<(), sqlx::Err
     Ok(())
 }
 
-/// The plan of the statement computing `day`, as Postgres runs it (`explain analyze`).
+/// The plan of the statement computing `day` from `source`, as Postgres runs it (`explain
+/// analyze`).
 pub async fn explain_rollup(
     pool: &PgPool,
     day: NaiveDate,
     tz: Tz,
+    source: Source,
 ) -> Result<Vec<String>, WorkerError> {
-    let (from, to) = day_bounds(day, tz);
     let mut tx = pool.begin().await?;
-    set_rollup_session(&mut tx).await?;
-    let plan = rollup_statement!(
-        query_scalar(),
-        "explain (analyze, buffers, costs off) ",
-        from,
-        to,
-        day
-    )
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .flatten()
-    .collect();
+    let plan = match source {
+        Source::Aggregates => {
+            aggregates_statement!(
+                query_scalar(),
+                "explain (analyze, buffers, costs off) ",
+                tz.name(),
+                day
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+        Source::Events => {
+            let (from, to) = day_bounds(day, tz);
+            set_rollup_session(&mut tx).await?;
+            rollup_statement!(
+                query_scalar(),
+                "explain (analyze, buffers, costs off) ",
+                from,
+                to,
+                day
+            )
+            .fetch_all(&mut *tx)
+            .await?
+        }
+    };
     tx.commit().await?;
-    Ok(plan)
+    Ok(plan.into_iter().flatten().collect())
 }
 
 /// Keeps the months ahead partitioned; the nightly run calls it next to its rollup, so the

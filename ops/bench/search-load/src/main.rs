@@ -81,10 +81,17 @@ async fn run(
     let generated_in = started.elapsed();
     println!("generated in {:.1} s", generated_in.as_secs_f64());
 
-    // the rollup against the bare scan of the same rows, alternated, three times each
+    // the rollup against the bare scan of the same rows, alternated, three times each; and
+    // the same numbers computed from the events, the reference the aggregates must equal
+    use worker::jobs::search_rollup::{self as rollup_job, Source};
     let mut scans = Vec::new();
     let mut rollups = Vec::new();
+    let mut from_events = Vec::new();
     let mut counts = None;
+    let source = {
+        let mut conn = pool.acquire().await?;
+        rollup_job::source_for(&mut conn, args.day, tz).await?
+    };
     for _ in 0..3 {
         let t = Instant::now();
         let n: i64 = sqlx::query_scalar(
@@ -98,18 +105,28 @@ async fn run(
         anyhow::ensure!(n == args.events, "scanned {n} events");
         let t = Instant::now();
         counts = Some(
-            worker::jobs::search_rollup::rollup_day(pool, args.day, tz, chrono::Utc::now())
+            rollup_job::rollup_day(pool, args.day, tz, chrono::Utc::now())
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?,
         );
         rollups.push(t.elapsed());
+        let t = Instant::now();
+        let mut conn = pool.begin().await?;
+        let reference = rollup_job::compute(&mut conn, args.day, tz, Source::Events).await?;
+        conn.commit().await?;
+        from_events.push(t.elapsed());
+        anyhow::ensure!(
+            Some(&reference) == counts.as_ref(),
+            "the rollup ({source:?}) differs from the events: {counts:?} vs {reference:?}"
+        );
     }
     let scan = median(&mut scans);
     let rollup = median(&mut rollups);
-    let plan = worker::jobs::search_rollup::explain_rollup(pool, args.day, tz)
+    let events_rollup = median(&mut from_events);
+    let plan = rollup_job::explain_rollup(pool, args.day, tz, source)
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
-    println!("\nrollup plan:\n  {}", plan.join("\n  "));
+    println!("\nrollup plan ({source:?}):\n  {}", plan.join("\n  "));
     let counts = counts.context("no rollup ran")?;
     println!(
         "\nrollup of {}: searches {}, bots {}, unique searchers {}, zero-result {}, with results {}, clicked {}, converted {}",
@@ -124,7 +141,7 @@ async fn run(
     );
     let ratio = rollup.as_secs_f64() / scan.as_secs_f64();
     println!(
-        "ROLLUP: {:.0} ms vs bare count(*) {:.0} ms over the same {} rows: {:.2}x (target <= 3x), {} 5 s",
+        "ROLLUP: {:.0} ms ({source:?}, with its upsert) vs bare count(*) {:.0} ms over the same {} rows: {:.2}x (target <= 3x), {} 5 s",
         ms(rollup),
         ms(scan),
         args.events,
@@ -134,6 +151,11 @@ async fn run(
         } else {
             "NOT under"
         }
+    );
+    println!(
+        "ROLLUP FROM THE EVENTS (the reference, same numbers): {:.0} ms, {:.2}x the bare count(*)",
+        ms(events_rollup),
+        events_rollup.as_secs_f64() / scan.as_secs_f64()
     );
 
     // Postgres alone: pgbench running the same writes per event
@@ -169,6 +191,9 @@ async fn run(
         "rollup_ms": ms(rollup),
         "bare_scan_ms": ms(scan),
         "rollup_over_scan": ratio,
+        "rollup_source": source,
+        "rollup_from_events_ms": ms(events_rollup),
+        "rollup_from_events_runs_ms": from_events.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         "rollup_runs_ms": rollups.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         "scan_runs_ms": scans.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         "plan": plan,
