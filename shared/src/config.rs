@@ -86,9 +86,15 @@ pub struct Config {
     /// The IANA zone whose local days the search analytics count in.
     #[serde(default = "defaults::analytics_tz")]
     pub analytics_tz: String,
+    /// How long a data export can be downloaded before it is deleted.
+    #[serde(default = "defaults::export_ttl_days")]
+    pub export_ttl_days: i64,
 }
 
 mod defaults {
+    pub fn export_ttl_days() -> i64 {
+        7
+    }
     pub fn database_url() -> String {
         "postgres://postgres@127.0.0.1:5432/instainstru".into()
     }
@@ -265,6 +271,13 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
+        if !(1..=365).contains(&self.export_ttl_days) {
+            return Err(invalid(
+                "EXPORT_TTL_DAYS",
+                &self.export_ttl_days.to_string(),
+                "must be between 1 and 365",
+            ));
+        }
         if self.rate_limit_per_sec == 0 {
             return Err(invalid("RATE_LIMIT_PER_SEC", "0", "must be positive"));
         }
@@ -321,6 +334,11 @@ impl Config {
                 .host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// How long a data export can be downloaded.
+    pub fn export_ttl(&self) -> chrono::Duration {
+        chrono::Duration::days(self.export_ttl_days)
     }
 
     pub fn reconcile_after(&self) -> Duration {

@@ -1,5 +1,6 @@
 //! The worker process: apalis workers that execute jobs, the outbox relay that feeds them,
 //! the reconciler that re-feeds what Redis lost, queue maintenance, and the metrics.
+pub mod email_ledger;
 pub mod error;
 pub mod gauges;
 pub mod jobs;
