@@ -107,6 +107,8 @@ fn operations(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(privacy::admin_erase))
         .routes(routes!(privacy::audit))
         .routes(routes!(privacy::legal_hold))
+        .routes(routes!(privacy::retention))
+        .routes(routes!(privacy::run_retention))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))

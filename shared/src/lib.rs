@@ -14,6 +14,7 @@ pub mod jobs;
 pub mod outbox;
 pub mod queue;
 pub mod records;
+pub mod retention;
 pub mod schedule;
 pub mod search;
 pub mod shutdown;

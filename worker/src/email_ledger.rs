@@ -34,11 +34,16 @@ pub struct Key<'a> {
 pub enum Claim {
     /// The ledger row (by id) is ours to send, with the Message-ID to send it under: the one
     /// we offered for a fresh claim, the one first recorded for a claim taken over.
-    Ours { id: i64, message_id: String },
+    Ours {
+        id: i64,
+        message_id: String,
+    },
     AlreadySent,
     /// Another delivery claimed it at `claimed_at` and has not recorded it sent; `None` when
     /// that claim was inserted concurrently with this statement (invisible to it).
-    InFlight { claimed_at: Option<DateTime<Utc>> },
+    InFlight {
+        claimed_at: Option<DateTime<Utc>>,
+    },
 }
 
 /// Claims the email `key` for this worker, offering `message_id` for a fresh claim.
@@ -114,10 +119,9 @@ pub fn look_again_at(
 ) -> DateTime<Utc> {
     let soon = now + chrono::Duration::seconds(2);
     match claimed_at {
-        Some(at) => {
-            (at + chrono::Duration::seconds(deps.config.email_claim_timeout_secs as i64 + 1))
-                .max(soon)
-        }
+        Some(at) => (at
+            + chrono::Duration::seconds(deps.config.email_claim_timeout_secs as i64 + 1))
+        .max(soon),
         None => soon,
     }
 }

@@ -19,6 +19,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use super::openapi::{
     BadRequest, Conflict, Forbidden, Gone, NotFound, Unauthorized, Unavailable, Unprocessable,
+    UnsupportedMediaType,
 };
 
 use crate::{
@@ -651,4 +652,170 @@ pub async fn audit(
     .fetch_all(&state.db)
     .await?;
     Ok(Json(entries))
+}
+
+/// One rule of the retention policy.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRuleView {
+    kind: String,
+    /// Days kept; null is forever.
+    #[schema(required = true, minimum = 1)]
+    keep_days: Option<i64>,
+    #[schema(inline, value_type = RetentionAction)]
+    action: String,
+    /// Whether a legal hold on the user keeps their rows past the rule.
+    honours_legal_hold: bool,
+    note: String,
+}
+
+/// What happens to a kind of data past its keep time.
+// a schema only: the action is carried as text
+#[derive(ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum RetentionAction {
+    Delete,
+    Keep,
+    Anonymize,
+}
+
+/// One run of the retention sweep.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRunView {
+    #[schema(minimum = 1)]
+    id: i64,
+    /// The job that carries it out.
+    job_id: i64,
+    /// `schedule`, or the id of the admin who asked.
+    requested_by: String,
+    dry_run: bool,
+    #[schema(inline, value_type = RequestState)]
+    state: String,
+    /// Per data kind: rows deleted (for a dry run, that would be), and
+    /// `search_partitions_dropped`.
+    #[schema(value_type = Object)]
+    counts: serde_json::Value,
+    created_at: DateTime<Utc>,
+    #[schema(required = true)]
+    started_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// The retention policy and the sweep's last runs.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionView {
+    policy: Vec<RetentionRuleView>,
+    /// The last 20 runs, newest first.
+    runs: Vec<RetentionRunView>,
+}
+
+/// The retention policy and the sweep's last runs (admins).
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/privacy/retention",
+    tag = "admin",
+    operation_id = "retention",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The policy and the last runs.", body = RetentionView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn retention(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<RetentionView>> {
+    user.require(Role::Admin)?;
+    let runs = sqlx::query_as!(
+        RetentionRunView,
+        "select id, job_id, requested_by, dry_run, state, counts, created_at, started_at, finished_at
+         from retention_runs order by created_at desc, id desc limit 20"
+    )
+    .fetch_all(&state.db)
+    .await?;
+    let policy = shared::retention::policy(&state.config)
+        .into_iter()
+        .map(|r| RetentionRuleView {
+            kind: r.kind.into(),
+            keep_days: r.keep_days,
+            action: r.action.into(),
+            honours_legal_hold: r.honours_legal_hold,
+            note: r.note.into(),
+        })
+        .collect();
+    Ok(Json(RetentionView { policy, runs }))
+}
+
+/// A sweep to run now.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionRun {
+    /// Count what would be deleted, per kind, and delete nothing.
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Run the retention sweep now (admins).
+///
+/// Records the run and its job (the outbox) in one transaction; the worker carries it out,
+/// and `GET /api/v1/admin/privacy/retention` shows its counts once it is done.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/privacy/retention/run",
+    tag = "admin",
+    operation_id = "runRetention",
+    security(("bearerAuth" = [])),
+    request_body = RetentionRun,
+    responses(
+        (status = 202, description = "The run, pending.", body = RetentionRunView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    )
+)]
+#[tracing::instrument(skip_all, fields(dry_run = body.dry_run))]
+pub async fn run_retention(
+    State(state): State<AppState>,
+    user: AuthUser,
+    JsonBody(body): JsonBody<RetentionRun>,
+) -> ApiResult<(StatusCode, Json<RetentionRunView>)> {
+    user.require(Role::Admin)?;
+    let now = state.clock.now();
+    let mut tx = state.db.begin().await?;
+    let job_id = shared::outbox::enqueue(
+        &mut tx,
+        &shared::jobs::RetentionSweep {
+            slot: now,
+            dry_run: body.dry_run,
+        },
+        now,
+    )
+    .await?
+    .ok_or_else(|| ApiError::Conflict {
+        code: "duplicate",
+        detail: "a sweep was asked for at this very instant; retry".into(),
+    })?;
+    let run = sqlx::query_as!(
+        RetentionRunView,
+        "insert into retention_runs (job_id, requested_by, dry_run, created_at) values ($1, $2, $3, $4)
+         returning id, job_id, requested_by, dry_run, state, counts, created_at, started_at, finished_at",
+        job_id,
+        user.id.to_string(),
+        body.dry_run,
+        now
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    state.outbox.wake();
+    Ok((StatusCode::ACCEPTED, Json(run)))
 }

@@ -952,6 +952,31 @@ async fn every_endpoint_answers_as_documented() {
     expect!(GET "/api/v1/admin/privacy/audit", audit.clone(), Some(&student), Body::None => 403);
     expect!(GET "/api/v1/admin/privacy/audit", audit.clone(), None, Body::None => 401);
 
+    // retention: the policy and runs, and a sweep asked for now (no worker here: it stays
+    // pending)
+    let retention = "/api/v1/admin/privacy/retention";
+    let run = "/api/v1/admin/privacy/retention/run";
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Json(json!({ "dry_run": true })) => 202);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Json(json!({ "dry_run": "yes" })) => 422);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Raw(Some("application/json"), b"{".to_vec()) => 400);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Raw(Some("text/plain"), b"{}".to_vec()) => 415);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&student), Body::Json(json!({})) => 403);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, None, Body::Json(json!({})) => 401);
+    let view =
+        expect!(GET "/api/v1/admin/privacy/retention", retention, Some(&admin), Body::None => 200);
+    let view = view.json.expect("retention view");
+    assert_eq!(view["runs"][0]["state"], "pending", "{view}");
+    assert!(
+        view["policy"]
+            .as_array()
+            .expect("policy")
+            .iter()
+            .any(|r| r["kind"] == "search_events" && r["keep_days"] == 365),
+        "{view}"
+    );
+    expect!(GET "/api/v1/admin/privacy/retention", retention, Some(&student), Body::None => 403);
+    expect!(GET "/api/v1/admin/privacy/retention", retention, None, Body::None => 401);
+
     // every operation was seen answering successfully, and every documented error status of
     // the booking and availability endpoints was provoked at least once
     let mut missing = Vec::new();

@@ -639,7 +639,10 @@ async fn the_retention_sweep_deletes_expired_exports_but_held_ones_and_audits_th
     let mut tx = pool.begin().await.unwrap();
     shared::outbox::enqueue(
         &mut tx,
-        &shared::jobs::RetentionSweep { slot: Utc::now() },
+        &shared::jobs::RetentionSweep {
+            slot: Utc::now(),
+            dry_run: false,
+        },
         Utc::now(),
     )
     .await
@@ -670,5 +673,203 @@ async fn the_retention_sweep_deletes_expired_exports_but_held_ones_and_audits_th
             .fetch_one(pool)
             .await
             .unwrap();
-    assert_eq!(detail["export_documents"], 1, "{detail}");
+    assert_eq!(detail["counts"]["export_documents"], 1, "{detail}");
+}
+
+/// Asks for a sweep through the API and waits for its counts.
+async fn sweep_via_api(app: &TestApp, admin: &str, dry_run: bool) -> Value {
+    let (status, run) = app
+        .send(
+            Method::POST,
+            "/api/v1/admin/privacy/retention/run",
+            Some(admin),
+            Some(json!({ "dry_run": dry_run })),
+        )
+        .await;
+    assert_eq!(status, 202, "{run}");
+    let id = run["id"].as_i64().expect("run id");
+    let done = |view: &Value| {
+        view["runs"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["id"] == id && r["state"] == "done")
+            .map(|r| r["counts"].clone())
+    };
+    let read = || async {
+        app.send(
+            Method::GET,
+            "/api/v1/admin/privacy/retention",
+            Some(admin),
+            None,
+        )
+        .await
+        .1
+    };
+    eventually(Duration::from_secs(60), "the sweep's run", || async {
+        done(&read().await).is_some()
+    })
+    .await;
+    done(&read().await).expect("done")
+}
+
+#[tokio::test]
+async fn the_sweep_deletes_exactly_the_expired_rows_keeps_held_users_and_matches_its_dry_run() {
+    let app = TestApp::start().await;
+    let pool = &app.db.pool;
+    let admin = app.token("admin@example.com").await;
+    let student_id = user_id(&app, STUDENT_EMAIL).await;
+    let instructor_id = app.instructor_id().await;
+    // the instructor is under legal hold: their searches stay, however old
+    sqlx::query("update users set legal_hold = true where id = $1")
+        .bind(instructor_id)
+        .execute(pool)
+        .await
+        .unwrap();
+    // months from 30 down to 1 ago; RETENTION_SEARCH_DAYS is 365: 18 whole months are
+    // expired (one with a held user's searches), one straddles the cutoff
+    let now = Utc::now();
+    shared::search::ensure_partitions_between(
+        pool,
+        (now - chrono::Duration::days(31 * 31)).date_naive(),
+        now.date_naive(),
+    )
+    .await
+    .unwrap();
+    let seed = |who: &'static str, from: &'static str, to: &'static str, step: &'static str| {
+        let user = if who == "held" {
+            instructor_id
+        } else {
+            student_id
+        };
+        let guest = who == "guest";
+        async move {
+            sqlx::query(&format!(
+                "with e as (
+                   insert into search_events (search_id, searched_at, user_id, guest_session, query,
+                                              normalized_query, result_count, ua_class)
+                   select gen_random_uuid(), t, case when $2 then null else $1 end,
+                          case when $2 then 'guest-1' end, 'piano', 'piano', 3, 'desktop'
+                   from generate_series(now() - interval '{from}', now() - interval '{to}', interval '{step}') t
+                   returning id, search_id, searched_at),
+                 i as (insert into search_ids (search_id, event_id, searched_at)
+                       select search_id, id, searched_at from e)
+                 insert into search_interactions (event_id, searched_at, kind, occurred_at)
+                 select id, searched_at, 'click', searched_at from e"
+            ))
+            .bind(user)
+            .bind(guest)
+            .execute(pool)
+            .await
+            .expect("seed searches");
+        }
+    };
+    seed("guest", "900 days", "400 days", "1 day").await; // expired
+    seed("student", "380 days", "350 days", "1 day").await; // straddles the cutoff
+    seed("held", "700 days", "690 days", "1 day").await; // expired, held
+    seed("guest", "300 days", "1 day", "7 days").await; // live
+    sqlx::query(
+        "insert into search_history (guest_session, query, normalized_query, searched_at)
+         values ('guest-old', 'violin', 'violin', now() - interval '31 days'),
+                ('guest-new', 'violin', 'violin', now() - interval '29 days')",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let expired = |table: &'static str| async move {
+        let sql = match table {
+            "search_interactions" => {
+                "select count(*) from search_interactions i join search_events e
+                   on e.id = i.event_id and e.searched_at = i.searched_at
+                 where e.searched_at < now() - interval '365 days'
+                   and e.user_id is distinct from $1"
+            }
+            _ => {
+                "select count(*) from search_events where searched_at < now() - interval '365 days'
+                   and user_id is distinct from $1"
+            }
+        };
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(instructor_id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    let total = |table: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(&format!("select count(*) from {table}"))
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    let (expired_events, expired_interactions) = (
+        expired("search_events").await,
+        expired("search_interactions").await,
+    );
+    let (events, interactions, ids) = (
+        total("search_events").await,
+        total("search_interactions").await,
+        total("search_ids").await,
+    );
+    assert!(expired_events > 400, "{expired_events}");
+
+    let dry = sweep_via_api(&app, &admin, true).await;
+    assert_eq!(dry["search_events"], expired_events, "{dry}");
+    assert_eq!(dry["search_interactions"], expired_interactions, "{dry}");
+    assert_eq!(dry["search_ids"], expired_events, "{dry}");
+    assert_eq!(dry["guest_search_history"], 1, "{dry}");
+    assert!(
+        dry["search_partitions_dropped"].as_i64().unwrap() >= 10,
+        "{dry}"
+    );
+    // a dry run deletes nothing
+    assert_eq!(total("search_events").await, events);
+    assert_eq!(total("search_interactions").await, interactions);
+    assert_eq!(total("search_ids").await, ids);
+
+    let done = sweep_via_api(&app, &admin, false).await;
+    assert_eq!(done, dry, "the sweep matches its dry run");
+    assert_eq!(total("search_events").await, events - expired_events);
+    assert_eq!(
+        total("search_interactions").await,
+        interactions - expired_interactions
+    );
+    assert_eq!(total("search_ids").await, ids - expired_events);
+    assert_eq!(expired("search_events").await, 0);
+    // the held user's old searches, and every live one, are still there
+    let held: i64 = sqlx::query_scalar("select count(*) from search_events where user_id = $1")
+        .bind(instructor_id)
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(held, 11);
+    let history: Vec<String> =
+        sqlx::query_scalar("select guest_session from search_history order by 1")
+            .fetch_all(pool)
+            .await
+            .unwrap();
+    assert_eq!(history, ["guest-new"]);
+    // the counts are in the audit log, under the retention actor
+    let audited: Value = sqlx::query_scalar(
+        "select detail from audit_log where actor = 'retention' and action = 'retention_sweep'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(audited["counts"], done);
+
+    // a rerun deletes nothing; two at once neither fail nor delete twice
+    let again = sweep_via_api(&app, &admin, false).await;
+    for (kind, n) in again.as_object().unwrap() {
+        assert_eq!(n, 0, "{kind} on a rerun: {again}");
+    }
+    let deps = worker::Deps::from_config(app.config.clone(), app.clock.clone())
+        .await
+        .unwrap();
+    let (a, b) = tokio::join!(
+        worker::jobs::retention_sweep::sweep(&deps, Utc::now(), false),
+        worker::jobs::retention_sweep::sweep(&deps, Utc::now(), false)
+    );
+    for counts in [a.unwrap(), b.unwrap()].into_iter().flatten() {
+        assert!(counts.values().all(|n| *n == 0), "{counts:?}");
+    }
 }
