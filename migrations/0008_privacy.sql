@@ -29,13 +29,21 @@ create unique index privacy_requests_one_in_flight on privacy_requests (user_id,
     where state in ('pending', 'running');
 
 -- The export documents, keyed by request (a rerun of the export job rewrites the same one).
--- Deleted by erasure and after expires_at.
+-- Deleted by erasure and after expires_at. The document itself is its chunks, in order, so a
+-- download streams it chunk by chunk instead of holding the whole of it in memory.
 create table export_documents (
     request_id  bigint primary key references privacy_requests(id),
     user_id     bigint not null references users(id),
-    document    jsonb not null,
     created_at  timestamptz not null default now(),
     expires_at  timestamptz not null
+);
+-- text, not bytea: the document is JSON (UTF-8, split at character boundaries), and a scan of
+-- every text column (the erasure test's) must see it
+create table export_chunks (
+    request_id  bigint not null references export_documents(request_id) on delete cascade,
+    seq         integer not null check (seq >= 0),
+    data        text not null,
+    primary key (request_id, seq)
 );
 create index export_documents_user_idx on export_documents (user_id);
 create index export_documents_expires_idx on export_documents (expires_at);

@@ -434,7 +434,7 @@ pub async fn download(
     Path(id): Path<i64>,
 ) -> ApiResult<Response> {
     let row = sqlx::query!(
-        r#"select r.state, r.expires_at, d.document::text as document
+        r#"select r.state, r.expires_at, d.request_id as "document?"
            from privacy_requests r left join export_documents d on d.request_id = r.id
            where r.id = $1 and r.kind = 'export' and r.user_id = $2"#,
         id,
@@ -450,12 +450,28 @@ pub async fn download(
         });
     }
     let now = state.clock.now();
-    let (Some(document), Some(expires_at)) = (row.document, row.expires_at) else {
+    let (Some(_), Some(expires_at)) = (row.document, row.expires_at) else {
         return Err(ApiError::Gone("the export has expired".into()));
     };
     if expires_at <= now {
         return Err(ApiError::Gone("the export has expired".into()));
     }
+    // one chunk per query, each on a connection of the pool only while it runs: the
+    // document is never whole in memory, and a slow reader holds no connection
+    let db = state.db.clone();
+    let chunks = futures::stream::try_unfold(0i32, move |seq| {
+        let db = db.clone();
+        async move {
+            let data: Option<String> = sqlx::query_scalar!(
+                "select data from export_chunks where request_id = $1 and seq = $2",
+                id,
+                seq
+            )
+            .fetch_optional(&db)
+            .await?;
+            Ok::<_, sqlx::Error>(data.map(|d| (axum::body::Bytes::from(d), seq + 1)))
+        }
+    });
     Ok((
         [
             (header::CONTENT_TYPE, "application/json".to_string()),
@@ -464,7 +480,7 @@ pub async fn download(
                 format!("attachment; filename=\"instainstru-export-{id}.json\""),
             ),
         ],
-        document,
+        axum::body::Body::from_stream(chunks),
     )
         .into_response())
 }

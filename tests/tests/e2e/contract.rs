@@ -886,9 +886,11 @@ async fn every_endpoint_answers_as_documented() {
     sqlx::query(
         "with r as (update privacy_requests set state = 'done', finished_at = now(),
                     expires_at = now() + interval '1 day' where id = $1 returning id, user_id, expires_at)
-         insert into export_documents (request_id, user_id, document, expires_at)
-         select id, user_id, jsonb_build_object('format', 'instainstru.export', 'version', 1,
-                'generated_at', now(), 'user_id', user_id, 'profile', '{}'::jsonb, 'tables', '{}'::jsonb), expires_at from r",
+         , d as (insert into export_documents (request_id, user_id, expires_at)
+                 select id, user_id, expires_at from r returning request_id, user_id)
+         insert into export_chunks (request_id, seq, data)
+         select request_id, 0, jsonb_build_object('format', 'instainstru.export', 'version', 1,
+                'generated_at', now(), 'user_id', user_id, 'profile', '{}'::jsonb, 'tables', '{}'::jsonb)::text from d",
     )
     .bind(export)
     .execute(pool)

@@ -628,8 +628,8 @@ async fn the_retention_sweep_deletes_expired_exports_but_held_ones_and_audits_th
         sqlx::query(&format!(
             "with r as (insert into privacy_requests (user_id, kind, state, requested_by, finished_at, expires_at)
                         values ($1, 'export', 'done', $1, now(), {expires}) returning id, user_id, expires_at)
-             insert into export_documents (request_id, user_id, document, expires_at)
-             select id, user_id, '{{}}', expires_at from r"
+             insert into export_documents (request_id, user_id, expires_at)
+             select id, user_id, expires_at from r"
         ))
         .bind(user)
         .execute(pool)

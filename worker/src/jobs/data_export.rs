@@ -17,6 +17,28 @@ use crate::{Deps, error::WorkerError, records::Outcome};
 
 /// The document's format version; bump it when a field changes meaning or goes away.
 pub const FORMAT_VERSION: i32 = 1;
+/// The most bytes in one stored chunk: what a download holds in memory at a time.
+const CHUNK_BYTES: usize = 64 * 1024;
+
+/// `text` in pieces of at most `max` bytes (at least one character each), cut at character
+/// boundaries.
+fn chunks(text: &str, max: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = text;
+    while !rest.is_empty() {
+        let mut end = max.min(rest.len());
+        while !rest.is_char_boundary(end) {
+            end -= 1;
+        }
+        if end == 0 {
+            end = rest.chars().next().map_or(rest.len(), char::len_utf8);
+        }
+        let (head, tail) = rest.split_at(end);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
 
 pub struct DataExportJob;
 
@@ -96,8 +118,8 @@ async fn export(deps: &Deps, request_id: i64) -> Result<Outcome, WorkerError> {
     .await?;
     // the document row first, so that the document lists itself among the user's exports
     sqlx::query!(
-        "insert into export_documents (request_id, user_id, document, created_at, expires_at)
-         values ($1, $2, '{}', $3, $4)
+        "insert into export_documents (request_id, user_id, created_at, expires_at)
+         values ($1, $2, $3, $4)
          on conflict (request_id) do update set created_at = $3, expires_at = $4",
         request_id,
         request.user_id,
@@ -108,9 +130,20 @@ async fn export(deps: &Deps, request_id: i64) -> Result<Outcome, WorkerError> {
     .await?;
     let document = build(&mut tx, request.user_id, now).await?;
     sqlx::query!(
-        "update export_documents set document = $2 where request_id = $1",
+        "delete from export_chunks where request_id = $1",
+        request_id
+    )
+    .execute(&mut *tx)
+    .await?;
+    let text = document.to_string();
+    let chunks = chunks(&text, CHUNK_BYTES);
+    let seqs: Vec<i32> = (0..chunks.len() as i32).collect();
+    sqlx::query!(
+        "insert into export_chunks (request_id, seq, data)
+         select $1, seq, data from unnest($2::int[], $3::text[]) as c(seq, data)",
         request_id,
-        document
+        &seqs,
+        &chunks as &[&str]
     )
     .execute(&mut *tx)
     .await?;
@@ -276,4 +309,17 @@ async fn build(
             "search_interactions": search_interactions,
         },
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn chunks_cut_at_character_boundaries_and_lose_nothing() {
+        let text = "héllo wörld ∑ done";
+        for max in 1..8 {
+            let parts = super::chunks(text, max);
+            assert_eq!(parts.concat(), text);
+            assert!(parts.iter().all(|p| !p.is_empty()));
+        }
+    }
 }
