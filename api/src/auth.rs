@@ -13,6 +13,7 @@ use axum::{
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use shared::domain::Role;
+use sqlx::PgPool;
 
 use crate::error::ApiError;
 
@@ -160,15 +161,35 @@ impl AuthUser {
     }
 }
 
+/// This request's user was found not erased.
+#[derive(Debug, Clone, Copy)]
+struct Active;
+
 impl<S> FromRequestParts<S> for AuthUser
 where
     SharedKeys: FromRef<S>,
+    PgPool: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(authenticate(parts, &SharedKeys::from_ref(state))?)
+        let user = authenticate(parts, &SharedKeys::from_ref(state))?;
+        if parts.extensions.get::<Active>().is_none() {
+            // an erased (or deleted) user's tokens stop working at once, even those issued
+            // before the erasure: one primary-key lookup per request, kept like the verdict
+            let active: Option<bool> = sqlx::query_scalar!(
+                r#"select erased_at is null as "active!" from users where id = $1"#,
+                user.id
+            )
+            .fetch_optional(&PgPool::from_ref(state))
+            .await?;
+            if active != Some(true) {
+                return Err(ApiError::Unauthorized("account closed".into()));
+            }
+            parts.extensions.insert(Active);
+        }
+        Ok(user)
     }
 }
 
@@ -203,13 +224,12 @@ mod tests {
         // then the handler's extractor, with keys that would refuse the token: it must be
         // answered from the kept verdict, not by verifying again
         let other: SharedKeys = Arc::new(JwtKeys::new("a-secret-that-never-signed-it", 60));
-        assert_eq!(
-            AuthUser::from_request_parts(&mut parts, &other).await.ok(),
-            Some(user)
-        );
+        assert_eq!(authenticate(&mut parts, &other), Ok(user));
         // a fresh request with those keys is refused, as it must be
-        let refused = AuthUser::from_request_parts(&mut parts_with(&token), &other).await;
-        assert!(matches!(refused, Err(ApiError::Unauthorized(_))));
+        assert_eq!(
+            authenticate(&mut parts_with(&token), &other),
+            Err(AuthError::BadSignature)
+        );
     }
 
     #[tokio::test]

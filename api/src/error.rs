@@ -34,6 +34,15 @@ pub enum ApiError {
     MethodNotAllowed,
     #[error("{detail}")]
     Conflict { code: &'static str, detail: String },
+    /// A conflict with an existing resource the client may want: its `id` is in the body.
+    #[error("{detail}")]
+    ConflictWith {
+        code: &'static str,
+        detail: String,
+        id: i64,
+    },
+    #[error("{0}")]
+    Gone(String),
     #[error("request body too large")]
     PayloadTooLarge,
     #[error("unsupported media type: send application/json")]
@@ -61,6 +70,10 @@ pub struct ErrorBody<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(value_type = String)]
     field: Option<&'a str>,
+    /// The existing resource a conflict is about (a 409 for a second export in flight).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = i64, minimum = 1)]
+    id: Option<i64>,
 }
 
 impl ApiError {
@@ -86,7 +99,10 @@ impl ApiError {
             ApiError::MethodNotAllowed => {
                 (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", None)
             }
-            ApiError::Conflict { code, .. } => (StatusCode::CONFLICT, code, None),
+            ApiError::Conflict { code, .. } | ApiError::ConflictWith { code, .. } => {
+                (StatusCode::CONFLICT, code, None)
+            }
+            ApiError::Gone(_) => (StatusCode::GONE, "gone", None),
             ApiError::PayloadTooLarge => (StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", None),
             ApiError::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -122,6 +138,10 @@ impl IntoResponse for ApiError {
                 detail,
                 code,
                 field,
+                id: match &self {
+                    ApiError::ConflictWith { id, .. } => Some(*id),
+                    _ => None,
+                },
             }),
         )
             .into_response();

@@ -70,7 +70,9 @@ pub async fn build_state(
 /// of its `#[utoipa::path]` and adds that description to the document, so the router and the
 /// document cannot disagree.
 fn operations(state: &AppState) -> OpenApiRouter<AppState> {
-    use routes::{admin, admin_analytics, bookings, docs, health, instructors, openapi, search};
+    use routes::{
+        admin, admin_analytics, bookings, docs, health, instructors, openapi, privacy, search,
+    };
     // public reads and every write are rate limited per client
     let limited = OpenApiRouter::new()
         .routes(routes!(instructors::list))
@@ -97,6 +99,16 @@ fn operations(state: &AppState) -> OpenApiRouter<AppState> {
         .routes(routes!(admin::schedules))
         .routes(routes!(admin_analytics::search))
         .routes(routes!(admin_analytics::rollups))
+        .routes(routes!(privacy::export))
+        .routes(routes!(privacy::erase))
+        .routes(routes!(privacy::list))
+        .routes(routes!(privacy::get))
+        .routes(routes!(privacy::download))
+        .routes(routes!(privacy::admin_erase))
+        .routes(routes!(privacy::audit))
+        .routes(routes!(privacy::legal_hold))
+        .routes(routes!(privacy::retention))
+        .routes(routes!(privacy::run_retention))
         .routes(routes!(health::health))
         .routes(routes!(health::ready))
         .routes(routes!(health::metrics))

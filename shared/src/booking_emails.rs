@@ -18,6 +18,25 @@ pub async fn enqueue_for_both(
     enqueue_emails(conn, booking_id, booking_version, &[(kind, run_at)]).await
 }
 
+/// Records the `kind` email for one party of a booking version, due at `run_at`: an erased
+/// person's bookings tell only the other party.
+pub async fn enqueue_for(
+    conn: &mut sqlx::PgConnection,
+    booking_id: i64,
+    booking_version: i32,
+    kind: EmailKind,
+    party: Party,
+    run_at: chrono::DateTime<chrono::Utc>,
+) -> Result<(), sqlx::Error> {
+    let args = BookingEmail {
+        booking_id,
+        kind,
+        party,
+        booking_version,
+    };
+    crate::outbox::enqueue(conn, &args, run_at).await.map(drop)
+}
+
 /// Records the emails of a booking version, each `(kind, due)` for both parties, in one
 /// statement.
 pub async fn enqueue_emails(

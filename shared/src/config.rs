@@ -91,9 +91,21 @@ pub struct Config {
     /// real kinds, to measure what each queue a worker runs costs Redis at rest.
     #[serde(default)]
     pub bench_extra_queues: usize,
+    /// How long a data export can be downloaded before it is deleted.
+    #[serde(default = "defaults::export_ttl_days")]
+    pub export_ttl_days: i64,
+    /// How long search events and their interactions are kept (the retention sweep).
+    #[serde(default = "defaults::retention_search_days")]
+    pub retention_search_days: i64,
 }
 
 mod defaults {
+    pub fn export_ttl_days() -> i64 {
+        7
+    }
+    pub fn retention_search_days() -> i64 {
+        365
+    }
     pub fn database_url() -> String {
         "postgres://postgres@127.0.0.1:5432/instainstru".into()
     }
@@ -274,6 +286,22 @@ impl Config {
                 "must be between 1 and 1000",
             ));
         }
+        if !(1..=365).contains(&self.export_ttl_days) {
+            return Err(invalid(
+                "EXPORT_TTL_DAYS",
+                &self.export_ttl_days.to_string(),
+                "must be between 1 and 365",
+            ));
+        }
+        // the rollups need their days' events (the rollup recomputes up to a few days back),
+        // and beyond ten years a sweep no longer bounds anything
+        if !(30..=3650).contains(&self.retention_search_days) {
+            return Err(invalid(
+                "RETENTION_SEARCH_DAYS",
+                &self.retention_search_days.to_string(),
+                "must be between 30 and 3650",
+            ));
+        }
         if self.rate_limit_per_sec == 0 {
             return Err(invalid("RATE_LIMIT_PER_SEC", "0", "must be positive"));
         }
@@ -340,6 +368,16 @@ impl Config {
                 .host
                 .parse::<std::net::IpAddr>()
                 .is_ok_and(|ip| ip.is_loopback())
+    }
+
+    /// How long search events and interactions are kept.
+    pub fn search_retention(&self) -> chrono::Duration {
+        chrono::Duration::days(self.retention_search_days)
+    }
+
+    /// How long a data export can be downloaded.
+    pub fn export_ttl(&self) -> chrono::Duration {
+        chrono::Duration::days(self.export_ttl_days)
     }
 
     pub fn reconcile_after(&self) -> Duration {
@@ -416,5 +454,18 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("APP_URL"), "{err}");
+        for (name, value) in [
+            ("RETENTION_SEARCH_DAYS", "0"),
+            ("RETENTION_SEARCH_DAYS", "99999"),
+            ("RETENTION_SEARCH_DAYS", "a year"),
+            ("EXPORT_TTL_DAYS", "0"),
+        ] {
+            let err = Config::from_vars(vars(&[(name, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(name), "{name}={value}: {err}");
+        }
+        let config = Config::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(config.retention_search_days, 365);
     }
 }

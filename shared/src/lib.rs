@@ -2,6 +2,7 @@
 //! database access, job definitions, the outbox that enqueues them and the records of their
 //! progress, which emails a booking write records, the Redis queue
 //! plumbing, email rendering and sending, search analytics partitions, and telemetry.
+pub mod audit;
 pub mod booking_emails;
 pub mod clock;
 pub mod config;
@@ -13,6 +14,7 @@ pub mod jobs;
 pub mod outbox;
 pub mod queue;
 pub mod records;
+pub mod retention;
 pub mod schedule;
 pub mod search;
 pub mod shutdown;

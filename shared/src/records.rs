@@ -411,6 +411,17 @@ pub async fn purge_finished(
     .rows_affected())
 }
 
+/// How many finished (done or skipped) job records [`purge_finished`] would delete before
+/// `before`: the retention sweep's dry run.
+pub async fn count_purgeable(pool: &PgPool, before: DateTime<Utc>) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"select count(*) as "n!" from jobs where status in ('done', 'skipped') and finished_at < $1"#,
+        before
+    )
+    .fetch_one(pool)
+    .await
+}
+
 // ---- the scheduler -------------------------------------------------------------------------
 
 /// When a job started by `schedule` (a slot or a manual trigger) last finished successfully.

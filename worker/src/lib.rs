@@ -6,6 +6,7 @@
 //! a write to their queue ([`wake`]), maintenance until a scheduled task is due, and the
 //! queue gauges are read when `/metrics` is scraped.
 pub mod backend;
+pub mod email_ledger;
 pub mod error;
 pub mod gauges;
 pub mod jobs;

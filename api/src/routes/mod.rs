@@ -6,4 +6,5 @@ pub mod docs;
 pub mod health;
 pub mod instructors;
 pub mod openapi;
+pub mod privacy;
 pub mod search;

@@ -37,6 +37,7 @@ use crate::error::ErrorBody;
         (name = "public", description = "Browsing, no token needed."),
         (name = "bookings", description = "A student's or instructor's bookings."),
         (name = "search", description = "Searches, what was done with their results, recent-search history (a user token or a guest session)."),
+        (name = "privacy", description = "A user's data export and erasure (GDPR)."),
         (name = "admin", description = "Ops endpoints, admin token only."),
         (name = "ops", description = "Liveness, readiness, metrics."),
         (name = "meta", description = "This document and its Swagger UI.")
@@ -52,6 +53,7 @@ use crate::error::ErrorBody;
             PayloadTooLarge,
             UnsupportedMediaType,
             Unprocessable,
+            Gone,
             RateLimited,
             Unavailable
         )
@@ -183,8 +185,11 @@ error_responses! {
     /// The request conflicts with the current state: booking_conflict (overlap), duplicate,
     /// not_cancellable, not_reschedulable, already_started, invalid_state, or
     /// idempotency_key_in_use (a request with the same Idempotency-Key is still running: retry
-    /// once it has finished), search_id_taken (a search_id another searcher recorded).
+    /// once it has finished), search_id_taken (a search_id another searcher recorded), export_in_flight (the
+    /// body's `id` is the export still in progress), export_not_ready.
     Conflict { codes: [], retry_after: false }
+    /// No longer available (an export past its expiry).
+    Gone { codes: ["gone"], retry_after: false }
     /// Request body over 64 KiB.
     PayloadTooLarge { codes: ["payload_too_large"], retry_after: false }
     /// The body must be sent as application/json.

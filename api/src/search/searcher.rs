@@ -83,6 +83,7 @@ pub fn guest_session(parts: &Parts) -> Result<Option<String>, ApiError> {
 impl<S> FromRequestParts<S> for Searcher
 where
     SharedKeys: FromRef<S>,
+    sqlx::PgPool: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;

@@ -30,6 +30,12 @@ pub fn message_id(email: &BookingEmail, mail_from: &str) -> String {
     )
 }
 
+/// The Message-ID of the "your data export is ready" email of export request `request_id`:
+/// the same key as its ledger row's, so a resend carries the same id.
+pub fn export_ready_message_id(request_id: i64, mail_from: &str) -> String {
+    format!("<export-ready-{request_id}@{}>", mail_domain(mail_from))
+}
+
 /// The UID of a booking's calendar event: one per booking, in every invitation about it
 /// (confirmation, reschedule, cancellation, to either party), so that a reschedule moves the
 /// event and a cancellation removes it instead of adding another.

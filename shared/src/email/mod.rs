@@ -8,9 +8,11 @@ pub mod send;
 pub mod smtp;
 
 pub use calendar::{Invitation, Method};
-pub use identity::{event_uid, manage_url, message_id};
+pub use identity::{event_uid, export_ready_message_id, manage_url, message_id};
 /// The composed message, as [`compose`] builds it and [`Mailer::send`] takes it.
 pub use lettre::Message;
 pub use message::{ComposeError, compose};
-pub use render::{BookingEmailView, RenderedEmail, render_booking_email};
+pub use render::{
+    BookingEmailView, ExportReadyView, RenderedEmail, render_booking_email, render_export_ready,
+};
 pub use send::{Mailer, SendError};

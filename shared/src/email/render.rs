@@ -64,6 +64,14 @@ fn environment() -> Environment<'static> {
         ("base.html", include_str!("../../templates/base.html")),
         ("booking.html", include_str!("../../templates/booking.html")),
         ("booking.txt", include_str!("../../templates/booking.txt")),
+        (
+            "export_ready.html",
+            include_str!("../../templates/export_ready.html"),
+        ),
+        (
+            "export_ready.txt",
+            include_str!("../../templates/export_ready.txt"),
+        ),
     ] {
         // the templates are part of the binary; a syntax error is caught by the unit tests
         if let Err(e) = env.add_template(name, source) {
@@ -144,6 +152,34 @@ pub fn render_booking_email(
     })
 }
 
+/// Everything the "your data export is ready" email shows.
+#[derive(Debug, Clone)]
+pub struct ExportReadyView<'a> {
+    pub recipient_name: &'a str,
+    pub recipient_timezone: &'a str,
+    /// Where the document is downloaded (the API's download route).
+    pub download_url: &'a str,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// Renders the "your data export is ready" email (HTML and text, no invitation).
+pub fn render_export_ready(view: &ExportReadyView<'_>) -> Result<RenderedEmail, minijinja::Error> {
+    let ctx = context! {
+        recipient_name => view.recipient_name,
+        download_url => view.download_url,
+        download_href => Value::from_safe_string(html_attribute(view.download_url)),
+        expires => local_time(view.expires_at, view.recipient_timezone),
+        timezone => view.recipient_timezone,
+    };
+    let env = &*ENVIRONMENT;
+    Ok(RenderedEmail {
+        subject: "Your InstaInstru data export is ready".to_string(),
+        html: env.get_template("export_ready.html")?.render(&ctx)?,
+        text: env.get_template("export_ready.txt")?.render(&ctx)?,
+        calendar: None,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::TimeZone;
@@ -183,6 +219,24 @@ mod tests {
             app_url: "http://localhost:3000",
             now: starts_at - chrono::Duration::days(3),
         }
+    }
+
+    #[test]
+    fn the_export_ready_email_has_both_parts_and_the_link() {
+        let email = render_export_ready(&ExportReadyView {
+            recipient_name: "Sam Student",
+            recipient_timezone: "America/New_York",
+            download_url: "http://localhost:8080/api/v1/privacy/exports/3/download",
+            expires_at: Utc
+                .with_ymd_and_hms(2026, 3, 10, 18, 0, 0)
+                .single()
+                .expect("test value"),
+        })
+        .expect("renders");
+        assert!(email.html.contains("<html"));
+        assert!(email.text.contains("/api/v1/privacy/exports/3/download"));
+        assert!(email.html.contains("2:00 PM EDT"));
+        assert!(email.calendar.is_none());
     }
 
     #[test]

@@ -9,10 +9,16 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 use serde::{Serialize, de::DeserializeOwned};
 
 pub mod booking_email;
+pub mod data_export;
+pub mod erasure;
+pub mod export_ready_email;
 pub mod retention_sweep;
 pub mod search_rollup;
 
 pub use booking_email::{BookingEmail, EmailKind, Party};
+pub use data_export::DataExport;
+pub use erasure::Erasure;
+pub use export_ready_email::ExportReadyEmail;
 pub use retention_sweep::RetentionSweep;
 pub use search_rollup::SearchRollup;
 

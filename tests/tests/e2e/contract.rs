@@ -874,6 +874,111 @@ async fn every_endpoint_answers_as_documented() {
     expect!(POST "/api/v1/admin/jobs/{id}/retry", retry.clone(), Some(&admin), Body::None => 200);
     expect!(POST "/api/v1/admin/jobs/{id}/retry", retry.clone(), Some(&admin), Body::None => 409);
 
+    // privacy: requests, the export's download, the admin's erasure, legal holds, the audit
+    let (pool, no) = (&app.db.pool, "/api/v1/privacy/requests/999999");
+    let export = expect!(POST "/api/v1/privacy/export", "/api/v1/privacy/export", Some(&student), Body::None => 202);
+    let export = export.json.expect("export")["id"].as_i64().expect("id");
+    expect!(POST "/api/v1/privacy/export", "/api/v1/privacy/export", Some(&student), Body::None => 409);
+    expect!(POST "/api/v1/privacy/export", "/api/v1/privacy/export", None, Body::None => 401);
+    let download = format!("/api/v1/privacy/exports/{export}/download");
+    expect!(GET "/api/v1/privacy/exports/{id}/download", download.clone(), Some(&student), Body::None => 409);
+    // what the worker would have done (this platform runs none)
+    sqlx::query(
+        "with r as (update privacy_requests set state = 'done', finished_at = now(),
+                    expires_at = now() + interval '1 day' where id = $1 returning id, user_id, expires_at)
+         , d as (insert into export_documents (request_id, user_id, expires_at)
+                 select id, user_id, expires_at from r returning request_id, user_id)
+         insert into export_chunks (request_id, seq, data)
+         select request_id, 0, jsonb_build_object('format', 'instainstru.export', 'version', 1,
+                'generated_at', now(), 'user_id', user_id, 'profile', '{}'::jsonb, 'tables', '{}'::jsonb)::text from d",
+    )
+    .bind(export)
+    .execute(pool)
+    .await
+    .expect("a done export");
+    expect!(GET "/api/v1/privacy/exports/{id}/download", download.clone(), Some(&student), Body::None => 200);
+    expect!(GET "/api/v1/privacy/exports/{id}/download", download.clone(), Some(&other), Body::None => 404);
+    expect!(GET "/api/v1/privacy/exports/{id}/download", download.clone(), None, Body::None => 401);
+    expect!(GET "/api/v1/privacy/exports/{id}/download", "/api/v1/privacy/exports/x/download", Some(&student), Body::None => 400);
+    sqlx::query(
+        "update privacy_requests set expires_at = now() - interval '1 second' where id = $1",
+    )
+    .bind(export)
+    .execute(pool)
+    .await
+    .expect("expire it");
+    expect!(GET "/api/v1/privacy/exports/{id}/download", download.clone(), Some(&student), Body::None => 410);
+    let request = format!("/api/v1/privacy/requests/{export}");
+    expect!(GET "/api/v1/privacy/requests/{id}", request.clone(), Some(&student), Body::None => 200);
+    expect!(GET "/api/v1/privacy/requests/{id}", request.clone(), Some(&admin), Body::None => 200);
+    expect!(GET "/api/v1/privacy/requests/{id}", request.clone(), Some(&other), Body::None => 404);
+    expect!(GET "/api/v1/privacy/requests/{id}", no, Some(&student), Body::None => 404);
+    expect!(GET "/api/v1/privacy/requests/{id}", "/api/v1/privacy/requests/abc", Some(&student), Body::None => 400);
+    expect!(GET "/api/v1/privacy/requests/{id}", request.clone(), None, Body::None => 401);
+    expect!(GET "/api/v1/privacy/requests", "/api/v1/privacy/requests", Some(&student), Body::None => 200);
+    expect!(GET "/api/v1/privacy/requests", "/api/v1/privacy/requests", None, Body::None => 401);
+    expect!(POST "/api/v1/privacy/erase", "/api/v1/privacy/erase", Some(&other), Body::None => 202);
+    expect!(POST "/api/v1/privacy/erase", "/api/v1/privacy/erase", Some(&other), Body::None => 202);
+    expect!(POST "/api/v1/privacy/erase", "/api/v1/privacy/erase", None, Body::None => 401);
+    let erase = |user_id: i64| Body::Json(json!({ "user_id": user_id }));
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", Some(&admin), erase(instructor_id) => 202);
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", Some(&admin), erase(999_999) => 404);
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", Some(&student), erase(instructor_id) => 403);
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", None, erase(instructor_id) => 401);
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", Some(&admin), Body::Json(json!({ "user_id": "x" })) => 422);
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", Some(&admin), Body::Raw(Some("application/json"), b"{".to_vec()) => 400);
+    // an erasure the worker would have carried out
+    sqlx::query(
+        "with r as (update privacy_requests set state = 'done', finished_at = now()
+                    where user_id = $1 and kind = 'erasure' returning user_id)
+         update users set erased_at = now() where id in (select user_id from r)",
+    )
+    .bind(instructor_id)
+    .execute(pool)
+    .await
+    .expect("an erased user");
+    expect!(POST "/api/v1/admin/privacy/erase", "/api/v1/admin/privacy/erase", Some(&admin), erase(instructor_id) => 200);
+    let hold = format!("/api/v1/admin/users/{student_id}/legal-hold");
+    let held = |hold: bool| Body::Json(json!({ "hold": hold, "reason": "litigation 42" }));
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", hold.clone(), Some(&admin), held(true) => 200);
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", hold.clone(), Some(&admin), held(false) => 200);
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", "/api/v1/admin/users/999999/legal-hold", Some(&admin), held(true) => 404);
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", "/api/v1/admin/users/x/legal-hold", Some(&admin), held(true) => 400);
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", hold.clone(), Some(&admin), Body::Json(json!({ "hold": "yes" })) => 422);
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", hold.clone(), Some(&student), held(true) => 403);
+    expect!(PUT "/api/v1/admin/users/{id}/legal-hold", hold.clone(), None, held(true) => 401);
+    let audit =
+        format!("/api/v1/admin/privacy/audit?user_id={student_id}&from=2020-01-01T00:00:00Z");
+    expect!(GET "/api/v1/admin/privacy/audit", audit.clone(), Some(&admin), Body::None => 200);
+    expect!(GET "/api/v1/admin/privacy/audit", "/api/v1/admin/privacy/audit?user_id=abc", Some(&admin), Body::None => 400);
+    expect!(GET "/api/v1/admin/privacy/audit", audit.clone(), Some(&student), Body::None => 403);
+    expect!(GET "/api/v1/admin/privacy/audit", audit.clone(), None, Body::None => 401);
+
+    // retention: the policy and runs, and a sweep asked for now (no worker here: it stays
+    // pending)
+    let retention = "/api/v1/admin/privacy/retention";
+    let run = "/api/v1/admin/privacy/retention/run";
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Json(json!({ "dry_run": true })) => 202);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Json(json!({ "dry_run": "yes" })) => 422);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Raw(Some("application/json"), b"{".to_vec()) => 400);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&admin), Body::Raw(Some("text/plain"), b"{}".to_vec()) => 415);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, Some(&student), Body::Json(json!({})) => 403);
+    expect!(POST "/api/v1/admin/privacy/retention/run", run, None, Body::Json(json!({})) => 401);
+    let view =
+        expect!(GET "/api/v1/admin/privacy/retention", retention, Some(&admin), Body::None => 200);
+    let view = view.json.expect("retention view");
+    assert_eq!(view["runs"][0]["state"], "pending", "{view}");
+    assert!(
+        view["policy"]
+            .as_array()
+            .expect("policy")
+            .iter()
+            .any(|r| r["kind"] == "search_events" && r["keep_days"] == 365),
+        "{view}"
+    );
+    expect!(GET "/api/v1/admin/privacy/retention", retention, Some(&student), Body::None => 403);
+    expect!(GET "/api/v1/admin/privacy/retention", retention, None, Body::None => 401);
+
     // every operation was seen answering successfully, and every documented error status of
     // the booking and availability endpoints was provoked at least once
     let mut missing = Vec::new();

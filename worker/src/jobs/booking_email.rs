@@ -3,15 +3,11 @@
 //! [`compose`] (render the message, with its calendar invitation; no I/O) and [`deliver`]
 //! (the SMTP exchange and the ledger's verdict).
 //!
-//! Idempotent through the email ledger, keyed by (booking, kind, recipient, booking version):
-//! the row is claimed before the SMTP exchange and marked sent after it, so a retried or
-//! duplicated delivery sends nothing more. What a message contains (its parts, its
-//! invitation) is no part of that key. A claim names the worker process holding it: while
-//! that worker heartbeats and the claim is younger than `EMAIL_CLAIM_TIMEOUT_SECS`, another
-//! delivery may be sending right now: look again later. A claim whose worker is dead (a crash
-//! mid-send) is taken over at once, and one older than the timeout (the SMTP server's verdict
-//! never came) too: send again with the Message-ID the claim recorded, the one window in
-//! which a receiver can see a duplicate (and can drop it by that id).
+//! Idempotent through the email ledger ([`crate::email_ledger`]), keyed by (booking, kind,
+//! recipient, booking version): the row is claimed before the SMTP exchange and marked sent
+//! after it, so a retried or duplicated delivery sends nothing more. What a message contains
+//! (its parts, its invitation) is no part of that key. How a claim held by a dead worker or
+//! one past `EMAIL_CLAIM_TIMEOUT_SECS` is taken over is the ledger module's.
 //!
 //! Reminders check the booking's current state: a cancelled, moved, started or erased
 //! booking is skipped, with the reason recorded. Refusals release the claim: transient ones
@@ -27,7 +23,12 @@ use shared::{
 };
 
 use super::{Handler, JobRun};
-use crate::{Deps, error::WorkerError, records::Outcome};
+use crate::{
+    Deps,
+    email_ledger::{self, Claim, Key, Subject, release},
+    error::WorkerError,
+    records::Outcome,
+};
 
 /// The booking emails' kind: as many at once as the worker's concurrency; a send may take up
 /// to 260 s (`shared::email::smtp`), so an attempt is cut off only well after that.
@@ -99,19 +100,29 @@ async fn decide(
     args: &BookingEmail,
     now: DateTime<Utc>,
 ) -> Result<Decision, WorkerError> {
-    let message_id = email::message_id(args, &deps.config.mail_from);
-    let Some((claim, booking, student, instructor)) =
-        claim_with_context(deps, args, &message_id).await?
-    else {
+    let Some((booking, student, instructor)) = context(deps, args.booking_id).await? else {
         return Ok(Decision::Finished(Outcome::Dead(format!(
             "booking {} does not exist",
             args.booking_id
         ))));
     };
     tracing::Span::current().record("booking_id", booking.id);
-    let (ledger_id, message_id) = match claim {
-        // a claim taken over keeps the Message-ID it was first sent with
-        Claim::Ours { id, recorded_id } => (id, recorded_id.unwrap_or(message_id)),
+    let key = Key {
+        subject: Subject::Booking {
+            id: booking.id,
+            version: args.booking_version,
+        },
+        kind: args.kind.as_str(),
+        recipient_id: match args.party {
+            Party::Student => booking.student_id,
+            Party::Instructor => booking.instructor_id,
+        },
+    };
+    let offered = email::message_id(args, &deps.config.mail_from);
+    // claiming before the skip checks costs a release in the rare case of a skip, and keeps
+    // a duplicate delivery of a sent email `done` whatever became of the booking since
+    let (ledger_id, message_id) = match email_ledger::claim(deps, &key, &offered).await? {
+        Claim::Ours { id, message_id } => (id, message_id),
         Claim::AlreadySent => {
             tracing::info!("email already sent: duplicate delivery ignored");
             return Ok(Decision::Finished(Outcome::Done));
@@ -120,16 +131,8 @@ async fn decide(
             // not a failure of this job: its claim's worker is alive, so it runs again when
             // the claim times out, without spending its attempts (should that worker die
             // first, the delivery it was running comes back and takes the claim over at once)
-            let soon = now + chrono::Duration::seconds(2);
-            let until = match claimed_at {
-                Some(at) => (at
-                    + chrono::Duration::seconds(deps.config.email_claim_timeout_secs as i64 + 1))
-                .max(soon),
-                // claimed at this very moment: look again shortly, when the claim is visible
-                None => soon,
-            };
             return Ok(Decision::Finished(Outcome::Defer {
-                until,
+                until: email_ledger::look_again_at(deps, claimed_at, now),
                 reason: "another delivery is sending this email".into(),
             }));
         }
@@ -224,7 +227,7 @@ async fn deliver(
 ) -> Result<Outcome, WorkerError> {
     match deps.mailer.send(message).await {
         Ok(()) => {
-            mark_sent(deps, claimed.ledger_id, job_id).await?;
+            email_ledger::mark_sent(deps, claimed.ledger_id, job_id).await?;
             metrics::counter!("emails_sent_total", "kind" => args.kind.as_str()).increment(1);
             if args.kind == EmailKind::Reminder {
                 metrics::counter!("reminders_sent_total").increment(1);
@@ -289,103 +292,27 @@ fn skip_reason(
     None
 }
 
-enum Claim {
-    /// The ledger row (by id) is ours to send; `recorded_id` is the Message-ID of a claim we
-    /// took over (a fresh claim records the one we computed).
-    Ours {
-        id: i64,
-        recorded_id: Option<String>,
-    },
-    AlreadySent,
-    /// Another delivery claimed it at `claimed_at` and has not recorded it sent; `None` when
-    /// that claim was inserted concurrently with this statement (invisible to it).
-    InFlight {
-        claimed_at: Option<chrono::DateTime<Utc>>,
-    },
-}
-
-/// Claims this email's ledger row and reads the booking and both parties, in one durable
-/// round trip; `None` when the booking does not exist.
-///
-/// The claim, naming this worker: insert the row; or take over a claim whose worker is known
-/// dead (no heartbeat for [`crate::presence::dead_after`], or stopped), or that is older than
-/// `EMAIL_CLAIM_TIMEOUT_SECS` (longer than any send can take, so a live worker's send is never
-/// doubled: what outlives it is a send whose verdict never came); or report the row's status. It is durable before the SMTP
-/// exchange starts: a claim lost in a Postgres crash would let the job, reverted by the same
-/// crash, send the email again. Claiming before the skip checks costs a release in the rare
-/// case of a skip, and saves a round trip on every email.
-async fn claim_with_context(
+/// The booking and both parties; `None` when the booking does not exist.
+async fn context(
     deps: &Deps,
-    args: &BookingEmail,
-    message_id: &str,
-) -> Result<Option<(Claim, Booking, Recipient, Recipient)>, WorkerError> {
+    booking_id: i64,
+) -> Result<Option<(Booking, Recipient, Recipient)>, WorkerError> {
     let c = sqlx::query!(
-        r#"with ctx as (
-            select b.*, s.email as student_email, s.full_name as student_name,
-                   s.timezone as student_timezone, s.erased_at as student_erased_at,
-                   i.email as instructor_email, i.full_name as instructor_name,
-                   i.timezone as instructor_timezone, i.erased_at as instructor_erased_at
-            from bookings b join users s on s.id = b.student_id join users i on i.id = b.instructor_id
-            where b.id = $1),
-         key as (
-            select id as booking_id, $3::text as kind,
-                   case when $2 = 'student' then student_id else instructor_id end as recipient_id,
-                   $4::int as booking_version
-            from ctx),
-         inserted as (
-            insert into email_ledger (booking_id, kind, recipient_id, booking_version, message_id, claimed_by)
-            select booking_id, kind, recipient_id, booking_version, $5, $7 from key
-            on conflict do nothing returning id),
-         existing as (
-            select l.id, l.status, l.claimed_at, l.message_id
-            from email_ledger l join key k using (booking_id, kind, recipient_id, booking_version)),
-         taken as (
-            update email_ledger l set claimed_at = now(), claimed_by = $7 from existing e
-            where l.id = e.id and not exists (select 1 from inserted) and l.status = 'sending'
-              and (l.claimed_at < now() - make_interval(secs => $6)
-                   or (l.claimed_by is not null and not exists (
-                         select 1 from workers w
-                          where w.id = l.claimed_by and w.stopped_at is null
-                            and w.heartbeat_at > now() - make_interval(secs => $8))))
-            returning l.id)
-         select ctx.id as "id!", ctx.student_id as "student_id!", ctx.instructor_id as "instructor_id!",
-                ctx.service_id as "service_id!", ctx.starts_at as "starts_at!", ctx.ends_at as "ends_at!",
-                ctx.status as "status!: BookingStatus", ctx.service_name as "service_name!",
-                ctx.duration_minutes as "duration_minutes!", ctx.price_cents as "price_cents!",
-                ctx.notes, ctx.cancellation_reason, ctx.version as "version!",
-                ctx.created_at as "created_at!", ctx.updated_at as "updated_at!",
-                ctx.student_email as "student_email!", ctx.student_name as "student_name!",
-                ctx.student_timezone as "student_timezone!", ctx.student_erased_at,
-                ctx.instructor_email as "instructor_email!", ctx.instructor_name as "instructor_name!",
-                ctx.instructor_timezone as "instructor_timezone!", ctx.instructor_erased_at,
-                coalesce((select id from inserted), (select id from taken)) as ledger_id,
-                case when exists (select 1 from inserted) or exists (select 1 from taken) then 'ours'
-                     else (select status from existing) end as verdict,
-                (select claimed_at from existing) as claimed_at,
-                (select message_id from existing) as recorded_message_id
-         from ctx"#,
-        args.booking_id,
-        args.party.as_str(),
-        args.kind.as_str(),
-        args.booking_version,
-        message_id,
-        deps.config.email_claim_timeout_secs as f64,
-        &*deps.instance,
-        crate::presence::dead_after(deps.config.heartbeat_secs).as_secs_f64()
+        r#"select b.id, b.student_id, b.instructor_id, b.service_id, b.starts_at, b.ends_at,
+                  b.status as "status: BookingStatus", b.service_name, b.duration_minutes,
+                  b.price_cents, b.notes, b.cancellation_reason, b.version, b.created_at,
+                  b.updated_at,
+                  s.email as student_email, s.full_name as student_name,
+                  s.timezone as student_timezone, s.erased_at as student_erased_at,
+                  i.email as instructor_email, i.full_name as instructor_name,
+                  i.timezone as instructor_timezone, i.erased_at as instructor_erased_at
+           from bookings b join users s on s.id = b.student_id join users i on i.id = b.instructor_id
+           where b.id = $1"#,
+        booking_id
     )
-    .fetch_optional(&deps.durable)
+    .fetch_optional(&deps.pool)
     .await?;
     Ok(c.map(|c| {
-        let claim = match (c.ledger_id, c.verdict.as_deref()) {
-            (Some(id), Some("ours")) => Claim::Ours {
-                id,
-                recorded_id: c.recorded_message_id,
-            },
-            (_, Some("sent")) => Claim::AlreadySent,
-            _ => Claim::InFlight {
-                claimed_at: c.claimed_at,
-            },
-        };
         let booking = Booking {
             id: c.id,
             student_id: c.student_id,
@@ -417,44 +344,6 @@ async fn claim_with_context(
             timezone: c.instructor_timezone,
             erased_at: c.instructor_erased_at,
         };
-        (claim, booking, student, instructor)
+        (booking, student, instructor)
     }))
-}
-
-/// Records that the SMTP server accepted the email, and the job as done, in one durable
-/// commit. This knowledge exists only in this process until it is written, so a database
-/// outage is waited out here (up to two minutes) rather than dropped: dropping it would make
-/// a retry send the email again. The worker's other writes commit asynchronously
-/// (`Deps::pool`); this one goes through `Deps::durable` and waits for the disk.
-async fn mark_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), WorkerError> {
-    let mut delay = std::time::Duration::from_millis(100);
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
-    loop {
-        match record_sent(deps, ledger_id, job_id).await {
-            Ok(()) => return Ok(()),
-            Err(e) if std::time::Instant::now() < deadline => {
-                tracing::warn!(error = %e, "email sent but not yet recorded; retrying the ledger");
-                tokio::time::sleep(delay).await;
-                // short steps: once the database is back, "sent" must win the race against a
-                // redelivery that would take over this claim
-                delay = (delay * 2).min(std::time::Duration::from_secs(1));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-}
-
-async fn record_sent(deps: &Deps, ledger_id: i64, job_id: i64) -> Result<(), sqlx::Error> {
-    shared::records::done_with_email_sent(&deps.durable, job_id, ledger_id).await
-}
-
-/// Drops our claim after a failed send, so the retry can claim it again.
-async fn release(deps: &Deps, ledger_id: i64) -> Result<(), WorkerError> {
-    sqlx::query!(
-        "delete from email_ledger where id = $1 and status = 'sending'",
-        ledger_id
-    )
-    .execute(&deps.pool)
-    .await?;
-    Ok(())
 }

@@ -9,6 +9,9 @@
 //! retries, the attempt cap and the dead letters are ours, by the handler's policy. Every
 //! step is counted by queue and kind (`crate::telemetry` describes the series).
 pub mod booking_email;
+pub mod data_export;
+pub mod erasure;
+pub mod export_ready_email;
 pub mod retention_sweep;
 pub mod search_rollup;
 
@@ -31,6 +34,9 @@ pub fn registry() -> Registry {
         .register(booking_email::BookingEmailJob)
         .register(search_rollup::SearchRollupJob)
         .register(retention_sweep::RetentionSweepJob)
+        .register(data_export::DataExportJob)
+        .register(export_ready_email::ExportReadyEmailJob)
+        .register(erasure::ErasureJob)
 }
 
 /// The kinds a worker started with `config` runs: [`registry`] and any benchmark queues.
