@@ -105,23 +105,14 @@ fn start_of(day: NaiveDate, tz: Tz) -> DateTime<Utc> {
         .unwrap_or_else(|| midnight.and_utc())
 }
 
-/// The statement computing one day, written once: `$1`..`$2` the day's instants, `$3` the
-/// date. A plain select (no data-modifying CTE), so that Postgres may scan in parallel.
-/// Invoked as `query_as(RollupCounts,)` with no prefix to run it, and as `query_scalar()`
-/// with an `explain` prefix for its plan (ops/bench/search prints it).
+/// The statement computing one day from its `by_query` and `searchers` (the `$sources`,
+/// one of the two below), written once: `$1` is the date. A plain select (no data-modifying
+/// CTE), so that Postgres may scan in parallel. Invoked as `query_as(RollupCounts,)` with no
+/// prefix to run it, and as `query_scalar()` with an `explain` prefix for its plan
+/// (ops/bench/search prints it).
 macro_rules! rollup_statement {
-    ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
-        sqlx::$macro!($($head)* $prefix + r#"with by_query as (
-               select normalized_query, ua_class = 'bot' as bot,
-                      count(*) as searches,
-                      count(*) filter (where result_count = 0) as zero,
-                      count(*) filter (where result_count > 0) as with_results,
-                      count(*) filter (where clicked and result_count > 0) as clicked,
-                      count(*) filter (where converted) as converted
-               from search_events
-               where searched_at >= $1 and searched_at < $2
-               group by 1, 2
-           ),
+    ($macro:ident($($head:tt)*), $prefix:literal, $sources:literal, $($arg:expr),* $(,)?) => {
+        sqlx::$macro!($($head)* $prefix + $sources + r#",
            totals as (
                select coalesce(sum(searches) filter (where not bot), 0)::int as searches,
                       coalesce(sum(searches) filter (where bot), 0)::int as bot_searches,
@@ -130,18 +121,6 @@ macro_rules! rollup_statement {
                       coalesce(sum(clicked) filter (where not bot), 0)::int as clicked,
                       coalesce(sum(converted) filter (where not bot), 0)::int as converted
                from by_query
-           ),
-           -- users and guest sessions apart: two narrow hash tables are cheaper than one
-           -- keyed by the (user, session) pair
-           searchers as (
-               select (select count(*) from (select user_id from search_events
-                                             where searched_at >= $1 and searched_at < $2
-                                               and ua_class <> 'bot' and user_id is not null
-                                             group by 1) u)
-                    + (select count(*) from (select guest_session from search_events
-                                             where searched_at >= $1 and searched_at < $2
-                                               and ua_class <> 'bot' and guest_session is not null
-                                             group by 1) g) as unique_searchers
            ),
            top as (
                select coalesce(jsonb_agg(jsonb_build_object('query', normalized_query, 'count', searches)
@@ -155,7 +134,7 @@ macro_rules! rollup_statement {
                from (select normalized_query, zero from by_query where not bot and zero > 0
                      order by zero desc, normalized_query collate "C" limit 20) t
            )
-           select $3::date as "day!", t.searches as "searches!",
+           select $1::date as "day!", t.searches as "searches!",
                   t.bot_searches as "bot_searches!", s.unique_searchers::int as "unique_searchers!",
                   t.zero as "zero_result_searches!", t.with_results as "searches_with_results!",
                   t.clicked as "clicked_searches!", t.converted as "converted_searches!",
@@ -164,46 +143,47 @@ macro_rules! rollup_statement {
     };
 }
 
-/// The statement reading one day's aggregates (migration 0011), written once: `$1` the zone,
-/// `$2` the date; the same columns as [`rollup_statement`], by the same definitions.
-macro_rules! aggregates_statement {
+/// [`rollup_statement`] over the day's events: `$2`..`$3` the day's instants.
+macro_rules! from_events {
     ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
-        sqlx::$macro!($($head)* $prefix + r#"with by_query as (
+        rollup_statement!($macro($($head)*), $prefix, r#"with by_query as (
+               select normalized_query, ua_class = 'bot' as bot,
+                      count(*) as searches,
+                      count(*) filter (where result_count = 0) as zero,
+                      count(*) filter (where result_count > 0) as with_results,
+                      count(*) filter (where clicked and result_count > 0) as clicked,
+                      count(*) filter (where converted) as converted
+               from search_events
+               where searched_at >= $2 and searched_at < $3
+               group by 1, 2
+           ),
+           -- users and guest sessions apart: two narrow hash tables are cheaper than one
+           -- keyed by the (user, session) pair
+           searchers as (
+               select (select count(*) from (select user_id from search_events
+                                             where searched_at >= $2 and searched_at < $3
+                                               and ua_class <> 'bot' and user_id is not null
+                                             group by 1) u)
+                    + (select count(*) from (select guest_session from search_events
+                                             where searched_at >= $2 and searched_at < $3
+                                               and ua_class <> 'bot' and guest_session is not null
+                                             group by 1) g) as unique_searchers
+           )"#, $($arg),*)
+    };
+}
+
+/// [`rollup_statement`] over the day's aggregates (migration 0011): `$2` the zone.
+macro_rules! from_aggregates {
+    ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
+        rollup_statement!($macro($($head)*), $prefix, r#"with by_query as (
                select normalized_query, bot, searches, zero, with_results, clicked, converted
                from search_day_queries
-               where timezone = $1 and day = $2
-           ),
-           totals as (
-               select coalesce(sum(searches) filter (where not bot), 0)::int as searches,
-                      coalesce(sum(searches) filter (where bot), 0)::int as bot_searches,
-                      coalesce(sum(zero) filter (where not bot), 0)::int as zero,
-                      coalesce(sum(with_results) filter (where not bot), 0)::int as with_results,
-                      coalesce(sum(clicked) filter (where not bot), 0)::int as clicked,
-                      coalesce(sum(converted) filter (where not bot), 0)::int as converted
-               from by_query
+               where timezone = $2 and day = $1
            ),
            searchers as (
                select count(*) as unique_searchers from search_day_searchers
-               where timezone = $1 and day = $2
-           ),
-           top as (
-               select coalesce(jsonb_agg(jsonb_build_object('query', normalized_query, 'count', searches)
-                                         order by searches desc, normalized_query collate "C"), '[]') as list
-               from (select normalized_query, searches from by_query where not bot
-                     order by searches desc, normalized_query collate "C" limit 20) t
-           ),
-           top_zero as (
-               select coalesce(jsonb_agg(jsonb_build_object('query', normalized_query, 'count', zero)
-                                         order by zero desc, normalized_query collate "C"), '[]') as list
-               from (select normalized_query, zero from by_query where not bot and zero > 0
-                     order by zero desc, normalized_query collate "C" limit 20) t
-           )
-           select $2::date as "day!", t.searches as "searches!",
-                  t.bot_searches as "bot_searches!", s.unique_searchers::int as "unique_searchers!",
-                  t.zero as "zero_result_searches!", t.with_results as "searches_with_results!",
-                  t.clicked as "clicked_searches!", t.converted as "converted_searches!",
-                  top.list as "top_queries!", top_zero.list as "top_zero_result_queries!"
-           from totals t, searchers s, top, top_zero"#, $($arg),*)
+               where timezone = $2 and day = $1
+           )"#, $($arg),*)
     };
 }
 
@@ -247,14 +227,14 @@ pub async fn compute(
 ) -> Result<RollupCounts, sqlx::Error> {
     match source {
         Source::Aggregates => {
-            aggregates_statement!(query_as(RollupCounts,), "", tz.name(), day)
+            from_aggregates!(query_as(RollupCounts,), "", day, tz.name())
                 .fetch_one(&mut *conn)
                 .await
         }
         Source::Events => {
             let (from, to) = day_bounds(day, tz);
             set_rollup_session(&mut *conn).await?;
-            rollup_statement!(query_as(RollupCounts,), "", from, to, day)
+            from_events!(query_as(RollupCounts,), "", day, from, to)
                 .fetch_one(&mut *conn)
                 .await
         }
@@ -347,11 +327,11 @@ pub async fn explain_rollup(
     let mut tx = pool.begin().await?;
     let plan = match source {
         Source::Aggregates => {
-            aggregates_statement!(
+            from_aggregates!(
                 query_scalar(),
                 "explain (analyze, buffers, costs off) ",
-                tz.name(),
-                day
+                day,
+                tz.name()
             )
             .fetch_all(&mut *tx)
             .await?
@@ -359,12 +339,12 @@ pub async fn explain_rollup(
         Source::Events => {
             let (from, to) = day_bounds(day, tz);
             set_rollup_session(&mut tx).await?;
-            rollup_statement!(
+            from_events!(
                 query_scalar(),
                 "explain (analyze, buffers, costs off) ",
+                day,
                 from,
-                to,
-                day
+                to
             )
             .fetch_all(&mut *tx)
             .await?
