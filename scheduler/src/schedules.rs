@@ -108,6 +108,58 @@ mod tests {
         );
     }
 
+    /// Issue 12: the sweep runs at 03:30 New York time on every local day. 03:30 is outside
+    /// both DST transitions (the spring gap is 02:00-03:00, the autumn overlap 01:00-02:00),
+    /// so it fires once a day at 03:30 local, its UTC instant moving with the offset; the
+    /// zone is the schedule's own, never the process's TZ.
+    #[test]
+    fn the_retention_sweep_fires_at_0330_new_york_on_every_local_day() {
+        let schedules = declared();
+        let sweep = find(&schedules, "retention_sweep").expect("declared");
+        assert_eq!(sweep.expr, "30 3 * * *");
+        assert_eq!(sweep.tz, chrono_tz::America::New_York);
+        assert_eq!(sweep.catch_up, CatchUp::Once);
+        let fires = |from: &str| {
+            sweep
+                .fires_after(utc(from))
+                .take(3)
+                .map(|slot| {
+                    format!(
+                        "{} {}",
+                        sweep.local_rfc3339(&slot),
+                        slot.at.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+        // spring forward on Sunday 8 March 2026
+        assert_eq!(
+            fires("2026-03-07T00:00:00Z"),
+            [
+                "2026-03-07T03:30:00-05:00 2026-03-07T08:30:00Z",
+                "2026-03-08T03:30:00-04:00 2026-03-08T07:30:00Z",
+                "2026-03-09T03:30:00-04:00 2026-03-09T07:30:00Z",
+            ]
+        );
+        // fall back on Sunday 1 November 2026
+        assert_eq!(
+            fires("2026-10-31T00:00:00Z"),
+            [
+                "2026-10-31T03:30:00-04:00 2026-10-31T07:30:00Z",
+                "2026-11-01T03:30:00-05:00 2026-11-01T08:30:00Z",
+                "2026-11-02T03:30:00-05:00 2026-11-02T08:30:00Z",
+            ]
+        );
+        // what `scheduler plan` prints with no overrides
+        assert_eq!(
+            plan(&schedules, utc("2026-01-01T00:00:00Z"), 1),
+            [
+                "search_rollup 2026-01-01T02:00:00-05:00 2026-01-01T07:00:00Z",
+                "retention_sweep 2026-01-01T03:30:00-05:00 2026-01-01T08:30:00Z",
+            ]
+        );
+    }
+
     #[test]
     fn bad_overrides_name_their_variable() {
         let bad = |k: &str, v: &str| {

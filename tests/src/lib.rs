@@ -1,7 +1,9 @@
 //! End-to-end test support: a real SMTP sink, a private Redis server, a private Prometheus,
 //! the platform (API and worker) started against a fresh database and its own Redis key
-//! prefix, and a reader of the emails it sends.
+//! prefix, a reader of the emails it sends, and finders of personal data where none
+//! belongs.
 pub mod mail;
+pub mod personal_data;
 pub mod pg_server;
 pub mod platform;
 pub mod procs;

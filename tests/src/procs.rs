@@ -1,6 +1,7 @@
 //! The platform as real processes: the built `api`, `worker` and `scheduler` binaries,
 //! started against a fresh database, real Redis under a private prefix, and the SMTP sink,
-//! with their logs captured to files so tests can scan them.
+//! with their stdout and stderr captured to files under `target/test-logs/` so tests can
+//! scan them, and kept after the run so the suite's logs can be scanned as a whole.
 use std::{path::PathBuf, process::Stdio, time::Duration};
 
 use shared::testing::{self, TestDatabase};
@@ -23,6 +24,17 @@ fn binary(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// Where the process-level tests keep their processes' output: `target/test-logs/`, one
+/// folder per cluster (its Redis prefix). Kept, pass or fail: `ops/test` empties it before
+/// a run and scans it for personal data after.
+pub fn test_logs_dir() -> PathBuf {
+    let profile = bin_dir();
+    profile
+        .parent()
+        .map(|target| target.join("test-logs"))
+        .unwrap_or_else(|| profile.join("test-logs"))
 }
 
 /// One running process of the platform.
@@ -99,7 +111,7 @@ impl Cluster {
             .expect("seed");
         let smtp = SmtpSink::start().await;
         let prefix = testing::unique_name("p");
-        let log_dir = std::env::temp_dir().join(format!("e2e-logs-{prefix}"));
+        let log_dir = test_logs_dir().join(&prefix);
         std::fs::create_dir_all(&log_dir).expect("log dir");
         let mut env: Vec<(String, String)> = [
             ("DATABASE_URL", db.url.as_str()),
@@ -215,9 +227,7 @@ impl Cluster {
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        if !std::thread::panicking() {
-            let _ = std::fs::remove_dir_all(&self.log_dir);
-        } else {
+        if std::thread::panicking() {
             eprintln!("process logs kept in {}", self.log_dir.display());
         }
     }

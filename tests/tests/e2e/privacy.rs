@@ -2,7 +2,10 @@
 //! against the schema, not a list) and nothing identifying anyone else; erasure leaves no
 //! trace of the person in any text or JSON column while their bookings stay, cancels their
 //! future lessons telling only the other party, silences what was queued for them and shuts
-//! out their old tokens; a legal hold refuses erasure, audited; the audit log is append-only.
+//! out their old tokens (nor does pg_dump's output hold them); a legal hold refuses erasure,
+//! audited; the audit log is append-only. Through the real binaries, no Redis value and no
+//! log line holds a party's email, name or client address at any point of a booking,
+//! reminder, export and erasure.
 use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use chrono::Utc;
@@ -448,6 +451,15 @@ async fn erasure_leaves_no_trace_of_the_person_and_keeps_the_business() {
     // no trace of them in any text or JSON column
     assert_eq!(occurrences(&app, STUDENT_EMAIL).await, Vec::<String>::new());
     assert_eq!(occurrences(&app, STUDENT_NAME).await, Vec::<String>::new());
+    // and what a backup would hold: pg_dump reads every table, partitions and all
+    let dump = e2e::personal_data::pg_dump(&app.db.url).to_lowercase();
+    assert!(dump.contains("copy public.bookings "), "a dump of the data");
+    for needle in [STUDENT_EMAIL, STUDENT_NAME] {
+        assert!(
+            !dump.contains(&needle.to_lowercase()),
+            "pg_dump --data-only holds {needle:?}"
+        );
+    }
     // their bookings, prices and dates stay
     let after: (i64, i64) = sqlx::query_as(
         "select sum(price_cents)::bigint, count(*) from bookings where student_id = $1",
@@ -872,4 +884,244 @@ async fn the_sweep_deletes_exactly_the_expired_rows_keeps_held_users_and_matches
     for counts in [a.unwrap(), b.unwrap()].into_iter().flatten() {
         assert!(counts.values().all(|n| *n == 0), "{counts:?}");
     }
+}
+
+/// The people of the process-level flow, as Redis and the logs must never show them.
+const INSTRUCTOR_EMAIL: &str = "instructor@example.com";
+const INSTRUCTOR_NAME: &str = "Ida Instructor";
+/// The client's address as the API sees it (a loopback address of its own, so a leak
+/// cannot hide among the servers' 127.0.0.1) and the one a proxy header claims.
+const CLIENT_IP: &str = "127.0.0.7";
+const FORWARDED_IP: &str = "203.0.113.77";
+
+/// Asserts that no key under `prefix` holds either party's email or name, naming the point
+/// of the flow; returns how many keys were read.
+async fn assert_redis_clean(redis_url: &str, prefix: &str, point: &str) -> usize {
+    let (leaks, keys) = e2e::personal_data::redis_leaks(
+        redis_url,
+        prefix,
+        &[
+            STUDENT_EMAIL,
+            STUDENT_NAME,
+            INSTRUCTOR_EMAIL,
+            INSTRUCTOR_NAME,
+        ],
+    )
+    .await;
+    assert!(
+        leaks.is_empty(),
+        "{point}: Redis holds personal data: {leaks:?}"
+    );
+    keys
+}
+
+/// Booking, reminder, export and erasure through the real `api`, `worker` and `scheduler`
+/// binaries: at every step no Redis value (read by type and by DUMP) holds either party's
+/// email or name, and no line those processes logged holds an email address or the client's
+/// address.
+#[tokio::test]
+async fn the_flow_through_the_binaries_keeps_personal_data_out_of_redis_and_the_logs() {
+    use e2e::procs::Cluster;
+    let mut cluster = Cluster::new(shared::testing::redis_url(), &[("RUST_LOG", "debug")]).await;
+    let api = cluster.api().await;
+    let _worker = cluster.worker().await;
+    let _scheduler = cluster.scheduler().await;
+    let (redis, prefix) = (cluster.redis_url.clone(), cluster.prefix.clone());
+    let base = format!("http://127.0.0.1:{}", api.port);
+    let mut headers = reqwest::header::HeaderMap::new();
+    headers.insert(
+        "x-forwarded-for",
+        FORWARDED_IP.parse().expect("header value"),
+    );
+    let http = reqwest::Client::builder()
+        .local_address(CLIENT_IP.parse::<std::net::IpAddr>().ok())
+        .default_headers(headers)
+        .build()
+        .expect("client");
+    let send = |method: Method, path: String, token: String, body: Option<Value>| {
+        let request = http
+            .request(method, format!("{base}{path}"))
+            .bearer_auth(token);
+        let request = match body {
+            Some(body) => request.json(&body),
+            None => request,
+        };
+        async move {
+            let response = request.send().await.expect("request");
+            let status = response.status().as_u16();
+            (
+                status,
+                response.json::<Value>().await.unwrap_or(Value::Null),
+            )
+        }
+    };
+    let pool = cluster.db.pool.clone();
+    let student = cluster.token(STUDENT_EMAIL).await;
+    let (instructor_id, service_id): (i64, i64) =
+        sqlx::query_as("select instructor_id, id from services order by id limit 1")
+            .fetch_one(&pool)
+            .await
+            .expect("seeded service");
+    // the scan finds what it looks for: a planted value, long enough for DUMP to compress it
+    let mut conn = shared::queue::connect(&redis).await.expect("redis");
+    let probe = format!("{prefix}:probe");
+    let planted = format!("{}{STUDENT_EMAIL}", "x".repeat(200));
+    let _: () = redis::cmd("HSET")
+        .arg(&probe)
+        .arg("to")
+        .arg(&planted)
+        .query_async(&mut conn)
+        .await
+        .expect("plant");
+    let (found, _) =
+        e2e::personal_data::redis_leaks(&redis, &prefix, &[&STUDENT_EMAIL.to_uppercase()]).await;
+    assert_eq!(
+        found,
+        [format!("{probe}: {}", STUDENT_EMAIL.to_uppercase())]
+    );
+    let _: () = redis::cmd("DEL")
+        .arg(&probe)
+        .query_async(&mut conn)
+        .await
+        .expect("unplant");
+    assert_redis_clean(&redis, &prefix, "at start").await;
+
+    // a search (with the client's address hashed) and a booking whose notes name the student
+    let (status, event) = send(
+        Method::POST,
+        "/api/v1/search/events".into(),
+        student.clone(),
+        Some(json!({"query": "piano", "result_count": 1})),
+    )
+    .await;
+    assert_eq!(status, 201, "{event}");
+    // the API saw the client's own address (the header is not trusted), stored as its hash
+    let config = shared::config::Config::from_vars(cluster.env.clone()).expect("config");
+    let hasher = api::search::client::IpHasher::new(config.search_ip_hash_key().expect("key"));
+    let stored: Option<Vec<u8>> =
+        sqlx::query_scalar("select ip_hash from search_events where id = $1")
+            .bind(event["id"].as_i64())
+            .fetch_one(&pool)
+            .await
+            .expect("the event");
+    assert_eq!(
+        stored,
+        Some(hasher.hash(CLIENT_IP.parse().expect("an address")))
+    );
+    let start = e2e::procs::lesson_slot(0);
+    let (status, booking) = send(
+        Method::POST,
+        "/api/v1/bookings".into(),
+        student.clone(),
+        Some(json!({
+            "instructor_id": instructor_id, "service_id": service_id, "start": start.to_rfc3339(),
+            "notes": format!("I am {STUDENT_NAME}, {STUDENT_EMAIL}"),
+            "search_event_id": event["id"],
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{booking}");
+    let booking_id = booking["id"].as_i64().expect("booking id");
+    assert_redis_clean(&redis, &prefix, "right after the booking").await;
+    eventually(Duration::from_secs(30), "the confirmations", || async {
+        cluster.smtp.count() == 2
+    })
+    .await;
+
+    // the reminders, due now: the processes read the system clock, so their time comes to
+    // them (the outbox row's run_at) instead
+    let moved = sqlx::query(
+        "update jobs set run_at = now() where payload->>'kind' = 'reminder'
+           and (payload->>'booking_id')::bigint = $1 and status = 'pending'",
+    )
+    .bind(booking_id)
+    .execute(&pool)
+    .await
+    .expect("reminders due")
+    .rows_affected();
+    assert_eq!(moved, 2, "a reminder for each party was queued");
+    shared::outbox::notify(&pool).await;
+    let keys = assert_redis_clean(&redis, &prefix, "with the reminders queued").await;
+    assert!(keys > 0, "the scan read no key under {prefix}");
+    eventually(Duration::from_secs(30), "the reminders", || async {
+        cluster.smtp.count() == 4
+    })
+    .await;
+    assert_redis_clean(&redis, &prefix, "after the reminders").await;
+
+    // the export, its document downloaded and its email sent
+    let (status, request) = send(
+        Method::POST,
+        "/api/v1/privacy/export".into(),
+        student.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{request}");
+    let path = format!("/api/v1/privacy/requests/{}", request["id"]);
+    let mut url = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while url.is_none() {
+        assert_redis_clean(&redis, &prefix, "while the export runs").await;
+        let (_, state) = send(Method::GET, path.clone(), student.clone(), None).await;
+        url = state["download_url"].as_str().map(str::to_string);
+        assert!(tokio::time::Instant::now() < deadline, "no export: {state}");
+    }
+    let (status, document) = send(
+        Method::GET,
+        url.expect("download url"),
+        student.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(document["profile"]["email"], STUDENT_EMAIL);
+    eventually(Duration::from_secs(30), "the export email", || async {
+        cluster.smtp.count() == 5
+    })
+    .await;
+    assert_redis_clean(&redis, &prefix, "after the export").await;
+
+    // the erasure: the future lesson is cancelled, only the instructor hears of it
+    let (status, request) = send(
+        Method::POST,
+        "/api/v1/privacy/erase".into(),
+        student.clone(),
+        None,
+    )
+    .await;
+    assert_eq!(status, 202, "{request}");
+    assert_redis_clean(&redis, &prefix, "with the erasure queued").await;
+    let erasure = request["id"].as_i64().expect("request id");
+    eventually(Duration::from_secs(30), "the erasure", || async {
+        let state: String = sqlx::query_scalar("select state from privacy_requests where id = $1")
+            .bind(erasure)
+            .fetch_one(&pool)
+            .await
+            .expect("request");
+        state == "done"
+    })
+    .await;
+    eventually(
+        Duration::from_secs(30),
+        "the cancellation email",
+        || async { cluster.smtp.count() == 6 },
+    )
+    .await;
+    let last = cluster.smtp.messages().pop().expect("a message");
+    assert_eq!(last.to, [INSTRUCTOR_EMAIL]);
+    assert_redis_clean(&redis, &prefix, "after the erasure").await;
+
+    // what every process logged: no address of anyone, no client address
+    let leaks = e2e::personal_data::log_leaks(&cluster.log_dir, &[CLIENT_IP, FORWARDED_IP]);
+    assert!(
+        leaks.is_empty(),
+        "the processes logged personal data:\n{}",
+        leaks.join("\n")
+    );
+    assert!(
+        !cluster.logs().is_empty(),
+        "no log was captured in {}",
+        cluster.log_dir.display()
+    );
 }

@@ -155,15 +155,28 @@ async fn sweep_locked(
         .await?;
     let mut counts = Counts::new();
     let mut conn = deps.pool.acquire().await?;
+    // each phase's wall time, so a slow sweep says where its time went
+    let mut phase = std::time::Instant::now();
+    let mut lap = |name: &'static str| {
+        tracing::info!(
+            phase = name,
+            ms = phase.elapsed().as_millis() as u64,
+            "retention sweep phase"
+        );
+        phase = std::time::Instant::now();
+    };
     // counted before the events go: deleting events empties some of these rows (the trigger
     // of migration 0011), and the count must be the same in a dry run
     counts.insert(
         "search_day_aggregates",
         day_aggregates(&mut conn, search_cutoff, true).await?,
     );
+    lap("count day aggregates");
     search(&mut conn, now, search_cutoff, &held, dry_run, &mut counts).await?;
+    lap("search events, interactions and ids");
     if !dry_run {
         day_aggregates(&mut conn, search_cutoff, false).await?;
+        lap("delete day aggregates");
     }
     counts.insert(
         "guest_search_history",
@@ -173,6 +186,7 @@ async fn sweep_locked(
         "export_documents",
         exports(&mut conn, now, &held, dry_run).await?,
     );
+    lap("guest history and exports");
     counts.insert(
         "finished_job_records",
         if dry_run {
@@ -236,6 +250,7 @@ async fn search(
     dry_run: bool,
     counts: &mut Counts,
 ) -> Result<(), WorkerError> {
+    let begun = std::time::Instant::now();
     let events = partitions(conn, "search_events").await?;
     let interactions = partitions(conn, "search_interactions").await?;
     let oldest = events.first().map(|p| p.lower);
@@ -328,6 +343,12 @@ async fn search(
     counts.insert("search_events", gone_events);
     counts.insert("search_interactions", gone_interactions);
     counts.insert("search_partitions_dropped", dropped);
+    tracing::info!(
+        dropped,
+        events = gone_events,
+        ms = begun.elapsed().as_millis() as u64,
+        "retention sweep: search months dropped and batches deleted"
+    );
     counts.insert(
         "search_ids",
         search_ids(conn, oldest, cutoff, held, dry_run).await?,
