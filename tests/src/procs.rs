@@ -253,8 +253,48 @@ async fn wait_for_port(proc: &mut Proc) -> bool {
     );
 }
 
-/// The `index`-th distinct lesson hour inside the seeded 08:00-20:00 New York
-/// availability: twelve a day, from the day after tomorrow.
+/// The benchmarks' market: `instructors` instructors with one 60-minute service and
+/// 08:00-20:00 New York availability for `days` days from today (where [`lesson_slot`]
+/// falls), and `students` students; `<role><n>@bench.test` each.
+pub async fn seed_lesson_market(
+    pool: &sqlx::PgPool,
+    instructors: i64,
+    students: i64,
+    days: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "insert into users (email, full_name, role) select 'instructor' || n || '@bench.test', 'Instructor ' || n, 'instructor'
+         from generate_series(1, $1) n",
+    )
+    .bind(instructors)
+    .execute(pool)
+    .await?;
+    sqlx::query("insert into instructor_profiles (user_id, min_advance_booking_hours) select id, 2 from users where role = 'instructor'")
+        .execute(pool)
+        .await?;
+    sqlx::query("insert into services (instructor_id, name, duration_minutes, price_cents) select user_id, 'Piano', 60, 6500 from instructor_profiles")
+        .execute(pool)
+        .await?;
+    sqlx::query(
+        "insert into availability (instructor_id, date, start_time, end_time)
+         select p.user_id, (now() at time zone 'America/New_York')::date + d, '08:00', '20:00'
+         from instructor_profiles p, generate_series(0, $1) d",
+    )
+    .bind(days)
+    .execute(pool)
+    .await?;
+    sqlx::query(
+        "insert into users (email, full_name, role) select 'student' || n || '@bench.test', 'Student ' || n, 'student'
+         from generate_series(1, $1) n",
+    )
+    .bind(students)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The `index`-th distinct lesson hour inside the 08:00-20:00 New York availability of
+/// [`seed_lesson_market`]: twelve a day, from the day after tomorrow.
 pub fn lesson_slot(index: i64) -> chrono::DateTime<chrono::Utc> {
     use chrono::TimeZone;
     let tz = chrono_tz::America::New_York;

@@ -47,7 +47,7 @@ const STUDENTS: i64 = 500;
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let db = shared::testing::TestDatabase::create().await;
-    seed(&db.pool).await?;
+    e2e::procs::seed_lesson_market(&db.pool, INSTRUCTORS, STUDENTS, 30).await?;
     let smtp = e2e::smtp::SmtpSink::start().await;
     let prefix = shared::testing::unique_name("bench");
     let api_port = free_port();
@@ -274,36 +274,4 @@ fn booking_of(message_id: &str) -> Option<i64> {
         .next()?
         .parse()
         .ok()
-}
-
-/// Instructors with one service and 30 days of 08:00-20:00 availability, and students.
-async fn seed(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into users (email, full_name, role) select 'instructor' || n || '@bench.test', 'Instructor ' || n, 'instructor'
-         from generate_series(1, $1) n",
-    )
-    .bind(INSTRUCTORS)
-    .execute(pool)
-    .await?;
-    sqlx::query("insert into instructor_profiles (user_id, min_advance_booking_hours) select id, 2 from users where role = 'instructor'")
-        .execute(pool)
-        .await?;
-    sqlx::query("insert into services (instructor_id, name, duration_minutes, price_cents) select user_id, 'Piano', 60, 6500 from instructor_profiles")
-        .execute(pool)
-        .await?;
-    sqlx::query(
-        "insert into availability (instructor_id, date, start_time, end_time)
-         select p.user_id, (now() at time zone 'America/New_York')::date + d, '08:00', '20:00'
-         from instructor_profiles p, generate_series(0, 30) d",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "insert into users (email, full_name, role) select 'student' || n || '@bench.test', 'Student ' || n, 'student'
-         from generate_series(1, $1) n",
-    )
-    .bind(STUDENTS)
-    .execute(pool)
-    .await?;
-    Ok(())
 }

@@ -432,36 +432,9 @@ async fn seed_searches(
     }))
 }
 
-/// Instructors with one service and 45 days of 08:00-20:00 availability, students and an
-/// admin.
+/// The booking market of [`e2e::procs::seed_lesson_market`] for 45 days, and an admin.
 async fn seed_bookings(pool: &sqlx::PgPool) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "insert into users (email, full_name, role) select 'instructor' || n || '@bench.test', 'Instructor ' || n, 'instructor'
-         from generate_series(1, $1) n",
-    )
-    .bind(INSTRUCTORS)
-    .execute(pool)
-    .await?;
-    sqlx::query("insert into instructor_profiles (user_id, min_advance_booking_hours) select id, 2 from users where role = 'instructor'")
-        .execute(pool)
-        .await?;
-    sqlx::query("insert into services (instructor_id, name, duration_minutes, price_cents) select user_id, 'Piano', 60, 6500 from instructor_profiles")
-        .execute(pool)
-        .await?;
-    sqlx::query(
-        "insert into availability (instructor_id, date, start_time, end_time)
-         select p.user_id, (now() at time zone 'America/New_York')::date + d, '08:00', '20:00'
-         from instructor_profiles p, generate_series(0, 45) d",
-    )
-    .execute(pool)
-    .await?;
-    sqlx::query(
-        "insert into users (email, full_name, role) select 'student' || n || '@bench.test', 'Student ' || n, 'student'
-         from generate_series(1, $1) n",
-    )
-    .bind(STUDENTS)
-    .execute(pool)
-    .await?;
+    e2e::procs::seed_lesson_market(pool, INSTRUCTORS, STUDENTS, 45).await?;
     sqlx::query(
         "insert into users (email, full_name, role) values ('admin@bench.test', 'Bench Admin', 'admin')",
     )
