@@ -122,7 +122,7 @@ create trigger search_events_aggregate_delete after delete on search_events
     referencing old table as old_events
     for each statement execute function search_events_aggregate();
 
--- Adopts `zone` for the aggregates (the worker calls it at start-up with ANALYTICS_TZ); the
+-- Adopts `zone` for the aggregates (each rollup run calls it with ANALYTICS_TZ first); the
 -- same zone again changes nothing. Writers of search_events wait while it runs, so that no
 -- event is written half under the old zone: the days it covers then start after the last
 -- local day that already has events (all days, on an empty table). Returns covers_from.
