@@ -289,10 +289,12 @@ async fn search(
                     order by id limit $3),
                  gone_i as (
                     delete from search_interactions i using doomed d
-                    where i.event_id = d.id and i.searched_at = d.searched_at returning 1),
+                    where i.event_id = d.id and i.searched_at = d.searched_at
+                      and i.searched_at < $1 returning 1),
                  gone_e as (
                     delete from search_events e using doomed d
-                    where e.id = d.id and e.searched_at = d.searched_at returning e.id)
+                    where e.id = d.id and e.searched_at = d.searched_at
+                      and e.searched_at < $1 returning e.id)
                  select (select count(*) from gone_e) as "events!",
                         (select count(*) from gone_i) as "interactions!",
                         (select max(id) from doomed) as last_id"#,
