@@ -439,6 +439,13 @@ async fn search_ids(
     let Some(mut from) = oldest else {
         return Ok(0);
     };
+    // A BRIN range holds no summary until a vacuum makes one, and an unsummarized range
+    // matches every window: each 6 h window read the whole table (3.7 s a window on 6 M ids
+    // loaded since the last vacuum, 63 ms once summarized). Summarizing scans only the
+    // ranges that lack a summary.
+    sqlx::query_scalar!("select brin_summarize_new_values('search_ids_searched_at_brin')")
+        .fetch_one(&mut *conn)
+        .await?;
     let mut deleted = 0;
     // The window is repeated on the events so each probe prunes to the window's month: with
     // only `e.searched_at = s.searched_at` every window hashed every live event (ops/bench/
