@@ -10,7 +10,7 @@
 //! instances.
 use std::{collections::BTreeSet, time::Duration};
 
-use apalis_redis::ConnectionManager;
+use shared::queue::ConnectionManager;
 use chrono::{DateTime, Utc};
 use shared::records;
 use tokio_util::sync::CancellationToken;

@@ -568,6 +568,7 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         &mut redis,
         &cluster.prefix,
         Duration::from_secs(1),
+        1,
         &worker::jobs::registry(),
         chrono::Utc::now(),
     )

@@ -2,7 +2,7 @@
 //! (same keys, same clock, same order), so that our figures and the peers' are comparable.
 use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
+use shared::queue::ConnectionManager;
 use redis::AsyncCommands;
 
 use crate::clock::monotonic_ns;
