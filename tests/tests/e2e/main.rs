@@ -14,3 +14,4 @@ mod reminders;
 mod search;
 mod smtp_pool;
 mod upgrade;
+mod topologies;
