@@ -41,6 +41,7 @@ pub async fn reconcile(
             prefix,
             &queue_name,
             queue::partition_of(id, partitions),
+            partitions,
             heartbeat,
         );
         let task_id = format!("{id}.{pushes}");

@@ -77,7 +77,7 @@ pub async fn relay_due(
                 .push(task);
         }
         for ((queue_name, partition), tasks) in by_queue {
-            let config = queue::partition_config(prefix, &queue_name, partition, heartbeat);
+            let config = queue::partition_config(prefix, &queue_name, partition, partitions, heartbeat);
             for chunk in tasks.chunks(500) {
                 queue::push(redis, &config, chunk).await?;
             }

@@ -36,31 +36,74 @@ pub fn queue_name(prefix: &str, queue: &str) -> String {
     format!("{{{prefix}:{queue}}}")
 }
 
-/// The Redis name of partition `partition` of `queue`: partition 0 is the queue itself (so
-/// that raising `QUEUE_PARTITIONS` from 1 leaves nothing behind), the others
-/// `{prefix:queue:p}`, each its own hash tag and so its own slot.
-pub fn partition_name(prefix: &str, queue: &str, partition: u32) -> String {
-    if partition == 0 {
-        queue_name(prefix, queue)
-    } else {
-        format!("{{{prefix}:{queue}:{partition}}}")
+/// The hash slots of a Redis Cluster.
+pub const SLOTS: u32 = 16384;
+
+/// The cluster hash slot of `key` (CRC16/XMODEM of its hash tag, as Redis computes it).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
     }
+    (u32::from(crc) % SLOTS) as u16
 }
 
-/// The partition a job goes to: by its id, so that pushes spread evenly (ids are
-/// sequential) and the reconciler finds a job where the relay put it.
+/// The Redis name of partition `partition` of `partitions` of `queue`. One partition: the
+/// queue's own name. Several: `{prefix:queue:p.k}`, each its own hash tag, with the
+/// smallest `k` that puts partition `p` in the `p`-th of `partitions` equal ranges of
+/// slots, so that the partitions spread over the shards as evenly as the shards split the
+/// slots (hashing names at random puts 4 of 8 partitions on one of 3 shards half the
+/// time). Deterministic: every process names a partition the same. Changing the count
+/// renames the partitions; what is left under the old names is pushed again by the
+/// reconciler from Postgres.
+pub fn partition_name(prefix: &str, queue: &str, partition: u32, partitions: u32) -> String {
+    let partitions = partitions.max(1);
+    if partitions == 1 {
+        return queue_name(prefix, queue);
+    }
+    let (lo, hi) = (
+        partition * SLOTS / partitions,
+        (partition + 1) * SLOTS / partitions,
+    );
+    // a range of SLOTS / partitions slots is hit once in `partitions` tries on average
+    (0..100_000u32)
+        .map(|k| format!("{prefix}:{queue}:{partition}.{k}"))
+        .find(|tag| (lo..hi).contains(&u32::from(key_slot(&format!("{{{tag}}}")))))
+        .map(|tag| format!("{{{tag}}}"))
+        .unwrap_or_else(|| format!("{{{prefix}:{queue}:{partition}.0}}"))
+}
+
+/// The partition a job goes to, from its id: hashed (Fibonacci hashing), since a booking's
+/// jobs take consecutive ids in a fixed pattern that a plain modulo would map onto a few
+/// partitions only. The reconciler finds a job where the relay put it.
 pub fn partition_of(job_id: i64, partitions: u32) -> u32 {
-    job_id.rem_euclid(i64::from(partitions.max(1))) as u32
+    let mixed = (job_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (mixed % u64::from(partitions.max(1))) as u32
 }
 
-/// The backend configuration of partition `partition` of a queue.
+/// The backend configuration of partition `partition` of a queue split in `partitions`.
 pub fn partition_config(
     prefix: &str,
     queue: &str,
     partition: u32,
+    partitions: u32,
     heartbeat: Duration,
 ) -> QueueConfig {
-    queue_config(prefix, queue, heartbeat).queue(partition_name(prefix, queue, partition))
+    queue_config(prefix, queue, heartbeat).queue(partition_name(
+        prefix, queue, partition, partitions,
+    ))
 }
 
 /// The backend configuration of every partition of a queue, partition 0 first.
@@ -71,7 +114,7 @@ pub fn partition_configs(
     heartbeat: Duration,
 ) -> Vec<QueueConfig> {
     (0..partitions.max(1))
-        .map(|p| partition_config(prefix, queue, p, heartbeat))
+        .map(|p| partition_config(prefix, queue, p, partitions, heartbeat))
         .collect()
 }
 
@@ -417,6 +460,30 @@ fn unix_now() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn slots_are_redis_own_and_partitions_spread_over_the_slot_ranges() {
+        // values from `CLUSTER KEYSLOT`
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("somekey"), 11058);
+        for partitions in [2u32, 3, 8, 16] {
+            for p in 0..partitions {
+                let name = partition_name("app", "email", p, partitions);
+                let slot = u32::from(key_slot(&format!("{name}:active")));
+                assert!(
+                    (p * SLOTS / partitions..(p + 1) * SLOTS / partitions).contains(&slot),
+                    "{name} in slot {slot}"
+                );
+            }
+        }
+        assert_eq!(partition_name("app", "email", 0, 1), "{app:email}");
+        let mut hits = [0u32; 8];
+        for id in 1..=8000 {
+            hits[partition_of(id, 8) as usize] += 1;
+        }
+        assert!(hits.iter().all(|h| (800..1200).contains(h)), "{hits:?}");
+    }
 
     #[tokio::test]
     async fn stats_count_the_processes_of_a_queue_and_report_those_that_stopped_beating() {

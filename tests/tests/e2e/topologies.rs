@@ -45,7 +45,7 @@ async fn jobs_not_done(cluster: &Cluster) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_bookings_reach_the_inbox_the_scheduler_leads_and_queues_spread_over_shards() {
     let redis = RedisCluster::start().await;
-    let partitions = 8;
+    let partitions: u32 = 8;
     let mut cluster = Cluster::new(
         redis.first_url(),
         &[
@@ -126,7 +126,7 @@ async fn on_a_cluster_bookings_reach_the_inbox_the_scheduler_leads_and_queues_sp
     // the email queue's partitions live on more than one shard, each holding its consumers
     let mut owners = std::collections::BTreeSet::new();
     for p in 0..partitions {
-        let name = shared::queue::partition_name(&cluster.prefix, "booking_email", p);
+        let name = shared::queue::partition_name(&cluster.prefix, "booking_email", p, partitions);
         let consumers = format!("{name}:consumers");
         let registered: u64 = redis::cmd("HLEN")
             .arg(&consumers)
