@@ -226,3 +226,222 @@ async fn on_a_cluster_a_reminder_is_sent_once_at_24_hours() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(app.smtp.count(), 4, "two confirmations and two reminders, once each");
 }
+
+/// What counts as a queue command in `INFO commandstats`: everything but the probes and
+/// the bookkeeping of connections and the cluster itself.
+fn is_queue_command(name: &str) -> bool {
+    !matches!(
+        name,
+        "info" | "cluster|slots" | "cluster|info" | "cluster|nodes" | "cluster|shards"
+            | "cluster|keyslot" | "cluster|myid" | "ping" | "hello" | "select" | "auth"
+            | "readonly" | "echo"
+    ) && !name.starts_with("client|")
+        && !name.starts_with("command")
+        && !name.starts_with("config|")
+        && !name.starts_with("cluster|")
+}
+
+async fn queue_commands(port: u16) -> u64 {
+    RedisCluster::commandstats(port)
+        .await
+        .into_iter()
+        .filter(|(name, _)| is_queue_command(name))
+        .map(|(_, calls)| calls)
+        .sum()
+}
+
+/// The scale-out benchmark (`ops/bench/cluster-spread`, not part of the suite): 2 api, 3
+/// workers and 2 schedulers on a 3-primary cluster, the email queue in 8 partitions, six
+/// students booking with six instructors through both APIs. Every confirmation must
+/// arrive exactly once, and each primary serve between 20% and 50% of the queue commands
+/// (`INFO commandstats` deltas): on a 2-core machine throughput cannot add up, the spread
+/// is what lets it on more machines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "a benchmark, run by ops/bench/cluster-spread"]
+async fn cluster_spread() {
+    let per_pair: usize = std::env::var("CLUSTER_SPREAD_BOOKINGS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(40);
+    let pairs = 6usize;
+    let redis = RedisCluster::start().await;
+    let mut cluster = Cluster::new(
+        redis.first_url(),
+        &[
+            ("REDIS_CLUSTER_NODES", redis.seeds().as_str()),
+            ("QUEUE_PARTITIONS", "8"),
+            ("WORKER_CONCURRENCY", "16"),
+            ("RECONCILE_AFTER_SECS", "60"),
+        ],
+    )
+    .await;
+    e2e::procs::seed_lesson_market(
+        &cluster.db.pool,
+        pairs as i64,
+        pairs as i64,
+        (per_pair / 12 + 3) as i64,
+    )
+    .await
+    .expect("seed the market");
+    let apis = [cluster.api().await, cluster.api().await];
+    let mut procs = Vec::new();
+    for _ in 0..3 {
+        procs.push(cluster.worker().await);
+    }
+    for _ in 0..2 {
+        procs.push(cluster.scheduler().await);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let primaries = redis.primaries().await;
+    let mut before = Vec::new();
+    for port in &primaries {
+        before.push(queue_commands(*port).await);
+    }
+    let started = std::time::Instant::now();
+    let bases: Vec<String> = apis
+        .iter()
+        .map(|a| format!("http://127.0.0.1:{}", a.port))
+        .collect();
+    let mut tasks = Vec::new();
+    for i in 1..=pairs {
+        let token = cluster.token(&format!("student{i}@bench.test")).await;
+        let instructor: i64 = sqlx::query_scalar("select id from users where email = $1")
+            .bind(format!("instructor{i}@bench.test"))
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+        let service: i64 = sqlx::query_scalar("select id from services where instructor_id = $1")
+            .bind(instructor)
+            .fetch_one(&cluster.db.pool)
+            .await
+            .unwrap();
+        let bases = bases.clone();
+        tasks.push(tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            let mut ids = Vec::new();
+            for n in 0..per_pair {
+                let base = &bases[n % bases.len()];
+                ids.push(
+                    book_lesson(&http, base, &token, instructor, service, n)
+                        .await
+                        .expect("booked"),
+                );
+            }
+            ids
+        }));
+    }
+    let mut bookings = Vec::new();
+    for task in tasks {
+        bookings.extend(task.await.unwrap());
+    }
+    let booked_in = started.elapsed();
+    let expected = bookings.len() * 2;
+    eventually(Duration::from_secs(300), "every confirmation sent", || async {
+        cluster.smtp.count() >= expected
+    })
+    .await;
+    let delivered_in = started.elapsed();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let mut deltas = Vec::new();
+    for (port, before) in primaries.iter().zip(&before) {
+        deltas.push(queue_commands(*port).await - before);
+    }
+    let messages = cluster.smtp.messages();
+    let distinct: std::collections::HashSet<String> =
+        messages.iter().map(|m| m.message_id()).collect();
+    let total: u64 = deltas.iter().sum();
+    let mut report = format!(
+        "cluster-spread: 2 api, 3 workers, 2 schedulers; 3 primaries + 3 replicas; QUEUE_PARTITIONS=8\n\
+         bookings={} emails_expected={expected} emails_received={} distinct={} \
+         booked_in_s={:.1} delivered_in_s={:.1}\n",
+        bookings.len(),
+        messages.len(),
+        distinct.len(),
+        booked_in.as_secs_f64(),
+        delivered_in.as_secs_f64(),
+    );
+    for p in 0..8 {
+        let name = shared::queue::partition_name(&cluster.prefix, "booking_email", p, 8);
+        report.push_str(&format!(
+            "partition {p} {name} slot={} primary=127.0.0.1:{}\n",
+            shared::queue::key_slot(&name),
+            redis.owner_of(&name).await
+        ));
+    }
+    for (port, delta) in primaries.iter().zip(&deltas) {
+        report.push_str(&format!(
+            "primary 127.0.0.1:{port} queue_commands={delta} share={:.1}%\n",
+            100.0 * *delta as f64 / total.max(1) as f64
+        ));
+    }
+    println!("{report}");
+    if let Ok(path) = std::env::var("CLUSTER_SPREAD_OUT") {
+        std::fs::write(path, &report).expect("write the report");
+    }
+    assert_eq!(messages.len(), expected, "every confirmation exactly once");
+    assert_eq!(distinct.len(), expected, "no confirmation twice");
+    for delta in &deltas {
+        let share = 100.0 * *delta as f64 / total.max(1) as f64;
+        assert!(
+            (20.0..=50.0).contains(&share),
+            "a primary served {share:.1}% of the queue commands"
+        );
+    }
+    assert_no_crossslot(&cluster.logs(), "process logs");
+}
+
+/// A rolling deploy onto the hash-tagged key names: what the previous release pushed under
+/// the untagged names (`prefix:queue:...`) is read by nobody, and the reconciler pushes its
+/// records again from Postgres, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_left_under_the_untagged_key_names_are_pushed_again_from_postgres() {
+    let mut app = TestApp::without_worker().await;
+    let token = app.student().await;
+    let (status, _) = app.book(&token, app.lesson_at(3, 10)).await;
+    assert_eq!(status, 201);
+    // the previous release's relay: the confirmations claimed and pushed the old way
+    let jobs: Vec<(i64, serde_json::Value)> = sqlx::query_as(
+        "update jobs set status = 'enqueued', pushes = 1, enqueued_at = now()
+         where status = 'pending' and payload->>'kind' = 'confirmation'
+         returning id, payload",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(jobs.len(), 2);
+    let old = apalis_redis::Config::default().queue(format!("{}:booking_email", app.prefix));
+    let mut redis = shared::queue::connect(&app.config.redis_url).await.unwrap();
+    let tasks: Vec<shared::queue::Outgoing> = jobs
+        .iter()
+        .map(|(id, args)| shared::queue::Outgoing {
+            task_id: format!("{id}.1"),
+            payload: serde_json::to_vec(&shared::jobs::Envelope {
+                job_id: *id,
+                args: args.clone(),
+            })
+            .unwrap(),
+        })
+        .collect();
+    shared::queue::push(&mut redis, &old, &tasks).await.unwrap();
+
+    app.start_worker().await;
+    eventually(Duration::from_secs(40), "both confirmations", || async {
+        app.smtp.count() >= 2
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(app.smtp.count(), 2, "once each");
+    let left: u64 = redis::cmd("LLEN")
+        .arg(old.active_jobs_list())
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(left, 2, "the new release never reads the old names");
+    let pushes: Vec<i32> = sqlx::query_scalar(
+        "select pushes from jobs where payload->>'kind' = 'confirmation' order by id",
+    )
+    .fetch_all(&app.db.pool)
+    .await
+    .unwrap();
+    assert_eq!(pushes, vec![2, 2], "pushed again by the reconciler");
+}
