@@ -168,8 +168,11 @@ pub struct QueueStore {
     process: Arc<Process>,
     /// per partition: set whenever it acknowledged something (maintenance cleans up then)
     finished: Arc<[Arc<AtomicBool>]>,
-    /// the partition the next fetch starts at: an empty partition does not starve the others
-    next: usize,
+    /// turns the partition each fetch starts at, so that every partition (and every shard
+    /// of a cluster) is asked first as often; shared by the clones apalis' persistence
+    /// layer fetches through (a plain field was reset with each clone: every fetch began at
+    /// partition 0, and its shard took half the fetches in ops/bench/cluster-spread)
+    next: Arc<std::sync::atomic::AtomicUsize>,
     /// fetched task id → its partition, until acknowledged or released
     owners: Arc<Mutex<HashMap<String, usize>>>,
 }
@@ -233,8 +236,9 @@ impl Persistence for QueueStore {
         _worker: &WorkerContext,
     ) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
         let n = self.partitions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
         for i in 0..n {
-            let p = (self.next + i) % n;
+            let p = (start + i) % n;
             let config = &self.partitions[p];
             let (ids, payloads): (Vec<String>, Vec<Vec<u8>>) = script(&FETCH_SCRIPT, FETCH)
                 .key(queue::consumers_key(config))
@@ -248,7 +252,6 @@ impl Persistence for QueueStore {
             if ids.is_empty() {
                 continue;
             }
-            self.next = (p + 1) % n;
             if n > 1 {
                 let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
                 owners.extend(ids.iter().map(|id| (id.clone(), p)));
@@ -391,7 +394,7 @@ impl<Args> RedisQueue<Args> {
                 queue: queue.to_string(),
                 process,
                 finished: finished.into(),
-                next: 0,
+                next: Arc::default(),
                 owners: Arc::default(),
             }),
             signal,

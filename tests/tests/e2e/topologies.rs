@@ -241,13 +241,26 @@ fn is_queue_command(name: &str) -> bool {
         && !name.starts_with("cluster|")
 }
 
-async fn queue_commands(port: u16) -> u64 {
+async fn queue_commands(port: u16) -> std::collections::BTreeMap<String, u64> {
     RedisCluster::commandstats(port)
         .await
         .into_iter()
         .filter(|(name, _)| is_queue_command(name))
-        .map(|(_, calls)| calls)
-        .sum()
+        .collect()
+}
+
+/// Calls per command between two `queue_commands` readings, most called first.
+fn delta(
+    before: &std::collections::BTreeMap<String, u64>,
+    after: &std::collections::BTreeMap<String, u64>,
+) -> Vec<(String, u64)> {
+    let mut out: Vec<(String, u64)> = after
+        .iter()
+        .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0)))
+        .filter(|(_, n)| *n > 0)
+        .collect();
+    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out
 }
 
 /// The scale-out benchmark (`ops/bench/cluster-spread`, not part of the suite): 2 api, 3
@@ -275,14 +288,35 @@ async fn cluster_spread() {
         ],
     )
     .await;
-    e2e::procs::seed_lesson_market(
-        &cluster.db.pool,
-        pairs as i64,
-        pairs as i64,
-        (per_pair / 12 + 3) as i64,
+    // the benchmarks' market (`e2e::procs::seed_lesson_market`), beside the demo seed the
+    // cluster already has: its instructors and students, `<role><n>@bench.test`
+    let days = (per_pair / 12 + 3) as i64;
+    for sql in [
+        "insert into users (email, full_name, role) select 'instructor' || n || '@bench.test', 'Instructor ' || n, 'instructor' from generate_series(1, $1) n",
+        "insert into instructor_profiles (user_id, min_advance_booking_hours) select id, 2 from users where role = 'instructor' and email like '%@bench.test'",
+        "insert into services (instructor_id, name, duration_minutes, price_cents) select u.id, 'Piano', 60, 6500 from users u where u.role = 'instructor' and u.email like '%@bench.test'",
+        "insert into users (email, full_name, role) select 'student' || n || '@bench.test', 'Student ' || n, 'student' from generate_series(1, $1) n",
+    ] {
+        let query = sqlx::query(sql);
+        let query = if sql.contains("$1") {
+            query.bind(pairs as i64)
+        } else {
+            query
+        };
+        query
+            .execute(&cluster.db.pool)
+            .await
+            .expect("seed the market");
+    }
+    sqlx::query(
+        "insert into availability (instructor_id, date, start_time, end_time)
+         select u.id, (now() at time zone 'America/New_York')::date + d, '08:00', '20:00'
+         from users u, generate_series(0, $1) d where u.role = 'instructor' and u.email like '%@bench.test'",
     )
+    .bind(days as i32)
+    .execute(&cluster.db.pool)
     .await
-    .expect("seed the market");
+    .expect("seed the availability");
     let apis = [cluster.api().await, cluster.api().await];
     let mut procs = Vec::new();
     for _ in 0..3 {
@@ -342,10 +376,14 @@ async fn cluster_spread() {
     .await;
     let delivered_in = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let mut deltas = Vec::new();
+    let mut per_command = Vec::new();
     for (port, before) in primaries.iter().zip(&before) {
-        deltas.push(queue_commands(*port).await - before);
+        per_command.push(delta(before, &queue_commands(*port).await));
     }
+    let deltas: Vec<u64> = per_command
+        .iter()
+        .map(|d| d.iter().map(|(_, n)| n).sum())
+        .collect();
     let messages = cluster.smtp.messages();
     let distinct: std::collections::HashSet<String> =
         messages.iter().map(|m| m.message_id()).collect();
@@ -368,10 +406,16 @@ async fn cluster_spread() {
             redis.owner_of(&name).await
         ));
     }
-    for (port, delta) in primaries.iter().zip(&deltas) {
+    for ((port, delta), commands) in primaries.iter().zip(&deltas).zip(&per_command) {
+        let top: Vec<String> = commands
+            .iter()
+            .take(8)
+            .map(|(name, n)| format!("{name}={n}"))
+            .collect();
         report.push_str(&format!(
-            "primary 127.0.0.1:{port} queue_commands={delta} share={:.1}%\n",
-            100.0 * *delta as f64 / total.max(1) as f64
+            "primary 127.0.0.1:{port} queue_commands={delta} share={:.1}% ({})\n",
+            100.0 * *delta as f64 / total.max(1) as f64,
+            top.join(" ")
         ));
     }
     println!("{report}");
