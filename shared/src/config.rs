@@ -377,19 +377,30 @@ impl Config {
                 .map(String::from)
                 .collect()
         };
-        if let Some(nodes) = self.redis_cluster_nodes.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(nodes) = self
+            .redis_cluster_nodes
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             let nodes = list(nodes);
             if let Some(bad) = nodes.iter().find(|n| !n.starts_with("redis://")) {
                 return Err(format!("{bad} is not a redis://host:port seed"));
             }
             return Ok(crate::queue::Target::Cluster(nodes));
         }
-        if let Some(sentinels) = self.redis_sentinels.as_deref().filter(|s| !s.trim().is_empty()) {
+        if let Some(sentinels) = self
+            .redis_sentinels
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
             let Some(master) = self.redis_sentinel_master.clone().filter(|m| !m.is_empty()) else {
                 return Err("REDIS_SENTINEL_MASTER must name the master".into());
             };
             let sentinels = list(sentinels);
-            if let Some(bad) = sentinels.iter().find(|s| s.contains("://") || !s.contains(':')) {
+            if let Some(bad) = sentinels
+                .iter()
+                .find(|s| s.contains("://") || !s.contains(':'))
+            {
                 return Err(format!("{bad} is not a host:port sentinel"));
             }
             return Ok(crate::queue::Target::Sentinel { sentinels, master });

@@ -228,7 +228,8 @@ impl RedisCluster {
                 let redis::Value::Array(parts) = range else {
                     continue;
                 };
-                let num = |v: &redis::Value| -> u16 { redis::from_redis_value(v.clone()).unwrap_or(0) };
+                let num =
+                    |v: &redis::Value| -> u16 { redis::from_redis_value(v.clone()).unwrap_or(0) };
                 let port = match parts.get(2) {
                     Some(redis::Value::Array(primary)) => primary.get(1).map(num).unwrap_or(0),
                     _ => 0,
@@ -284,7 +285,9 @@ impl RedisCluster {
 }
 
 /// `INFO commandstats` of one connection's server: command → calls.
-pub async fn commandstats<C: redis::aio::ConnectionLike + Send>(conn: &mut C) -> Vec<(String, u64)> {
+pub async fn commandstats<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+) -> Vec<(String, u64)> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query_async(conn)
@@ -293,7 +296,12 @@ pub async fn commandstats<C: redis::aio::ConnectionLike + Send>(conn: &mut C) ->
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.strip_prefix("calls=")?.split(',').next()?.parse().ok()?;
+            let calls = rest
+                .strip_prefix("calls=")?
+                .split(',')
+                .next()?
+                .parse()
+                .ok()?;
             Some((name.to_string(), calls))
         })
         .collect()

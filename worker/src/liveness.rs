@@ -104,9 +104,7 @@ impl Process {
         self.enroll(conn).await?;
         let now = unix_now();
         for q in &self.queues {
-            let _: () = conn
-                .hset(format!("{q}:consumers"), &self.id, now)
-                .await?;
+            let _: () = conn.hset(format!("{q}:consumers"), &self.id, now).await?;
         }
         Ok(())
     }

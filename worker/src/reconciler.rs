@@ -6,8 +6,8 @@
 //! push is harmless anyway: every handler is idempotent.
 use std::time::Duration;
 
-use shared::queue::ConnectionManager;
 use chrono::{DateTime, Utc};
+use shared::queue::ConnectionManager;
 use shared::{queue, records};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;

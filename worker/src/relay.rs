@@ -8,8 +8,8 @@
 //! pushes a record another is pushing, and a failed push rolls the claim back.
 use std::time::Duration;
 
-use shared::queue::ConnectionManager;
 use chrono::{DateTime, Utc};
+use shared::queue::ConnectionManager;
 use shared::{jobs::Envelope, queue, records};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
@@ -77,7 +77,8 @@ pub async fn relay_due(
                 .push(task);
         }
         for ((queue_name, partition), tasks) in by_queue {
-            let config = queue::partition_config(prefix, &queue_name, partition, partitions, heartbeat);
+            let config =
+                queue::partition_config(prefix, &queue_name, partition, partitions, heartbeat);
             for chunk in tasks.chunks(500) {
                 queue::push(redis, &config, chunk).await?;
             }

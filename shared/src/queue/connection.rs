@@ -12,8 +12,7 @@
 use std::{sync::Arc, time::Duration};
 
 use redis::{
-    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult,
-    Value,
+    Cmd, ConnectionInfo, IntoConnectionInfo, Pipeline, RedisError, RedisFuture, RedisResult, Value,
     aio::{ConnectionLike, ConnectionManagerConfig, MultiplexedConnection},
     cluster_async::ClusterConnection,
     sentinel::{SentinelClient, SentinelServerType},

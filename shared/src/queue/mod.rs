@@ -101,9 +101,8 @@ pub fn partition_config(
     partitions: u32,
     heartbeat: Duration,
 ) -> QueueConfig {
-    queue_config(prefix, queue, heartbeat).queue(partition_name(
-        prefix, queue, partition, partitions,
-    ))
+    queue_config(prefix, queue, heartbeat)
+        .queue(partition_name(prefix, queue, partition, partitions))
 }
 
 /// The backend configuration of every partition of a queue, partition 0 first.
@@ -421,7 +420,11 @@ pub async fn stats_of(
         for config in partition_configs(prefix, queue, partitions, heartbeat) {
             let name: &str = config.queue.as_ref();
             let mine: Vec<usize> = (0..beats.len())
-                .filter(|p| consumed.get(*p).is_some_and(|qs| qs.iter().any(|q| q == name)))
+                .filter(|p| {
+                    consumed
+                        .get(*p)
+                        .is_some_and(|qs| qs.iter().any(|q| q == name))
+                })
                 .collect();
             let mut pipe = redis::pipe();
             pipe.llen(config.active_jobs_list())
@@ -496,8 +499,16 @@ mod tests {
             .zadd(processes_key(&prefix), "stalled", now - 10)
             .zadd(processes_key(&prefix), "elsewhere", now)
             .hset(process_key(&prefix, "alive"), queue_name(&prefix, "q"), now)
-            .hset(process_key(&prefix, "stalled"), queue_name(&prefix, "q"), now)
-            .hset(process_key(&prefix, "elsewhere"), queue_name(&prefix, "other"), now)
+            .hset(
+                process_key(&prefix, "stalled"),
+                queue_name(&prefix, "q"),
+                now,
+            )
+            .hset(
+                process_key(&prefix, "elsewhere"),
+                queue_name(&prefix, "other"),
+                now,
+            )
             .query_async(&mut conn)
             .await
             .expect("arrange");

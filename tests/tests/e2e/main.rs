@@ -13,5 +13,5 @@ mod registry;
 mod reminders;
 mod search;
 mod smtp_pool;
-mod upgrade;
 mod topologies;
+mod upgrade;

@@ -37,9 +37,9 @@ async fn jobs_not_done(cluster: &Cluster) -> i64 {
         "select count(*) from jobs
          where status in ('enqueued', 'running') or (status = 'pending' and run_at <= now())",
     )
-        .fetch_one(&cluster.db.pool)
-        .await
-        .unwrap()
+    .fetch_one(&cluster.db.pool)
+    .await
+    .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -71,9 +71,11 @@ async fn on_a_cluster_bookings_reach_the_inbox_the_scheduler_leads_and_queues_sp
                 .expect("booked"),
         );
     }
-    eventually(Duration::from_secs(60), "every confirmation sent", || async {
-        cluster.smtp.count() >= bookings.len() * 2
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every confirmation sent",
+        || async { cluster.smtp.count() >= bookings.len() * 2 },
+    )
     .await;
 
     // the scheduler holds its lease in the cluster, and a fired schedule runs
@@ -83,17 +85,21 @@ async fn on_a_cluster_bookings_reach_the_inbox_the_scheduler_leads_and_queues_sp
     .await
     .expect("cluster connection");
     let lease_key = format!("{}:scheduler:leader", cluster.prefix);
-    eventually(Duration::from_secs(10), "the scheduler holds the lease", || {
-        let (mut conn, key, name) = (conn.clone(), lease_key.clone(), scheduler.name.clone());
-        async move {
-            let holder: Option<String> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut conn)
-                .await
-                .unwrap_or(None);
-            holder.as_deref() == Some(name.as_str())
-        }
-    })
+    eventually(
+        Duration::from_secs(10),
+        "the scheduler holds the lease",
+        || {
+            let (mut conn, key, name) = (conn.clone(), lease_key.clone(), scheduler.name.clone());
+            async move {
+                let holder: Option<String> = redis::cmd("GET")
+                    .arg(&key)
+                    .query_async(&mut conn)
+                    .await
+                    .unwrap_or(None);
+                holder.as_deref() == Some(name.as_str())
+            }
+        },
+    )
     .await;
     let triggered = tokio::process::Command::new(bin_dir().join("scheduler"))
         .args(["trigger", "retention_sweep"])
@@ -110,11 +116,12 @@ async fn on_a_cluster_bookings_reach_the_inbox_the_scheduler_leads_and_queues_sp
         jobs_not_done(&cluster).await == 0
     })
     .await;
-    let swept: i64 =
-        sqlx::query_scalar("select count(*) from jobs where schedule = 'retention_sweep' and status = 'done'")
-            .fetch_one(&cluster.db.pool)
-            .await
-            .unwrap();
+    let swept: i64 = sqlx::query_scalar(
+        "select count(*) from jobs where schedule = 'retention_sweep' and status = 'done'",
+    )
+    .fetch_one(&cluster.db.pool)
+    .await
+    .unwrap();
     assert!(swept >= 1, "the triggered sweep ran");
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -173,9 +180,11 @@ async fn behind_sentinel_bookings_reach_the_inbox() {
             .await
             .expect("booked");
     }
-    eventually(Duration::from_secs(60), "every confirmation sent", || async {
-        cluster.smtp.count() >= 8
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every confirmation sent",
+        || async { cluster.smtp.count() >= 8 },
+    )
     .await;
     // the lease is in the master the sentinels name
     let mut master = shared::queue::connect(redis.primary.url().as_str())
@@ -186,7 +195,10 @@ async fn behind_sentinel_bookings_reach_the_inbox() {
         .query_async(&mut master)
         .await
         .unwrap();
-    assert!(holder.is_some(), "the scheduler leads through the sentinels");
+    assert!(
+        holder.is_some(),
+        "the scheduler leads through the sentinels"
+    );
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(cluster.smtp.count(), 8);
 }
@@ -224,7 +236,11 @@ async fn on_a_cluster_a_reminder_is_sent_once_at_24_hours() {
     })
     .await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(app.smtp.count(), 4, "two confirmations and two reminders, once each");
+    assert_eq!(
+        app.smtp.count(),
+        4,
+        "two confirmations and two reminders, once each"
+    );
 }
 
 /// What counts as a queue command in `INFO commandstats`: everything but the probes and
@@ -232,9 +248,19 @@ async fn on_a_cluster_a_reminder_is_sent_once_at_24_hours() {
 fn is_queue_command(name: &str) -> bool {
     !matches!(
         name,
-        "info" | "cluster|slots" | "cluster|info" | "cluster|nodes" | "cluster|shards"
-            | "cluster|keyslot" | "cluster|myid" | "ping" | "hello" | "select" | "auth"
-            | "readonly" | "echo"
+        "info"
+            | "cluster|slots"
+            | "cluster|info"
+            | "cluster|nodes"
+            | "cluster|shards"
+            | "cluster|keyslot"
+            | "cluster|myid"
+            | "ping"
+            | "hello"
+            | "select"
+            | "auth"
+            | "readonly"
+            | "echo"
     ) && !name.starts_with("client|")
         && !name.starts_with("command")
         && !name.starts_with("config|")
@@ -259,7 +285,7 @@ fn delta(
         .map(|(name, n)| (name.clone(), n - before.get(name).copied().unwrap_or(0)))
         .filter(|(_, n)| *n > 0)
         .collect();
-    out.sort_by(|a, b| b.1.cmp(&a.1));
+    out.sort_by_key(|(_, n)| std::cmp::Reverse(*n));
     out
 }
 
@@ -370,9 +396,11 @@ async fn cluster_spread() {
     }
     let booked_in = started.elapsed();
     let expected = bookings.len() * 2;
-    eventually(Duration::from_secs(300), "every confirmation sent", || async {
-        cluster.smtp.count() >= expected
-    })
+    eventually(
+        Duration::from_secs(300),
+        "every confirmation sent",
+        || async { cluster.smtp.count() >= expected },
+    )
     .await;
     let delivered_in = started.elapsed();
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -48,7 +48,12 @@ async fn a_cluster_primary_killed_under_load_costs_a_pause_not_a_booking() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     // the shard of the email queue's partition 0: the one the relay writes to now
     let victim = redis
-        .owner_of(&shared::queue::partition_name(&cluster.prefix, "booking_email", 0, 4))
+        .owner_of(&shared::queue::partition_name(
+            &cluster.prefix,
+            "booking_email",
+            0,
+            4,
+        ))
         .await;
     redis.kill(victim).await;
     let killed = Instant::now();
