@@ -35,7 +35,7 @@ pub async fn build_state(
     clock: SharedClock,
 ) -> Result<AppState, shared::error::Error> {
     let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
-    let redis = redis::Client::open(config.redis_url.as_str())?;
+    let redis = config.redis();
     let ip_hasher = search::client::IpHasher::new(
         config
             .search_ip_hash_key()

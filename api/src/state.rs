@@ -15,7 +15,8 @@ pub struct AppState {
     pub db: PgPool,
     /// Wakes the worker's outbox relay after a commit that recorded jobs.
     pub outbox: shared::outbox::Waker,
-    pub redis: redis::Client,
+    /// Where Redis is (one node, a cluster or a Sentinel set): the readiness probe pings it.
+    pub redis: shared::queue::Target,
     /// The queue view's Redis connection, opened on first use and reconnecting by itself.
     pub queues: Arc<tokio::sync::OnceCell<shared::queue::ConnectionManager>>,
     pub config: Arc<Config>,

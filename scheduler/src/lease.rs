@@ -12,7 +12,7 @@
 //! tick cost 259,000 (ops/bench/idle).
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
+use shared::queue::ConnectionManager;
 
 /// Extends the lease if it is ours, in one step and one inner command: the `SET` returns
 /// the value it replaced, and a lease found to be another's is put back (its expiry moved

@@ -89,7 +89,7 @@ async fn run(
     let pool = db::prepare(&config.database_url, 4)
         .await
         .context("connecting to Postgres")?;
-    let redis = queue::connect(&config.redis_url)
+    let redis = queue::connect(&config.redis())
         .await
         .context("connecting to Redis")?;
     let lease = Lease::new(

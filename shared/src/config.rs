@@ -27,6 +27,19 @@ pub struct Config {
     pub database_url: String,
     #[serde(default = "defaults::redis_url")]
     pub redis_url: String,
+    /// Redis Cluster seeds, comma-separated `redis://host:port`; wins over `REDIS_URL`.
+    #[serde(default)]
+    pub redis_cluster_nodes: Option<String>,
+    /// Sentinels, comma-separated `host:port`, watching [`Config::redis_sentinel_master`];
+    /// wins over `REDIS_URL` (not over a cluster).
+    #[serde(default)]
+    pub redis_sentinels: Option<String>,
+    #[serde(default)]
+    pub redis_sentinel_master: Option<String>,
+    /// Each queue is split into this many partitions, each its own hash slot, so that one
+    /// hot queue does not pin one cluster shard (`shared::queue::partition_of`).
+    #[serde(default = "defaults::queue_partitions")]
+    pub queue_partitions: u32,
     /// Postgres connections per api or worker process.
     #[serde(default = "defaults::database_pool_size")]
     pub database_pool_size: u32,
@@ -114,6 +127,9 @@ mod defaults {
     }
     pub fn redis_url() -> String {
         "redis://127.0.0.1:6379/0".into()
+    }
+    pub fn queue_partitions() -> u32 {
+        1
     }
     pub fn queue_prefix() -> String {
         "instainstru".into()
@@ -326,6 +342,21 @@ impl Config {
         if self.heartbeat_secs == 0 {
             return Err(invalid("HEARTBEAT_SECS", "0", "must be positive"));
         }
+        if !(1..=256).contains(&self.queue_partitions) {
+            return Err(invalid(
+                "QUEUE_PARTITIONS",
+                &self.queue_partitions.to_string(),
+                "must be between 1 and 256",
+            ));
+        }
+        if let Err(e) = self.redis_target() {
+            let (name, value) = match (&self.redis_cluster_nodes, &self.redis_sentinels) {
+                (Some(nodes), _) => ("REDIS_CLUSTER_NODES", nodes.clone()),
+                (None, Some(s)) => ("REDIS_SENTINELS", s.clone()),
+                _ => ("REDIS_URL", self.redis_url.clone()),
+            };
+            return Err(invalid(name, &value, &e));
+        }
         if self.bench_extra_queues > 1000 {
             return Err(invalid(
                 "BENCH_EXTRA_QUEUES",
@@ -334,6 +365,53 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// Which Redis to use: a cluster when `REDIS_CLUSTER_NODES` is set, else a Sentinel set
+    /// when `REDIS_SENTINELS` is, else the single node of `REDIS_URL`.
+    pub fn redis_target(&self) -> Result<crate::queue::Target, String> {
+        let list = |s: &str| -> Vec<String> {
+            s.split(',')
+                .map(str::trim)
+                .filter(|s| !s.is_empty())
+                .map(String::from)
+                .collect()
+        };
+        if let Some(nodes) = self
+            .redis_cluster_nodes
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            let nodes = list(nodes);
+            if let Some(bad) = nodes.iter().find(|n| !n.starts_with("redis://")) {
+                return Err(format!("{bad} is not a redis://host:port seed"));
+            }
+            return Ok(crate::queue::Target::Cluster(nodes));
+        }
+        if let Some(sentinels) = self
+            .redis_sentinels
+            .as_deref()
+            .filter(|s| !s.trim().is_empty())
+        {
+            let Some(master) = self.redis_sentinel_master.clone().filter(|m| !m.is_empty()) else {
+                return Err("REDIS_SENTINEL_MASTER must name the master".into());
+            };
+            let sentinels = list(sentinels);
+            if let Some(bad) = sentinels
+                .iter()
+                .find(|s| s.contains("://") || !s.contains(':'))
+            {
+                return Err(format!("{bad} is not a host:port sentinel"));
+            }
+            return Ok(crate::queue::Target::Sentinel { sentinels, master });
+        }
+        Ok(crate::queue::Target::Single(self.redis_url.clone()))
+    }
+
+    /// [`Config::redis_target`], validated at load.
+    pub fn redis(&self) -> crate::queue::Target {
+        self.redis_target()
+            .unwrap_or_else(|_| crate::queue::Target::Single(self.redis_url.clone()))
     }
 
     /// The zone of the analytics days (validated at load).

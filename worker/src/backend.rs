@@ -14,9 +14,10 @@
 //! (25 attempts, then `:dead`). Our handlers record every outcome in Postgres, so only a
 //! handler that could not record one (Postgres down) ever returns a failure.
 use std::{
+    collections::HashMap,
     marker::PhantomData,
     sync::{
-        Arc, OnceLock,
+        Arc, Mutex, OnceLock,
         atomic::{AtomicBool, Ordering},
     },
     task::{Context, Poll},
@@ -33,9 +34,9 @@ use apalis_core::{
     task::{Task, builder::TaskBuilder, status::Status, task_id::TaskId},
     worker::context::WorkerContext,
 };
-use apalis_redis::{Config as QueueConfig, ConnectionManager};
+use apalis_redis::Config as QueueConfig;
 use serde_json::Value;
-use shared::queue;
+use shared::queue::{self, ConnectionManager, Target};
 
 use crate::{
     liveness::{self, Process},
@@ -58,12 +59,14 @@ pub enum QueueError {
 /// ([`crate::liveness`]), so this one is as good as never due.
 const NO_WORKER_HEARTBEAT: Duration = Duration::from_secs(24 * 3600);
 
-/// Takes up to ARGV[2] ready tasks for this process; errors when the process is not
-/// registered, so that nothing is fetched into an in-flight set nobody would reap.
+/// Takes up to ARGV[2] ready tasks of one queue partition for this process; errors when
+/// the process is not registered as its consumer, so that nothing is fetched into an
+/// in-flight set nobody would reap. Every key is the partition's (one slot on a cluster):
+/// the registration checked is the partition's consumers hash, not the global registry.
 const FETCH: &str = r#"
-    -- KEYS[1] the process registry, KEYS[2] the ready list, KEYS[3] this process's
+    -- KEYS[1] the partition's consumers, KEYS[2] the ready list, KEYS[3] this process's
     -- in-flight set, KEYS[4] the data hash; ARGV[1] process id, ARGV[2] batch size
-    if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+    if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then
       return redis.error_reply('NOTREGISTERED worker process ' .. ARGV[1] .. ' is not registered')
     end
     local ids = redis.call('LPOP', KEYS[2], tonumber(ARGV[2]))
@@ -127,20 +130,20 @@ const RELEASE: &str = r#"
     end
     return released"#;
 
-/// Registers one consumer (a worker run) of this process; what an earlier run in this
-/// process had fetched goes back to the ready list first.
+/// Registers one consumer (a worker run) of this process on one queue partition; what an
+/// earlier run in this process had fetched goes back to the ready list first. (The
+/// process's own registration, in the registry's slot, is written before: [`Process::register`].)
 const REGISTER: &str = r#"
-    -- KEYS[1] the process registry, KEYS[2] the process's queues, KEYS[3] its in-flight
-    -- set of this queue, KEYS[4] the ready list; ARGV[1] process id, ARGV[2] queue, ARGV[3] now
+    -- KEYS[1] the process's in-flight set of this partition, KEYS[2] the ready list,
+    -- KEYS[3] the partition's consumers; ARGV[1] process id, ARGV[2] now
     local moved = 0
     while true do
-      local ids = redis.call('SPOP', KEYS[3], 1000)
+      local ids = redis.call('SPOP', KEYS[1], 1000)
       if #ids == 0 then break end
-      redis.call('RPUSH', KEYS[4], unpack(ids))
+      redis.call('RPUSH', KEYS[2], unpack(ids))
       moved = moved + #ids
     end
-    redis.call('ZADD', KEYS[1], ARGV[3], ARGV[1])
-    redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+    redis.call('HSET', KEYS[3], ARGV[1], ARGV[2])
     return moved"#;
 
 static FETCH_SCRIPT: OnceLock<redis::Script> = OnceLock::new();
@@ -153,19 +156,45 @@ fn script(cell: &'static OnceLock<redis::Script>, code: &str) -> &'static redis:
     cell.get_or_init(|| redis::Script::new(code))
 }
 
-/// The Redis side of one queue's consumer in this process.
+/// The Redis side of one queue's consumer in this process: every partition of the queue.
 #[derive(Clone, Debug)]
 pub struct QueueStore {
     conn: ConnectionManager,
+    /// partition 0 (what apalis sees as the backend's configuration)
     config: QueueConfig,
+    /// every partition, partition 0 first
+    partitions: Arc<[QueueConfig]>,
     queue: String,
     process: Arc<Process>,
-    finished: Arc<AtomicBool>,
+    /// per partition: set whenever it acknowledged something (maintenance cleans up then)
+    finished: Arc<[Arc<AtomicBool>]>,
+    /// turns the partition each fetch starts at, so that every partition (and every shard
+    /// of a cluster) is asked first as often; shared by the clones apalis' persistence
+    /// layer fetches through (a plain field was reset with each clone: every fetch began at
+    /// partition 0, and its shard took half the fetches in ops/bench/cluster-spread)
+    next: Arc<std::sync::atomic::AtomicUsize>,
+    /// fetched task id → its partition, until acknowledged or released
+    owners: Arc<Mutex<HashMap<String, usize>>>,
 }
 
 impl QueueStore {
-    fn inflight(&self) -> String {
-        queue::inflight_key(&self.config, self.process.id())
+    fn inflight(&self, partition: usize) -> String {
+        queue::inflight_key(&self.partitions[partition], self.process.id())
+    }
+
+    /// Takes the partitions of `ids` (those this store fetched), grouped.
+    fn take_owners<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<Vec<&'a str>> {
+        let mut groups = vec![Vec::new(); self.partitions.len()];
+        let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+        for id in ids {
+            // an id not found was fetched before a restart of this store: partition 0 is
+            // where a single-partition queue has it, and an ack of an id not in flight
+            // there still records its outcome
+            let last = groups.len() - 1;
+            let p = owners.remove(id).unwrap_or(0).min(last);
+            groups[p].push(id);
+        }
+        groups
     }
 }
 
@@ -175,19 +204,22 @@ impl Persistence for QueueStore {
     type Response = Value;
 
     async fn register(&mut self, worker: &WorkerContext) -> Result<(), QueueError> {
-        let moved: u64 = script(&REGISTER_SCRIPT, REGISTER)
-            .key(queue::processes_key(self.process.prefix()))
-            .key(queue::process_key(self.process.prefix(), self.process.id()))
-            .key(self.inflight())
-            .key(self.config.active_jobs_list())
-            .arg(self.process.id())
-            .arg(&self.queue)
-            .arg(unix_now())
-            .invoke_async(&mut self.conn)
-            .await?;
+        self.process.enroll(&mut self.conn).await?;
+        let mut moved = 0u64;
+        for (p, config) in self.partitions.iter().enumerate() {
+            moved += script(&REGISTER_SCRIPT, REGISTER)
+                .key(self.inflight(p))
+                .key(config.active_jobs_list())
+                .key(queue::consumers_key(config))
+                .arg(self.process.id())
+                .arg(unix_now())
+                .invoke_async::<u64>(&mut self.conn)
+                .await?;
+        }
         if moved > 0 {
             tracing::warn!(
                 worker = worker.name(),
+                queue = %self.queue,
                 tasks = moved,
                 "re-enqueued what this consumer's previous run had fetched"
             );
@@ -203,24 +235,38 @@ impl Persistence for QueueStore {
         &mut self,
         _worker: &WorkerContext,
     ) -> Result<Vec<Task<Vec<u8>>>, QueueError> {
-        let (ids, payloads): (Vec<String>, Vec<Vec<u8>>) = script(&FETCH_SCRIPT, FETCH)
-            .key(queue::processes_key(self.process.prefix()))
-            .key(self.config.active_jobs_list())
-            .key(self.inflight())
-            .key(self.config.job_data_hash())
-            .arg(self.process.id())
-            .arg(self.config.batch_size.max(1))
-            .invoke_async(&mut self.conn)
-            .await?;
-        Ok(ids
-            .into_iter()
-            .zip(payloads)
-            .map(|(id, payload)| {
-                TaskBuilder::new(payload)
-                    .task_id(TaskId::from_string(id))
-                    .build()
-            })
-            .collect())
+        let n = self.partitions.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed);
+        for i in 0..n {
+            let p = (start + i) % n;
+            let config = &self.partitions[p];
+            let (ids, payloads): (Vec<String>, Vec<Vec<u8>>) = script(&FETCH_SCRIPT, FETCH)
+                .key(queue::consumers_key(config))
+                .key(config.active_jobs_list())
+                .key(self.inflight(p))
+                .key(config.job_data_hash())
+                .arg(self.process.id())
+                .arg(self.config.batch_size.max(1))
+                .invoke_async(&mut self.conn)
+                .await?;
+            if ids.is_empty() {
+                continue;
+            }
+            if n > 1 {
+                let mut owners = self.owners.lock().unwrap_or_else(|e| e.into_inner());
+                owners.extend(ids.iter().map(|id| (id.clone(), p)));
+            }
+            return Ok(ids
+                .into_iter()
+                .zip(payloads)
+                .map(|(id, payload)| {
+                    TaskBuilder::new(payload)
+                        .task_id(TaskId::from_string(id))
+                        .build()
+                })
+                .collect());
+        }
+        Ok(Vec::new())
     }
 
     async fn reenqueue_abandoned(
@@ -232,15 +278,20 @@ impl Persistence for QueueStore {
             .iter()
             .filter_map(|t| t.task_id().map(ToString::to_string))
             .collect();
-        if ids.is_empty() {
-            return Ok(0);
+        let groups = self.take_owners(ids.iter().map(String::as_str));
+        let mut released = 0;
+        for (p, ids) in groups.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            released += script(&RELEASE_SCRIPT, RELEASE)
+                .key(self.inflight(p))
+                .key(self.partitions[p].active_jobs_list())
+                .arg(ids)
+                .invoke_async::<u64>(&mut self.conn)
+                .await?;
         }
-        Ok(script(&RELEASE_SCRIPT, RELEASE)
-            .key(self.inflight())
-            .key(self.config.active_jobs_list())
-            .arg(ids)
-            .invoke_async(&mut self.conn)
-            .await?)
+        Ok(released)
     }
 
     async fn handle_events(
@@ -248,15 +299,7 @@ impl Persistence for QueueStore {
         events: Vec<TaskEvent<Value>>,
         _worker: &WorkerContext,
     ) -> Result<(), QueueError> {
-        let mut invocation = script(&ACK_SCRIPT, ACK).prepare_invoke();
-        invocation
-            .key(self.inflight())
-            .key(self.config.done_jobs_set())
-            .key(self.config.dead_jobs_set())
-            .key(self.config.scheduled_jobs_set())
-            .arg(self.config.job_meta_hash())
-            .arg(unix_now());
-        let mut acks = 0;
+        let mut acks: Vec<(String, &'static str, String)> = Vec::new();
         for event in &events {
             let TaskEvent::Complete(result) = event else {
                 continue;
@@ -268,17 +311,35 @@ impl Persistence for QueueStore {
                 (_, Err(e)) => ("retry", e.clone()),
                 (_, Ok(_)) => ("retry", String::new()),
             };
-            invocation
-                .arg(result.task_id.to_string())
-                .arg(outcome)
-                .arg(error);
-            acks += 1;
+            acks.push((result.task_id.to_string(), outcome, error));
         }
-        if acks == 0 {
+        if acks.is_empty() {
             return Ok(());
         }
-        let _: u64 = invocation.invoke_async(&mut self.conn).await?;
-        self.finished.store(true, Ordering::Release);
+        let groups = self.take_owners(acks.iter().map(|(id, _, _)| id.as_str()));
+        for (p, ids) in groups.into_iter().enumerate() {
+            if ids.is_empty() {
+                continue;
+            }
+            let config = &self.partitions[p];
+            let mut invocation = script(&ACK_SCRIPT, ACK).prepare_invoke();
+            invocation
+                .key(self.inflight(p))
+                .key(config.done_jobs_set())
+                .key(config.dead_jobs_set())
+                .key(config.scheduled_jobs_set())
+                .arg(config.job_meta_hash())
+                .arg(unix_now());
+            for (id, outcome, error) in &acks {
+                if ids.contains(&id.as_str()) {
+                    invocation.arg(id).arg(*outcome).arg(error);
+                }
+            }
+            let _: u64 = invocation.invoke_async(&mut self.conn).await?;
+            if let Some(finished) = self.finished.get(p) {
+                finished.store(true, Ordering::Release);
+            }
+        }
         Ok(())
     }
 
@@ -312,24 +373,29 @@ impl<Args> Clone for RedisQueue<Args> {
 }
 
 impl<Args> RedisQueue<Args> {
-    /// A consumer of `config`'s queue (`queue` is its short name) for `process`, woken by
-    /// `signal`; `finished` is set whenever it acknowledges something (maintenance cleans
-    /// up then, and only then).
+    /// A consumer of the queue whose partitions are `partitions` (partition 0 first;
+    /// `queue` is its short name) for `process`, woken by `signal`; `finished[p]` is set
+    /// whenever it acknowledges something of partition `p` (maintenance cleans up then,
+    /// and only then).
     pub fn new(
         conn: ConnectionManager,
-        config: QueueConfig,
+        partitions: Vec<QueueConfig>,
         queue: &str,
         process: Arc<Process>,
         signal: Arc<Signal>,
-        finished: Arc<AtomicBool>,
+        finished: Vec<Arc<AtomicBool>>,
     ) -> Self {
+        let config = partitions.first().cloned().unwrap_or_default();
         RedisQueue {
             persist: Persisted::new(QueueStore {
                 conn,
                 config,
+                partitions: partitions.into(),
                 queue: queue.to_string(),
                 process,
-                finished,
+                finished: finished.into(),
+                next: Arc::default(),
+                owners: Arc::default(),
             }),
             signal,
             seen: 0,
@@ -418,7 +484,7 @@ impl<Args> WireFormatBackend for RedisQueue<Args> {
     }
 }
 
-/// The Redis side of one worker process: its registration, its wake-up connection, the
+/// The Redis side of one worker process: its registration, its wake-up connections, the
 /// loops that keep both (heartbeat, queue maintenance) and a consumer backend per queue;
 /// what the platform's worker and the benchmark peer share.
 #[derive(Debug)]
@@ -427,27 +493,39 @@ pub struct Consumers {
     pub redis: ConnectionManager,
     pub hub: Hub,
     pub process: Arc<Process>,
+    /// Every partition of every queue, flattened (queue 0's partitions first).
     pub queues: Queues,
     names: Vec<String>,
-    redis_url: String,
+    /// per queue: its partitions' range in `queues`
+    ranges: Vec<std::ops::Range<usize>>,
+    target: Target,
 }
 
 impl Consumers {
-    /// Registers this process as a consumer of `queues` (short name and backend
-    /// configuration each, under `prefix`) and opens its wake-up connection.
+    /// Registers this process as a consumer of `queues` (short name and the backend
+    /// configuration of each partition, under `prefix`) and opens its wake-up connections.
     pub async fn connect(
-        redis_url: &str,
+        target: &Target,
         prefix: &str,
-        queues: Vec<(String, QueueConfig)>,
+        queues: Vec<(String, Vec<QueueConfig>)>,
         heartbeat: Duration,
     ) -> Result<Self, QueueError> {
-        let (names, configs): (Vec<String>, Vec<QueueConfig>) = queues.into_iter().unzip();
-        let process = Arc::new(Process::new(prefix, names.clone(), heartbeat));
-        let mut redis = queue::connect(redis_url).await?;
-        process.register(&mut redis).await?;
+        let mut names = Vec::new();
+        let mut ranges = Vec::new();
+        let mut configs: Vec<QueueConfig> = Vec::new();
+        for (name, partitions) in queues {
+            names.push(name);
+            ranges.push(configs.len()..configs.len() + partitions.len());
+            configs.extend(partitions);
+        }
+        let partition_names = configs.iter().map(|c| c.queue.to_string()).collect();
+        let process = Arc::new(Process::new(prefix, partition_names, heartbeat));
+        let mut redis = queue::connect(target).await?;
+        process.enroll(&mut redis).await?;
         // named after its registration: `CLIENT LIST` shows which process holds which
         let name = queue::process_key(process.prefix(), process.id());
-        let hub = Hub::start(redis_url, &name, &configs).await?;
+        let groups: Vec<&[QueueConfig]> = ranges.iter().map(|r| &configs[r.clone()]).collect();
+        let hub = Hub::start(target, &name, &groups).await?;
         if !hub.tracking() {
             metrics::gauge!("worker_wake_polling").set(1.0);
         }
@@ -457,21 +535,23 @@ impl Consumers {
             process,
             queues: Queues::new(configs),
             names,
-            redis_url: redis_url.to_string(),
+            ranges,
+            target: target.clone(),
         })
     }
 
     /// The consumer backend of queue number `i` (in the order given to [`Self::connect`]).
     pub fn backend<Args>(&self, i: usize) -> Option<RedisQueue<Args>> {
-        let config = self.queues.configs.get(i)?.clone();
-        let signal = self.hub.signal(&config)?;
+        let range = self.ranges.get(i)?.clone();
+        let partitions = self.queues.configs.get(range.clone())?.to_vec();
+        let signal = self.hub.signal(partitions.first()?)?;
         Some(RedisQueue::new(
             self.redis.clone(),
-            config,
+            partitions,
             self.names.get(i)?,
             self.process.clone(),
             signal,
-            self.queues.finished.get(i)?.clone(),
+            self.queues.finished.get(range)?.to_vec(),
         ))
     }
 
@@ -488,7 +568,7 @@ impl Consumers {
                 stop.clone(),
             )),
             tokio::spawn(maintenance::run(
-                self.redis_url.clone(),
+                self.target.clone(),
                 self.hub.clone(),
                 self.queues.clone(),
                 self.process.dead_after(),
@@ -498,7 +578,7 @@ impl Consumers {
     }
 
     /// Hands back what this process still holds (what did not finish within the drain
-    /// time), deletes its registration and closes the wake-up connection: once the
+    /// time), deletes its registration and closes the wake-up connections: once the
     /// consumers have stopped.
     pub async fn retire(&mut self) {
         match self.process.retire(&mut self.redis).await {

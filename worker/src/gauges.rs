@@ -10,8 +10,8 @@
 //! instances.
 use std::{collections::BTreeSet, time::Duration};
 
-use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
+use shared::queue::ConnectionManager;
 use shared::records;
 use tokio_util::sync::CancellationToken;
 

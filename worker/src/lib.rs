@@ -125,14 +125,21 @@ pub async fn run(
         .map(|kind| {
             // a fetch takes about what one worker can start: keep it near the concurrency
             // so that one process does not hoard tasks others could run
-            let config = queue::queue_config(&config.queue_prefix, kind.queue(), heartbeat)
-                .batch_size(kind.concurrency(&config).max(1));
-            (kind.queue().to_string(), config)
+            let partitions = queue::partition_configs(
+                &config.queue_prefix,
+                kind.queue(),
+                config.queue_partitions,
+                heartbeat,
+            )
+            .into_iter()
+            .map(|p| p.batch_size(kind.concurrency(&config).max(1)))
+            .collect();
+            (kind.queue().to_string(), partitions)
         })
         .collect();
     let mut consumers = loop {
         match Consumers::connect(
-            &config.redis_url,
+            &config.redis(),
             &config.queue_prefix,
             queues.clone(),
             heartbeat,

@@ -2,8 +2,8 @@
 //!
 //! One heartbeat per *process*, whatever the number of queues it consumes (apalis-redis
 //! beats and scans for orphans once per worker, i.e. per queue and process): the process
-//! registers in `<prefix>:processes` (id → last beat) with the queues it consumes in
-//! `<prefix>:process:<id>`, and beats every `HEARTBEAT_SECS`. A process silent for
+//! registers in `{<prefix>}:processes` (id → last beat) with the queue partitions it
+//! consumes in `{<prefix>}:process:<id>` and in each partition's `:consumers`, and beats every `HEARTBEAT_SECS`. A process silent for
 //! [`DEAD_AFTER_BEATS`] beats is dead: any other process moves what it had fetched (its
 //! in-flight set of every queue) back to the ready lists, which wakes the consumers, and
 //! deletes its registration. One that was only paused finds itself reaped at its next beat
@@ -16,33 +16,43 @@
 //! 4,320 commands a day for one worker, about 3,200 each for ten.
 use std::{sync::Arc, time::Duration};
 
-use apalis_redis::ConnectionManager;
-use shared::queue::{self, DEAD_AFTER_BEATS};
+use redis::AsyncCommands;
+use shared::queue::{self, ConnectionManager, DEAD_AFTER_BEATS};
 use tokio_util::sync::CancellationToken;
 
 use crate::wake::Hub;
 
-/// Moves a dead process's in-flight tasks back to their ready lists and deletes its
-/// registration, unless it beat again meanwhile (or another process reaped it first).
-/// Returns the number of tasks moved, or -1 when there was nothing to reap.
-const REAP: &str = r#"
-    -- KEYS[1] the process registry, KEYS[2] the process's queues
-    -- ARGV[1] key prefix, ARGV[2] process id, ARGV[3] beats at or before this are dead
-    local beat = redis.call('ZSCORE', KEYS[1], ARGV[2])
-    if not beat or tonumber(beat) > tonumber(ARGV[3]) then return -1 end
-    local moved = 0
-    for _, q in ipairs(redis.call('HKEYS', KEYS[2])) do
-      local inflight = ARGV[1] .. ':' .. q .. ':inflight:' .. ARGV[2]
-      local ready = ARGV[1] .. ':' .. q .. ':active'
-      while true do
-        local ids = redis.call('SPOP', inflight, 1000)
-        if #ids == 0 then break end
-        redis.call('RPUSH', ready, unpack(ids))
-        moved = moved + #ids
-      end
-    end
+/// Claims a dead process, unless it beat again meanwhile (or another process claimed it
+/// first): deletes its registration and returns the queue partitions it consumed, after a
+/// leading 1 (a leading 0: nothing to reap). Both keys share the `{prefix}` hash tag; the
+/// partitions' keys are each in their own slot, so their in-flight sets are handed back
+/// one partition at a time ([`RETURN`]). A reaper that dies between the two leaves those
+/// tasks in flight under a process nobody will reap: the reconciler pushes their records
+/// again (Postgres is the truth).
+const CLAIM: &str = r#"
+    -- KEYS[1] the process registry, KEYS[2] the process's partitions
+    -- ARGV[1] process id, ARGV[2] beats at or before this are dead
+    local beat = redis.call('ZSCORE', KEYS[1], ARGV[1])
+    if not beat or tonumber(beat) > tonumber(ARGV[2]) then return {0} end
+    local queues = redis.call('HKEYS', KEYS[2])
     redis.call('DEL', KEYS[2])
-    redis.call('ZREM', KEYS[1], ARGV[2])
+    redis.call('ZREM', KEYS[1], ARGV[1])
+    table.insert(queues, 1, 1)
+    return queues"#;
+
+/// Hands a claimed process's in-flight tasks of one partition back to its ready list and
+/// removes it from the partition's consumers (its fetches fail from then on).
+const RETURN: &str = r#"
+    -- KEYS[1] its in-flight set, KEYS[2] the ready list, KEYS[3] the consumers;
+    -- ARGV[1] process id
+    redis.call('HDEL', KEYS[3], ARGV[1])
+    local moved = 0
+    while true do
+      local ids = redis.call('SPOP', KEYS[1], 1000)
+      if #ids == 0 then break end
+      redis.call('RPUSH', KEYS[2], unpack(ids))
+      moved = moved + #ids
+    end
     return moved"#;
 
 /// This worker process, as the other processes see it.
@@ -87,8 +97,21 @@ impl Process {
         self.heartbeat * DEAD_AFTER_BEATS
     }
 
-    /// Registers the process and the queues it consumes (again, after being reaped).
+    /// Registers the process and the queue partitions it consumes (again, after being
+    /// reaped): in the registry, then as a consumer of each partition (one command each:
+    /// each partition is its own slot on a cluster).
     pub async fn register(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
+        self.enroll(conn).await?;
+        let now = unix_now();
+        for q in &self.queues {
+            let _: () = conn.hset(format!("{q}:consumers"), &self.id, now).await?;
+        }
+        Ok(())
+    }
+
+    /// Registers the process and its partitions in the registry only (a consumer's start
+    /// then registers itself in each of its partitions).
+    pub async fn enroll(&self, conn: &mut ConnectionManager) -> redis::RedisResult<()> {
         let now = unix_now();
         let mut pipe = redis::pipe();
         pipe.atomic()
@@ -102,7 +125,7 @@ impl Process {
     }
 
     /// One beat, on the wake-up connection; `false` when the process had been reaped.
-    async fn beat(&self, hub: &Hub) -> redis::RedisResult<bool> {
+    async fn beat(&self, hub: &Hub, conn: &mut ConnectionManager) -> redis::RedisResult<bool> {
         let mut pipe = redis::pipe();
         // XX: a reaped process must register its queues again, not just a heartbeat
         pipe.cmd("ZADD")
@@ -111,7 +134,7 @@ impl Process {
             .arg("CH")
             .arg(unix_now())
             .arg(&self.id);
-        let (changed,): (u64,) = hub.query(&pipe).await?;
+        let (changed,): (u64,) = hub.query(&pipe, conn).await?;
         Ok(changed == 1)
     }
 
@@ -158,10 +181,9 @@ impl Process {
         process: &str,
         dead_before: f64,
     ) -> redis::RedisResult<i64> {
-        redis::Script::new(REAP)
+        let claimed: Vec<redis::Value> = redis::Script::new(CLAIM)
             .key(queue::processes_key(&self.prefix))
             .key(queue::process_key(&self.prefix, process))
-            .arg(&self.prefix)
             .arg(process)
             .arg(if dead_before.is_finite() {
                 format!("{dead_before:.3}")
@@ -169,7 +191,27 @@ impl Process {
                 "1e300".to_string()
             })
             .invoke_async(conn)
-            .await
+            .await?;
+        let mut claimed = claimed.into_iter();
+        let first: i64 = match claimed.next() {
+            Some(v) => redis::from_redis_value(v)?,
+            None => 0,
+        };
+        if first != 1 {
+            return Ok(-1);
+        }
+        let mut moved = 0;
+        for q in claimed {
+            let q: String = redis::from_redis_value(q)?;
+            moved += redis::Script::new(RETURN)
+                .key(format!("{q}:inflight:{process}"))
+                .key(format!("{q}:active"))
+                .key(format!("{q}:consumers"))
+                .arg(process)
+                .invoke_async::<i64>(conn)
+                .await?;
+        }
+        Ok(moved)
     }
 }
 
@@ -195,7 +237,7 @@ pub async fn run(
             _ = tokio::time::sleep(process.heartbeat()) => {}
             _ = stop.cancelled() => return,
         }
-        match process.beat(&hub).await {
+        match process.beat(&hub, &mut conn).await {
             Ok(true) => {}
             Ok(false) => {
                 tracing::warn!(

@@ -17,7 +17,8 @@ use std::{
     time::{Duration, Instant},
 };
 
-use apalis_redis::{Config as QueueConfig, ConnectionManager};
+use apalis_redis::Config as QueueConfig;
+use shared::queue::ConnectionManager;
 use shared::{config::Config, queue, records};
 use tokio_util::sync::CancellationToken;
 
@@ -113,7 +114,7 @@ struct Round {
 /// Tends the queues until `stop` fires; a worker process silent for `dead_after` is dead
 /// (for the previous release's workers too).
 pub async fn run(
-    redis_url: String,
+    target: queue::Target,
     hub: Hub,
     queues: Queues,
     dead_after: Duration,
@@ -127,7 +128,7 @@ pub async fn run(
     };
     loop {
         if redis.is_none() {
-            redis = queue::connect(&redis_url).await.ok();
+            redis = queue::connect(&target).await.ok();
         }
         let failed = match redis.as_mut() {
             Some(conn) => match tend(conn, &hub, &queues, &mut round, dead_after).await {
@@ -243,9 +244,10 @@ pub struct Gauges {
 
 #[derive(Debug)]
 struct GaugesInner {
-    redis_url: String,
+    target: queue::Target,
     prefix: String,
     queues: Vec<String>,
+    partitions: u32,
     heartbeat: Duration,
     conn: tokio::sync::Mutex<(Option<ConnectionManager>, Option<Instant>)>,
 }
@@ -257,9 +259,10 @@ impl Gauges {
     pub fn new(config: &Config, queues: Vec<String>) -> Self {
         Gauges {
             inner: Arc::new(GaugesInner {
-                redis_url: config.redis_url.clone(),
+                target: config.redis(),
                 prefix: config.queue_prefix.clone(),
                 queues,
+                partitions: config.queue_partitions,
                 heartbeat: Duration::from_secs(config.heartbeat_secs),
                 conn: tokio::sync::Mutex::new((None, None)),
             }),
@@ -279,7 +282,7 @@ impl Gauges {
         }
         slot.1 = Some(Instant::now());
         if slot.0.is_none() {
-            slot.0 = tokio::time::timeout(GAUGES_TIMEOUT, queue::connect(&inner.redis_url))
+            slot.0 = tokio::time::timeout(GAUGES_TIMEOUT, queue::connect(&inner.target))
                 .await
                 .ok()
                 .and_then(Result::ok);
@@ -296,7 +299,13 @@ impl Gauges {
         metrics::gauge!("redis_up").set(if up { 1.0 } else { 0.0 });
         let read = tokio::time::timeout(
             GAUGES_TIMEOUT,
-            queue::stats_of(conn, &inner.prefix, &inner.queues, inner.heartbeat),
+            queue::stats_of(
+                conn,
+                &inner.prefix,
+                &inner.queues,
+                inner.heartbeat,
+                inner.partitions,
+            ),
         )
         .await;
         let stats = match read {

@@ -6,8 +6,8 @@
 //! push is harmless anyway: every handler is idempotent.
 use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
+use shared::queue::ConnectionManager;
 use shared::{queue, records};
 use sqlx::PgPool;
 use tokio_util::sync::CancellationToken;
@@ -22,6 +22,7 @@ pub async fn reconcile(
     redis: &mut ConnectionManager,
     prefix: &str,
     heartbeat: Duration,
+    partitions: u32,
     after: chrono::Duration,
     now: DateTime<Utc>,
 ) -> Result<u64, WorkerError> {
@@ -33,7 +34,16 @@ pub async fn reconcile(
         pushes,
     } in stale
     {
-        let config = queue::queue_config(prefix, &queue_name, heartbeat);
+        // where the relay put it: a record pushed under another partition count (or under
+        // the untagged key names of the release before the cluster work) is not found
+        // here and is pushed again, which every handler allows
+        let config = queue::partition_config(
+            prefix,
+            &queue_name,
+            queue::partition_of(id, partitions),
+            partitions,
+            heartbeat,
+        );
         let task_id = format!("{id}.{pushes}");
         let (in_data, done, dead): (bool, bool, bool) = redis::pipe()
             .hexists(config.job_data_hash(), &task_id)
@@ -67,7 +77,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             _ = stop.cancelled() => return,
         }
         if redis.is_none() {
-            redis = queue::connect(&deps.config.redis_url).await.ok();
+            redis = queue::connect(&deps.config.redis()).await.ok();
         }
         let Some(conn) = redis.as_mut() else { continue };
         let after = chrono::Duration::from_std(deps.config.reconcile_after())
@@ -78,6 +88,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             conn,
             &deps.config.queue_prefix,
             heartbeat,
+            deps.config.queue_partitions,
             after,
             deps.clock.now(),
         )

@@ -8,8 +8,8 @@
 //! pushes a record another is pushing, and a failed push rolls the claim back.
 use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
 use chrono::{DateTime, Utc};
+use shared::queue::ConnectionManager;
 use shared::{jobs::Envelope, queue, records};
 use sqlx::{PgPool, postgres::PgListener};
 use tokio_util::sync::CancellationToken;
@@ -30,6 +30,7 @@ pub async fn relay_due(
     redis: &mut ConnectionManager,
     prefix: &str,
     heartbeat: Duration,
+    partitions: u32,
     registry: &Registry,
     now: DateTime<Utc>,
 ) -> Result<usize, WorkerError> {
@@ -42,7 +43,8 @@ pub async fn relay_due(
             return Ok(total);
         }
         let count = rows.len();
-        let mut by_queue: std::collections::BTreeMap<String, Vec<queue::Outgoing>> =
+        // by queue and partition (each partition its own slot on a cluster: one MULTI each)
+        let mut by_queue: std::collections::BTreeMap<(String, u32), Vec<queue::Outgoing>> =
             Default::default();
         // counted once the claim commits: a failed push hands nothing to Redis
         let mut enqueued: std::collections::BTreeMap<(&'static str, &'static str), u64> =
@@ -69,10 +71,14 @@ pub async fn relay_due(
             };
             metrics::histogram!("outbox_relay_lag_seconds", "queue" => queue_name.clone())
                 .record((now - run_at).num_milliseconds().max(0) as f64 / 1000.0);
-            by_queue.entry(queue_name).or_default().push(task);
+            by_queue
+                .entry((queue_name, queue::partition_of(id, partitions)))
+                .or_default()
+                .push(task);
         }
-        for (queue_name, tasks) in by_queue {
-            let config = queue::queue_config(prefix, &queue_name, heartbeat);
+        for ((queue_name, partition), tasks) in by_queue {
+            let config =
+                queue::partition_config(prefix, &queue_name, partition, partitions, heartbeat);
             for chunk in tasks.chunks(500) {
                 queue::push(redis, &config, chunk).await?;
             }
@@ -130,7 +136,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
             };
         }
         if redis.is_none() {
-            redis = queue::connect(&deps.config.redis_url).await.inspect_err(|e| {
+            redis = queue::connect(&deps.config.redis()).await.inspect_err(|e| {
                 tracing::warn!(error = %e, "relay cannot reach redis; records stay in the outbox");
             }).ok();
         }
@@ -145,6 +151,7 @@ pub async fn run(deps: Deps, stop: CancellationToken) {
                 conn,
                 &deps.config.queue_prefix,
                 heartbeat,
+                deps.config.queue_partitions,
                 &deps.registry,
                 deps.clock.now(),
             )

@@ -18,6 +18,13 @@
 //!   closed connection. That bounds a missed wake-up to one heartbeat interval plus the
 //!   response timeout (the safety net; before, every queue was also fetched every 100 ms).
 //!
+//! Tracking is per node: on a Redis Cluster the hub keeps one such connection to every
+//! primary (each reports the writes to the keys it owns), found from `CLUSTER SLOTS`; behind
+//! Sentinel, one to the master the sentinels name. Losing any of them (a primary killed, a
+//! failover) re-establishes all of them against the topology as it is then, and every
+//! consumer looks again. On a cluster the heartbeat is sent on the data connection (its key
+//! lives on one node) and each wake-up connection is proved alive by a `PING` instead.
+//!
 //! Where tracking is not available (Redis < 6, or a proxy that refuses `CLIENT TRACKING`)
 //! every signal fires on a [`POLL_FALLBACK`] tick instead, and the worker says so.
 use std::{
@@ -33,6 +40,7 @@ use std::{
 use apalis_redis::Config as QueueConfig;
 use futures::task::AtomicWaker;
 use redis::{FromRedisValue, aio::MultiplexedConnection};
+use shared::queue::{self, ConnectionManager, Target};
 use tokio::sync::Notify;
 
 /// How often every queue is looked at when Redis cannot report writes.
@@ -71,7 +79,7 @@ pub struct Hub {
 
 #[derive(Debug)]
 struct Inner {
-    url: String,
+    target: Target,
     client_name: String,
     prefixes: Vec<String>,
     /// ready list key → its consumers' signal
@@ -80,8 +88,9 @@ struct Inner {
     scheduled: HashMap<String, usize>,
     scheduled_dirty: Vec<AtomicBool>,
     scheduled_changed: Notify,
-    /// the current connection and its number (pushes of an older one are ignored)
-    conn: Mutex<Option<(u64, MultiplexedConnection)>>,
+    /// the current connections (one per primary) and their number (pushes of an older
+    /// set are ignored)
+    conn: Mutex<Option<(u64, Vec<MultiplexedConnection>)>>,
     connections: AtomicU64,
     /// the connection closed or failed a command: the keeper reconnects
     lost: Notify,
@@ -90,30 +99,36 @@ struct Inner {
 }
 
 impl Hub {
-    /// Connects and starts tracking the queues of `configs`; `client_name` shows in
-    /// `CLIENT LIST` (the process's id). Keeps the connection for the life of the process.
+    /// Connects and starts tracking the queues of `groups` (each queue's partitions, which
+    /// ring one signal); `client_name` shows in `CLIENT LIST` (the process's id). Keeps the
+    /// connections for the life of the process.
     pub async fn start(
-        redis_url: &str,
+        target: &Target,
         client_name: &str,
-        configs: &[QueueConfig],
+        groups: &[&[QueueConfig]],
     ) -> redis::RedisResult<Self> {
         let mut prefixes = Vec::new();
         let mut ready = HashMap::new();
         let mut scheduled = HashMap::new();
-        for (i, config) in configs.iter().enumerate() {
-            prefixes.push(config.active_jobs_list());
-            prefixes.push(config.scheduled_jobs_set());
-            ready.insert(config.active_jobs_list(), Arc::new(Signal::default()));
-            scheduled.insert(config.scheduled_jobs_set(), i);
+        let mut i = 0;
+        for group in groups {
+            let signal = Arc::new(Signal::default());
+            for config in group.iter() {
+                prefixes.push(config.active_jobs_list());
+                prefixes.push(config.scheduled_jobs_set());
+                ready.insert(config.active_jobs_list(), signal.clone());
+                scheduled.insert(config.scheduled_jobs_set(), i);
+                i += 1;
+            }
         }
         let hub = Hub {
             inner: Arc::new(Inner {
-                url: redis_url.to_string(),
+                target: target.clone(),
                 client_name: client_name.to_string(),
                 prefixes,
                 ready,
                 scheduled,
-                scheduled_dirty: configs.iter().map(|_| AtomicBool::new(true)).collect(),
+                scheduled_dirty: (0..i).map(|_| AtomicBool::new(true)).collect(),
                 scheduled_changed: Notify::new(),
                 conn: Mutex::new(None),
                 connections: AtomicU64::new(0),
@@ -151,22 +166,42 @@ impl Hub {
     }
 
     /// Runs `pipe` on the wake-up connection (the heartbeat does, so that a dead connection
-    /// is found); a failure hands the connection to the keeper to re-establish.
-    pub async fn query<T: FromRedisValue>(&self, pipe: &redis::Pipeline) -> redis::RedisResult<T> {
+    /// is found); a failure hands the connection to the keeper to re-establish. On a
+    /// cluster `pipe` runs on `data` (its key is on one node of several) and each wake-up
+    /// connection answers a `PING`.
+    pub async fn query<T: FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+        data: &mut ConnectionManager,
+    ) -> redis::RedisResult<T> {
         let conn = self.inner.conn.lock().ok().and_then(|c| c.clone());
-        let Some((id, mut conn)) = conn else {
+        let Some((id, conns)) = conn else {
             return Err(redis::RedisError::from(std::io::Error::new(
                 std::io::ErrorKind::NotConnected,
                 "the wake-up connection is being re-established",
             )));
         };
-        let result = pipe.query_async(&mut conn).await;
-        if let Err(e) = &result
-            && (e.is_io_error() || e.is_timeout() || e.is_connection_dropped())
-        {
-            self.lost(id);
+        let lost = |e: &redis::RedisError| {
+            if queue::master_gone(e) {
+                self.lost(id);
+            }
+        };
+        if let (false, [conn]) = (self.inner.target.is_cluster(), conns.as_slice()) {
+            let result = pipe.query_async(&mut conn.clone()).await;
+            if let Err(e) = &result {
+                lost(e);
+            }
+            return result;
         }
-        result
+        for conn in &conns {
+            let ping: redis::RedisResult<()> =
+                redis::cmd("PING").query_async(&mut conn.clone()).await;
+            if let Err(e) = &ping {
+                lost(e);
+            }
+            ping?;
+        }
+        pipe.query_async(data).await
     }
 
     /// Closes the connection and stops re-establishing it (the process is stopping).
@@ -201,7 +236,7 @@ impl Hub {
         }
     }
 
-    fn set_conn(&self, conn: Option<(u64, MultiplexedConnection)>) {
+    fn set_conn(&self, conn: Option<(u64, Vec<MultiplexedConnection>)>) {
         if let Ok(mut slot) = self.inner.conn.lock() {
             *slot = conn;
         }
@@ -248,15 +283,26 @@ impl Hub {
         }
     }
 
-    async fn connect(&self) -> redis::RedisResult<(u64, MultiplexedConnection)> {
-        use redis::IntoConnectionInfo;
-        let info = self.inner.url.as_str().into_connection_info()?;
+    /// Connects to every primary of the topology as it is now.
+    async fn connect(&self) -> redis::RedisResult<(u64, Vec<MultiplexedConnection>)> {
+        let id = self.inner.connections.fetch_add(1, Ordering::AcqRel) + 1;
+        let mut conns = Vec::new();
+        for info in self.inner.target.primaries().await? {
+            conns.push(self.connect_node(id, info).await?);
+        }
+        Ok((id, conns))
+    }
+
+    async fn connect_node(
+        &self,
+        id: u64,
+        info: redis::ConnectionInfo,
+    ) -> redis::RedisResult<MultiplexedConnection> {
         let settings = info
             .redis_settings()
             .clone()
             .set_protocol(redis::ProtocolVersion::RESP3);
         let client = redis::Client::open(info.set_redis_settings(settings))?;
-        let id = self.inner.connections.fetch_add(1, Ordering::AcqRel) + 1;
         // the push sender lives in the connection's task: a weak reference lets the hub go
         let hub = Arc::downgrade(&self.inner);
         let config = redis::AsyncConnectionConfig::new()
@@ -291,7 +337,7 @@ impl Hub {
             }
             Err(e) => return Err(e),
         }
-        Ok((id, conn))
+        Ok(conn)
     }
 
     fn on_push(&self, id: u64, push: redis::PushInfo) {

@@ -83,7 +83,7 @@ pub async fn queues(
         .get_or_try_init(|| async {
             tokio::time::timeout(
                 Duration::from_secs(2),
-                shared::queue::connect(&state.config.redis_url),
+                shared::queue::connect(&state.config.redis()),
             )
             .await
             .map_err(|_| ())?
@@ -104,16 +104,21 @@ pub async fn queues(
         let oldest = lag.iter().find(|(q, _)| q == name).and_then(|(_, t)| *t);
         let redis_stats = match redis.as_mut() {
             Some(conn) => {
-                let config = queue::queue_config(
-                    &state.config.queue_prefix,
-                    name,
-                    Duration::from_secs(state.config.heartbeat_secs),
-                );
                 // the cached connection retries on its own: bound the wait during an outage
-                tokio::time::timeout(Duration::from_secs(2), queue::stats(conn, &config))
-                    .await
-                    .ok()
-                    .and_then(Result::ok)
+                tokio::time::timeout(
+                    Duration::from_secs(2),
+                    queue::stats_of(
+                        conn,
+                        &state.config.queue_prefix,
+                        std::slice::from_ref(name),
+                        Duration::from_secs(state.config.heartbeat_secs),
+                        state.config.queue_partitions,
+                    ),
+                )
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .and_then(|mut all| all.pop())
             }
             None => None,
         };

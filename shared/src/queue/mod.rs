@@ -17,27 +17,111 @@
 //! Postgres stays the truth: attempts, dead letters and error history live in `jobs`.
 use std::time::Duration;
 
+mod connection;
+
 use apalis_redis::Config as QueueConfig;
-pub use apalis_redis::ConnectionManager;
-use redis::{AsyncCommands, aio::ConnectionManagerConfig};
+use redis::AsyncCommands;
 use serde::Serialize;
 
-/// Connects with timeouts that survive load: redis-rs' default 500 ms response timeout turns
-/// a busy moment into a fatal worker error.
-pub async fn connect(url: &str) -> Result<ConnectionManager, redis::RedisError> {
-    let config = ConnectionManagerConfig::new()
-        .set_response_timeout(Some(Duration::from_secs(5)))
-        .set_connection_timeout(Some(Duration::from_secs(2)))
-        .set_number_of_retries(3)
-        .set_max_delay(Duration::from_secs(1));
-    redis::Client::open(url)?
-        .get_connection_manager_with_config(config)
-        .await
+pub use connection::{ConnectionManager, Target, connect, master_gone, node_connection};
+
+/// The full Redis name of `queue` under `prefix` (its partition 0): hash-tagged, so that
+/// every key of the queue (`{prefix:queue}:data`, `:active`, `:inflight:<process>`, ...)
+/// lands in one slot of a Redis Cluster and each script or MULTI of ours touches one slot.
+/// (Before the cluster work the name was `prefix:queue`, untagged: a rolling deploy leaves
+/// tasks under the old names, which nothing reads; the reconciler finds their records
+/// unheld in the new keys after `RECONCILE_AFTER_SECS` and pushes them again, Postgres
+/// being the truth.)
+pub fn queue_name(prefix: &str, queue: &str) -> String {
+    format!("{{{prefix}:{queue}}}")
 }
 
-/// The full Redis name of `queue` under `prefix`.
-pub fn queue_name(prefix: &str, queue: &str) -> String {
-    format!("{prefix}:{queue}")
+/// The hash slots of a Redis Cluster.
+pub const SLOTS: u32 = 16384;
+
+/// The cluster hash slot of `key` (CRC16/XMODEM of its hash tag, as Redis computes it).
+pub fn key_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = bytes.iter().position(|b| *b == b'{').and_then(|open| {
+        let close = bytes[open + 1..].iter().position(|b| *b == b'}')?;
+        (close > 0).then(|| &bytes[open + 1..open + 1 + close])
+    });
+    let mut crc: u16 = 0;
+    for byte in tagged.unwrap_or(bytes) {
+        crc ^= u16::from(*byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    (u32::from(crc) % SLOTS) as u16
+}
+
+/// The Redis name of partition `partition` of `partitions` of `queue`. One partition: the
+/// queue's own name. Several: `{prefix:queue:p.k}`, each its own hash tag, with the
+/// smallest `k` that puts partition `p` in the `p`-th of `partitions` equal ranges of
+/// slots, so that the partitions spread over the shards as evenly as the shards split the
+/// slots (hashing names at random puts 4 of 8 partitions on one of 3 shards half the
+/// time). Deterministic: every process names a partition the same. Changing the count
+/// renames the partitions; what is left under the old names is pushed again by the
+/// reconciler from Postgres.
+pub fn partition_name(prefix: &str, queue: &str, partition: u32, partitions: u32) -> String {
+    let partitions = partitions.max(1);
+    if partitions == 1 {
+        return queue_name(prefix, queue);
+    }
+    let (lo, hi) = (
+        partition * SLOTS / partitions,
+        (partition + 1) * SLOTS / partitions,
+    );
+    // a range of SLOTS / partitions slots is hit once in `partitions` tries on average
+    (0..100_000u32)
+        .map(|k| format!("{prefix}:{queue}:{partition}.{k}"))
+        .find(|tag| (lo..hi).contains(&u32::from(key_slot(&format!("{{{tag}}}")))))
+        .map(|tag| format!("{{{tag}}}"))
+        .unwrap_or_else(|| format!("{{{prefix}:{queue}:{partition}.0}}"))
+}
+
+/// The partition a job goes to, from its id: hashed (Fibonacci hashing), since a booking's
+/// jobs take consecutive ids in a fixed pattern that a plain modulo would map onto a few
+/// partitions only. The reconciler finds a job where the relay put it.
+pub fn partition_of(job_id: i64, partitions: u32) -> u32 {
+    let mixed = (job_id as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15) >> 32;
+    (mixed % u64::from(partitions.max(1))) as u32
+}
+
+/// The backend configuration of partition `partition` of a queue split in `partitions`.
+pub fn partition_config(
+    prefix: &str,
+    queue: &str,
+    partition: u32,
+    partitions: u32,
+    heartbeat: Duration,
+) -> QueueConfig {
+    queue_config(prefix, queue, heartbeat)
+        .queue(partition_name(prefix, queue, partition, partitions))
+}
+
+/// The backend configuration of every partition of a queue, partition 0 first.
+pub fn partition_configs(
+    prefix: &str,
+    queue: &str,
+    partitions: u32,
+    heartbeat: Duration,
+) -> Vec<QueueConfig> {
+    (0..partitions.max(1))
+        .map(|p| partition_config(prefix, queue, p, partitions, heartbeat))
+        .collect()
+}
+
+/// The consumers of one queue partition (process id → when it registered): what a fetch
+/// checks, in the partition's own slot, instead of the global process registry (a script
+/// may not touch keys of two slots on a cluster). The reaper removes a dead process here.
+pub fn consumers_key(config: &QueueConfig) -> String {
+    format!("{}:consumers", config.queue)
 }
 
 /// The backend configuration of one queue.
@@ -177,45 +261,77 @@ pub async fn cleanup_finished(
 }
 
 /// Deletes every key under `prefix` (a test's or a benchmark's private namespace), in
-/// batches, without blocking Redis on one huge command.
+/// batches, without blocking Redis on one huge command; on a cluster, on every primary.
 pub async fn delete_namespace(
     conn: &mut ConnectionManager,
     prefix: &str,
 ) -> Result<u64, redis::RedisError> {
-    let pattern = format!("{prefix}:*");
-    let (mut cursor, mut deleted) = (0u64, 0u64);
-    loop {
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(&pattern)
-            .arg("COUNT")
-            .arg(1000)
-            .query_async(conn)
-            .await?;
-        if !keys.is_empty() {
-            deleted += redis::cmd("DEL")
-                .arg(&keys)
-                .query_async::<u64>(conn)
-                .await?;
-        }
-        if next == 0 {
-            return Ok(deleted);
-        }
-        cursor = next;
+    if !conn.target().is_cluster() {
+        return delete_matching(conn, prefix).await;
     }
+    let mut deleted = 0;
+    for node in conn.target().primaries().await? {
+        let mut node = node_connection(node).await?;
+        deleted += delete_matching(&mut node, prefix).await?;
+    }
+    Ok(deleted)
+}
+
+async fn delete_matching<C: redis::aio::ConnectionLike + Send>(
+    conn: &mut C,
+    prefix: &str,
+) -> Result<u64, redis::RedisError> {
+    let mut deleted = 0u64;
+    // the queues' names (`{prefix:queue}`), the process registry's (`{prefix}:...`) and
+    // anything else of the namespace (`prefix:...`: the scheduler lease, older layouts)
+    for pattern in [
+        format!("{{{prefix}:*"),
+        format!("{{{prefix}}}:*"),
+        format!("{prefix}:*"),
+    ] {
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(conn)
+                .await?;
+            if !keys.is_empty() {
+                // one key per command: on a cluster node, keys of several slots in one DEL
+                // are refused (CROSSSLOT)
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.del(key);
+                }
+                let counts: Vec<u64> = pipe.query_async(conn).await?;
+                deleted += counts.iter().sum::<u64>();
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(deleted)
 }
 
 /// The worker processes of a prefix: process id → its last heartbeat (unix seconds).
+///
+/// Hash-tagged on the prefix, with [`process_key`]: the reaper claims a dead process in one
+/// script over both.
 pub fn processes_key(prefix: &str) -> String {
-    format!("{prefix}:processes")
+    format!("{{{prefix}}}:processes")
 }
 
-/// The queues one worker process consumes: queue name → when it registered (unix seconds).
+/// The queue partitions one worker process consumes: full partition name (`{prefix:queue}`,
+/// `{prefix:queue:1}`, ...) → when it registered (unix seconds).
 /// A process that stops beating is reaped through this: its in-flight set of each
 /// queue goes back to that queue's ready list.
 pub fn process_key(prefix: &str, process: &str) -> String {
-    format!("{prefix}:process:{process}")
+    format!("{{{prefix}}}:process:{process}")
 }
 
 /// The tasks one worker process has fetched from a queue (running or prefetched).
@@ -251,106 +367,90 @@ pub struct QueueStats {
     pub stale_workers: Vec<String>,
 }
 
-/// Reads [`QueueStats`] for one queue (`config` from [`queue_config`]).
+/// Reads [`QueueStats`] for one queue (`config` from [`queue_config`], one partition).
 pub async fn stats(
     conn: &mut ConnectionManager,
     config: &QueueConfig,
 ) -> Result<QueueStats, redis::RedisError> {
-    // `queue_config` names a queue `<prefix>:<queue>`; queue names have no `:`
+    // `queue_config` names a queue `{<prefix>:<queue>}`; queue names have no `:`
     let full = config.queue.as_ref();
+    let full = full.trim_start_matches('{').trim_end_matches('}');
     let (prefix, queue) = full.rsplit_once(':').unwrap_or(("", full));
     let mut all = stats_of(
         conn,
         prefix,
         &[queue.to_string()],
         config.heartbeat_interval,
+        1,
     )
     .await?;
     Ok(all.pop().unwrap_or_default())
 }
 
-/// Reads [`QueueStats`] for each of `queues` under `prefix` in three round trips, whatever
-/// their number: what a metrics scrape costs (it is read when asked, never on a loop).
+/// Reads [`QueueStats`] for each of `queues` (summed over their `partitions`) under
+/// `prefix`: one round trip for the process registry and one per queue partition (each
+/// its own slot on a cluster), when a metrics scrape or an admin view asks, never on a loop.
 pub async fn stats_of(
     conn: &mut ConnectionManager,
     prefix: &str,
     queues: &[String],
     heartbeat: Duration,
+    partitions: u32,
 ) -> Result<Vec<QueueStats>, redis::RedisError> {
-    let configs: Vec<QueueConfig> = queues
-        .iter()
-        .map(|q| queue_config(prefix, q, heartbeat))
-        .collect();
-    let mut pipe = redis::pipe();
-    pipe.zrange_withscores(processes_key(prefix), 0, -1);
-    for config in &configs {
-        pipe.llen(config.active_jobs_list())
-            .zcard(config.scheduled_jobs_set())
-            .scard(config.done_jobs_set())
-            .scard(config.dead_jobs_set());
-    }
-    let mut replies: Vec<redis::Value> = pipe.query_async(conn).await?;
-    let counts: Vec<u64> = replies
-        .drain(1..)
-        .map(redis::from_redis_value)
-        .collect::<Result<_, _>>()?;
-    let beats: Vec<(String, f64)> = match replies.pop() {
-        Some(v) => redis::from_redis_value(v)?,
-        None => Vec::new(),
-    };
-    // which of the processes consume which queue
-    let mut pipe = redis::pipe();
-    for (process, _) in &beats {
-        pipe.hkeys(process_key(prefix, process));
-    }
+    let beats: Vec<(String, f64)> = conn.zrange_withscores(processes_key(prefix), 0, -1).await?;
+    // which processes consume which partitions (the registry's slot: one pipeline)
     let consumed: Vec<Vec<String>> = if beats.is_empty() {
         Vec::new()
     } else {
-        pipe.query_async(conn).await?
-    };
-    let mut pipe = redis::pipe();
-    let mut members: Vec<(usize, usize)> = Vec::new();
-    for (q, queue) in queues.iter().enumerate() {
-        for (p, (process, _)) in beats.iter().enumerate() {
-            if consumed.get(p).is_some_and(|qs| qs.contains(queue)) {
-                pipe.scard(inflight_key(&configs[q], process));
-                members.push((q, p));
-            }
+        let mut pipe = redis::pipe();
+        for (process, _) in &beats {
+            pipe.hkeys(process_key(prefix, process));
         }
-    }
-    let in_flight: Vec<u64> = if members.is_empty() {
-        Vec::new()
-    } else {
         pipe.query_async(conn).await?
     };
     let stale_after = STALE_AFTER_BEATS * heartbeat.as_secs_f64().max(1.0);
     let now = unix_now() as f64;
-    Ok(configs
-        .iter()
-        .enumerate()
-        .map(|(q, config)| {
-            let count = |i: usize| counts.get(q * 4 + i).copied().unwrap_or(0);
-            let mine: Vec<usize> = members
-                .iter()
-                .enumerate()
-                .filter(|(_, (mq, _))| *mq == q)
-                .map(|(i, _)| i)
+    let mut all = Vec::with_capacity(queues.len());
+    for queue in queues {
+        let mut stats = QueueStats {
+            queue: queue_name(prefix, queue),
+            ..QueueStats::default()
+        };
+        let mut consumers = std::collections::BTreeSet::new();
+        for config in partition_configs(prefix, queue, partitions, heartbeat) {
+            let name: &str = config.queue.as_ref();
+            let mine: Vec<usize> = (0..beats.len())
+                .filter(|p| {
+                    consumed
+                        .get(*p)
+                        .is_some_and(|qs| qs.iter().any(|q| q == name))
+                })
                 .collect();
-            QueueStats {
-                queue: config.queue.to_string(),
-                waiting: count(0) + count(1),
-                in_flight: mine.iter().filter_map(|i| in_flight.get(*i)).sum(),
-                finished: count(2) + count(3),
-                workers: mine.len() as u64,
-                stale_workers: mine
-                    .iter()
-                    .map(|i| &beats[members[*i].1])
-                    .filter(|(_, beat)| now - beat > stale_after)
-                    .map(|(name, _)| name.clone())
-                    .collect(),
+            let mut pipe = redis::pipe();
+            pipe.llen(config.active_jobs_list())
+                .zcard(config.scheduled_jobs_set())
+                .scard(config.done_jobs_set())
+                .scard(config.dead_jobs_set());
+            for p in &mine {
+                pipe.scard(inflight_key(&config, &beats[*p].0));
             }
-        })
-        .collect())
+            let counts: Vec<u64> = pipe.query_async(conn).await?;
+            let count = |i: usize| counts.get(i).copied().unwrap_or(0);
+            stats.waiting += count(0) + count(1);
+            stats.finished += count(2) + count(3);
+            stats.in_flight += counts.iter().skip(4).sum::<u64>();
+            consumers.extend(mine);
+        }
+        stats.workers = consumers.len() as u64;
+        stats.stale_workers = consumers
+            .iter()
+            .map(|p| &beats[*p])
+            .filter(|(_, beat)| now - beat > stale_after)
+            .map(|(name, _)| name.clone())
+            .collect();
+        all.push(stats);
+    }
+    Ok(all)
 }
 
 fn unix_now() -> u64 {
@@ -364,6 +464,30 @@ fn unix_now() -> u64 {
 mod tests {
     use super::*;
 
+    #[test]
+    fn slots_are_redis_own_and_partitions_spread_over_the_slot_ranges() {
+        // values from `CLUSTER KEYSLOT`
+        assert_eq!(key_slot("foo"), 12182);
+        assert_eq!(key_slot("{user1000}.following"), key_slot("user1000"));
+        assert_eq!(key_slot("somekey"), 11058);
+        for partitions in [2u32, 3, 8, 16] {
+            for p in 0..partitions {
+                let name = partition_name("app", "email", p, partitions);
+                let slot = u32::from(key_slot(&format!("{name}:active")));
+                assert!(
+                    (p * SLOTS / partitions..(p + 1) * SLOTS / partitions).contains(&slot),
+                    "{name} in slot {slot}"
+                );
+            }
+        }
+        assert_eq!(partition_name("app", "email", 0, 1), "{app:email}");
+        let mut hits = [0u32; 8];
+        for id in 1..=8000 {
+            hits[partition_of(id, 8) as usize] += 1;
+        }
+        assert!(hits.iter().all(|h| (800..1200).contains(h)), "{hits:?}");
+    }
+
     #[tokio::test]
     async fn stats_count_the_processes_of_a_queue_and_report_those_that_stopped_beating() {
         let mut conn = connect(&crate::testing::redis_url()).await.expect("redis");
@@ -374,9 +498,21 @@ mod tests {
             .zadd(processes_key(&prefix), "alive", now)
             .zadd(processes_key(&prefix), "stalled", now - 10)
             .zadd(processes_key(&prefix), "elsewhere", now)
-            .hset(process_key(&prefix, "alive"), "q", now)
-            .hset(process_key(&prefix, "stalled"), "q", now)
-            .hset(process_key(&prefix, "elsewhere"), "other", now)
+            .hset(process_key(&prefix, "alive"), queue_name(&prefix, "q"), now)
+            .hset(
+                process_key(&prefix, "stalled"),
+                queue_name(&prefix, "q"),
+                now,
+            )
+            .hset(
+                process_key(&prefix, "elsewhere"),
+                queue_name(&prefix, "other"),
+                now,
+            )
+            .query_async(&mut conn)
+            .await
+            .expect("arrange");
+        let _: () = redis::pipe()
             .sadd(inflight_key(&config, "alive"), &["1.1", "2.1"])
             .rpush(config.active_jobs_list(), "3.1")
             .query_async(&mut conn)

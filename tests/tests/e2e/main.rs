@@ -13,4 +13,5 @@ mod registry;
 mod reminders;
 mod search;
 mod smtp_pool;
+mod topologies;
 mod upgrade;

@@ -80,6 +80,7 @@ async fn a_booking_three_days_out_reminds_both_parties_once_at_24_hours() {
         &mut redis,
         &app.prefix,
         heartbeat,
+        1,
         &worker::jobs::registry(),
         clock_now(&clock),
     )

@@ -3,6 +3,7 @@
 //! came out, and adds its line to the suite summary that `ops/test` prints.
 mod in_process;
 mod processes;
+mod topologies;
 
 use std::collections::HashMap;
 

@@ -25,7 +25,7 @@ async fn ids(cluster: &Cluster) -> (i64, i64) {
 }
 
 /// Books `count` lessons through `bases` in turn, one every `every`.
-fn stream(
+pub(crate) fn stream(
     cluster: &Cluster,
     bases: Vec<String>,
     token: String,
@@ -56,11 +56,11 @@ fn stream(
     }
 }
 
-fn base(port: u16) -> String {
+pub(crate) fn base(port: u16) -> String {
     format!("http://127.0.0.1:{port}")
 }
 
-async fn wait_for_all(cluster: &Cluster, bookings: &[i64], timeout: Duration) {
+pub(crate) async fn wait_for_all(cluster: &Cluster, bookings: &[i64], timeout: Duration) {
     eventually(timeout, "every confirmation delivered", || async {
         tally(&cluster.smtp, bookings).1 == 0
     })
@@ -568,6 +568,7 @@ async fn a_backlog_beyond_the_lua_unpack_limit_drains() {
         &mut redis,
         &cluster.prefix,
         Duration::from_secs(1),
+        1,
         &worker::jobs::registry(),
         chrono::Utc::now(),
     )
@@ -654,7 +655,7 @@ async fn a_wake_up_missed_while_the_connection_was_dropped_is_made_up_for() {
     assert_eq!(jobs.len(), 2, "two confirmations");
     let _worker = cluster.worker().await;
     let mut redis = shared::queue::connect(&cluster.redis_url).await.unwrap();
-    let name = format!("{}:process:", cluster.prefix);
+    let name = shared::queue::process_key(&cluster.prefix, "");
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     let wake = loop {
         if let Some(id) = connection_named(&mut redis, &name).await {

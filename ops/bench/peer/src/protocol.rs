@@ -2,8 +2,8 @@
 //! (same keys, same clock, same order), so that our figures and the peers' are comparable.
 use std::time::Duration;
 
-use apalis_redis::ConnectionManager;
 use redis::AsyncCommands;
+use shared::queue::ConnectionManager;
 
 use crate::clock::monotonic_ns;
 use crate::job::{BenchJob, WARMUP};

@@ -31,9 +31,9 @@ pub async fn run(target: Target, settings: WorkerSettings) -> anyhow::Result<()>
     tracing::info!(?config, ?settings, "starting");
     let stop = tokio_util::sync::CancellationToken::new();
     let mut consumers = Consumers::connect(
-        &target.redis_url,
+        &target.redis_url.as_str().into(),
         QUEUE_PREFIX,
-        vec![(target.queue.clone(), config.clone())],
+        vec![(target.queue.clone(), vec![config.clone()])],
         target.heartbeat(),
     )
     .await?;
