@@ -40,6 +40,7 @@ use shared::queue;
 use crate::{
     liveness::{self, Process},
     maintenance::{self, Queues},
+    pauses::Pauses,
     wake::{Hub, Signal},
 };
 
@@ -293,6 +294,8 @@ impl Persistence for QueueStore {
 pub struct RedisQueue<Args = Value> {
     persist: Persisted<QueueStore>,
     signal: Arc<Signal>,
+    /// set while an operator has paused the queue ([`crate::pauses`]): no fetch is sent
+    paused: Arc<AtomicBool>,
     /// the signal's generation when the last fetch was sent
     seen: u64,
     codec: JsonCodec,
@@ -304,6 +307,7 @@ impl<Args> Clone for RedisQueue<Args> {
         RedisQueue {
             persist: Persisted::new((*self.persist).clone()),
             signal: self.signal.clone(),
+            paused: self.paused.clone(),
             seen: 0,
             codec: JsonCodec::default(),
             args: PhantomData,
@@ -322,6 +326,7 @@ impl<Args> RedisQueue<Args> {
         process: Arc<Process>,
         signal: Arc<Signal>,
         finished: Arc<AtomicBool>,
+        paused: Arc<AtomicBool>,
     ) -> Self {
         RedisQueue {
             persist: Persisted::new(QueueStore {
@@ -332,6 +337,7 @@ impl<Args> RedisQueue<Args> {
                 finished,
             }),
             signal,
+            paused,
             seen: 0,
             codec: JsonCodec::default(),
             args: PhantomData,
@@ -362,6 +368,14 @@ impl<Args> Backend for RedisQueue<Args> {
     ) -> Poll<Option<Result<Self::Task, QueueError>>> {
         loop {
             if matches!(self.persist.state(), State::Ready) {
+                if self.paused.load(Ordering::Acquire) {
+                    // paused: no fetch. The pause watcher rings the signal on resume; the
+                    // flag is read again after registering, so a resume in between is seen
+                    self.signal.register(cx.waker());
+                    if self.paused.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                }
                 // a fetch is about to be sent: writes from now on may be missed by it
                 self.seen = self.signal.generation();
             }
@@ -428,6 +442,8 @@ pub struct Consumers {
     pub hub: Hub,
     pub process: Arc<Process>,
     pub queues: Queues,
+    /// The operators' pauses of these queues, kept current by [`crate::pauses::run`].
+    pub pauses: Pauses,
     names: Vec<String>,
     redis_url: String,
 }
@@ -455,6 +471,7 @@ impl Consumers {
             redis,
             hub,
             process,
+            pauses: Pauses::new(&names),
             queues: Queues::new(configs),
             names,
             redis_url: redis_url.to_string(),
@@ -472,7 +489,18 @@ impl Consumers {
             self.process.clone(),
             signal,
             self.queues.finished.get(i)?.clone(),
+            self.pauses.flag(self.names.get(i)?),
         ))
+    }
+
+    /// Each consumed queue's wake-up signal, by short name (the pause watcher rings it on
+    /// resume).
+    pub fn signals(&self) -> std::collections::HashMap<String, Arc<Signal>> {
+        self.names
+            .iter()
+            .zip(&self.queues.configs)
+            .filter_map(|(name, config)| Some((name.clone(), self.hub.signal(config)?)))
+            .collect()
     }
 
     /// Starts the heartbeat and queue maintenance, until `stop` fires.
