@@ -4,6 +4,7 @@ pub mod auth;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod ops;
 pub mod rate_limit;
 pub mod routes;
 pub mod search;
@@ -93,10 +94,20 @@ fn operations(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(limited)
         .routes(routes!(admin::queues))
+        .routes(routes!(admin::overview))
         .routes(routes!(admin::jobs))
+        .routes(routes!(admin::job_count))
+        .routes(routes!(admin::bulk))
+        .routes(routes!(admin::job))
         .routes(routes!(admin::retry))
         .routes(routes!(admin::discard))
+        .routes(routes!(admin::pause_queue))
+        .routes(routes!(admin::resume_queue))
         .routes(routes!(admin::schedules))
+        .routes(routes!(admin::pause_schedule))
+        .routes(routes!(admin::resume_schedule))
+        .routes(routes!(admin::trigger_schedule))
+        .routes(routes!(admin::audit))
         .routes(routes!(admin_analytics::search))
         .routes(routes!(admin_analytics::rollups))
         .routes(routes!(privacy::export))

@@ -632,31 +632,35 @@ pub enum Acted {
 }
 
 /// Sends a dead or skipped job back to the outbox with fresh attempts, due at `now`.
-pub async fn retry(pool: &PgPool, id: i64, now: DateTime<Utc>) -> Result<Acted, sqlx::Error> {
+pub async fn retry(
+    conn: &mut PgConnection,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Acted, sqlx::Error> {
     let updated = sqlx::query!(
         "update jobs set status = 'pending', attempts = 0, run_at = $2, finished_at = null
          where id = $1 and status in ('dead', 'skipped')",
         id,
         now
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
-    acted(pool, id, updated.rows_affected()).await
+    acted(conn, id, updated.rows_affected()).await
 }
 
 /// Gives up on a dead job for good: it is kept as skipped, with the reason.
-pub async fn discard(pool: &PgPool, id: i64) -> Result<Acted, sqlx::Error> {
+pub async fn discard(conn: &mut PgConnection, id: i64) -> Result<Acted, sqlx::Error> {
     let updated = sqlx::query!(
         "update jobs set status = 'skipped', last_error = coalesce(last_error, '') || ' (discarded by an admin)'
          where id = $1 and status = 'dead'",
         id
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
-    acted(pool, id, updated.rows_affected()).await
+    acted(conn, id, updated.rows_affected()).await
 }
 
-async fn acted(pool: &PgPool, id: i64, updated: u64) -> Result<Acted, sqlx::Error> {
+async fn acted(conn: &mut PgConnection, id: i64, updated: u64) -> Result<Acted, sqlx::Error> {
     if updated > 0 {
         return Ok(Acted::Done);
     }
@@ -664,7 +668,7 @@ async fn acted(pool: &PgPool, id: i64, updated: u64) -> Result<Acted, sqlx::Erro
         r#"select status as "status: JobStatus", started_at from jobs where id = $1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(match row {
         Some(r) => Acted::Refused(JobState::of(r.status, r.started_at.is_some())),
@@ -856,26 +860,24 @@ impl BulkAction {
     }
 }
 
-/// Applies `action` to every record matching `filter` (whose state must be one the action
-/// applies to), [`BULK_BATCH`] at a time, newest first; returns the ids it changed. Rows
-/// another transaction holds are skipped (the relay never waits on this), and a record
-/// that changed state since it was counted is not touched.
-pub async fn bulk(
-    pool: &PgPool,
+/// Applies `action` to the next batch of at most [`BULK_BATCH`] records matching `filter`
+/// (whose state must be one the action applies to), newest first, below id `below` when
+/// given; returns the ids it changed. The caller loops, one short transaction per batch,
+/// starting each below the lowest id of the last: a skipped row is not met again and the
+/// loop ends. Rows another transaction holds are skipped (the relay never waits on this),
+/// and a record that changed state since it was counted is not touched.
+pub async fn bulk_batch(
+    conn: &mut PgConnection,
     action: BulkAction,
     filter: &JobFilter,
+    below: Option<i64>,
     now: DateTime<Utc>,
 ) -> Result<Vec<i64>, sqlx::Error> {
     let Some(state) = filter.state.filter(|s| action.applies_to(*s)) else {
         return Ok(Vec::new());
     };
     let (status, _) = state.stored();
-    let mut changed = Vec::new();
-    // keyset over ids: every batch starts below the last, so a skipped (locked) row is not
-    // met again and the loop ends
-    let mut below: Option<i64> = None;
-    loop {
-        let ids: Vec<i64> = sqlx::query_scalar!(
+    sqlx::query_scalar!(
             r#"with batch as (
                 select id from jobs
                  where status = $1
@@ -917,18 +919,8 @@ pub async fn bulk(
             now,
             action == BulkAction::Retry
         )
-        .fetch_all(pool)
-        .await?;
-        let Some(lowest) = ids.iter().min().copied() else {
-            return Ok(changed);
-        };
-        let full = ids.len() as i64 >= BULK_BATCH;
-        changed.extend(ids);
-        if !full {
-            return Ok(changed);
-        }
-        below = Some(lowest);
-    }
+        .fetch_all(conn)
+        .await
 }
 
 /// One job record, whatever its state.

@@ -20,6 +20,8 @@ pub struct ScheduleStatus {
     #[cfg_attr(feature = "openapi", schema(value_type = CatchUp))]
     pub catch_up: String,
     pub enabled: bool,
+    /// Paused by an operator: no slot fires until it is resumed.
+    pub paused: bool,
     /// The latest slot fired, if any.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_fire: Option<FireStatus>,
@@ -60,7 +62,8 @@ pub struct FireStatus {
 #[tracing::instrument(skip_all)]
 pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleStatus>, sqlx::Error> {
     let rows = sqlx::query!(
-        "select schedule, cron, timezone, catch_up, enabled from schedule_state order by schedule"
+        "select schedule, cron, timezone, catch_up, enabled, paused_at is not null as \"paused!\"
+           from schedule_state order by schedule"
     )
     .fetch_all(pool)
     .await?;
@@ -105,7 +108,7 @@ pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleSta
             Duration::zero(),
         )
         .ok()
-        .filter(|_| row.enabled)
+        .filter(|_| row.enabled && !row.paused)
         .and_then(|s| {
             s.next_after(now)
                 .map(|slot| (s.local_rfc3339(&slot), slot.at))
@@ -116,6 +119,7 @@ pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleSta
             timezone: row.timezone,
             catch_up: row.catch_up,
             enabled: row.enabled,
+            paused: row.paused,
             last_fire,
             last_success_at,
             next_fire_local: next.as_ref().map(|n| n.0.clone()),
