@@ -1,6 +1,7 @@
 //! The thin HTTP API: validates input, writes in one transaction (recording any work it
 //! causes in the outbox) and answers. It never sends email or aggregates inline.
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
@@ -135,6 +136,8 @@ pub fn router(state: AppState) -> Router {
         // start-up: the document is a tree of strings, numbers and maps with string keys
         .expect("the OpenAPI document serializes");
     router
+        // the ops dashboard's browser pages: not API operations, so not in the document
+        .merge(dashboard::router())
         .fallback(|| async { ApiError::NotFound("route") })
         // after every route: axum gives this fallback to the routes that exist when it is
         // set, and adds the `Allow` header listing the route's methods to its answer

@@ -268,8 +268,13 @@ pub async fn run_trigger_requests(
                 jobs.push(id);
             }
             None => {
-                triggers::finish(&mut tx, request, None, Some("this scheduler has no such schedule"))
-                    .await?;
+                triggers::finish(
+                    &mut tx,
+                    request,
+                    None,
+                    Some("this scheduler has no such schedule"),
+                )
+                .await?;
             }
         }
         tx.commit().await?;

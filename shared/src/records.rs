@@ -878,7 +878,7 @@ pub async fn bulk_batch(
     };
     let (status, _) = state.stored();
     sqlx::query_scalar!(
-            r#"with batch as (
+        r#"with batch as (
                 select id from jobs
                  where status = $1
                    and ($2::text is null or queue = $2)
@@ -906,21 +906,21 @@ pub async fn bulk_batch(
                   from batch where jobs.id = batch.id and not $12
                 returning jobs.id)
             select id as "id!" from retried union all select id from discarded"#,
-            status as _,
-            filter.queue,
-            filter.kind,
-            filter.error_pattern(),
-            filter.booking_id,
-            filter.user_id,
-            filter.from,
-            filter.to,
-            below,
-            BULK_BATCH,
-            now,
-            action == BulkAction::Retry
-        )
-        .fetch_all(conn)
-        .await
+        status as _,
+        filter.queue,
+        filter.kind,
+        filter.error_pattern(),
+        filter.booking_id,
+        filter.user_id,
+        filter.from,
+        filter.to,
+        below,
+        BULK_BATCH,
+        now,
+        action == BulkAction::Retry
+    )
+    .fetch_all(conn)
+    .await
 }
 
 /// One job record, whatever its state.
