@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use tokio::process::{Child, Command};
 
 /// The W3C key of an element reference in a WebDriver answer.
-const ELEMENT: &str = "element-6066-11e4-a52e-4f735da1ce66";
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
 
 /// Where Debian installs the browser and its driver.
 pub const CHROMIUM: &str = "/usr/bin/chromium";
@@ -71,7 +71,7 @@ impl Browser {
             }
         }}});
         let answer = browser.call("POST", "/session", Some(capabilities)).await;
-        let id = answer["sessionId"]
+        let id = answer["value"]["sessionId"]
             .as_str()
             .unwrap_or_else(|| panic!("no session: {answer}"))
             .to_string();
@@ -147,11 +147,10 @@ impl Browser {
             if let Some(e) = self.find_all(selector).await.into_iter().next() {
                 return e;
             }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "no element {selector} on {}",
-                self.url().await
-            );
+            if tokio::time::Instant::now() >= deadline {
+                let source = self.source().await;
+                panic!("no element {selector} on {}:\n{source}", self.url().await);
+            }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
