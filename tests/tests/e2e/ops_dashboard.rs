@@ -781,14 +781,13 @@ async fn job_lists_are_paged_by_keyset() {
 async fn booking_jobs(
     pool: &sqlx::PgPool,
 ) -> BTreeMap<i64, (String, Option<chrono::DateTime<chrono::Utc>>)> {
-    let rows: Vec<(i64, String, Option<chrono::DateTime<chrono::Utc>>)> =
-        sqlx::query_as(
-            "select id, status, started_at from jobs
+    let rows: Vec<(i64, String, Option<chrono::DateTime<chrono::Utc>>)> = sqlx::query_as(
+        "select id, status, started_at from jobs
               where queue = 'booking_email' and payload->>'kind' = 'confirmation'",
-        )
-            .fetch_all(pool)
-            .await
-            .expect("jobs");
+    )
+    .fetch_all(pool)
+    .await
+    .expect("jobs");
     rows.into_iter().map(|(id, s, t)| (id, (s, t))).collect()
 }
 
@@ -1195,7 +1194,12 @@ async fn in_a_browser_an_operator_brings_a_dead_letter_back_and_a_viewer_cannot(
         .send()
         .await
         .expect("login");
-    assert_eq!(answer.status(), StatusCode::SEE_OTHER, "{operator}: {:?}", answer.text().await);
+    assert_eq!(
+        answer.status(),
+        StatusCode::SEE_OTHER,
+        "{operator}: {:?}",
+        answer.text().await
+    );
 
     // a fault: the SMTP server refuses every message for good, so the booking's
     // confirmations fail permanently and become dead letters
