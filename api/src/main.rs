@@ -38,8 +38,13 @@ fn parse_role(s: &str) -> Result<Role, String> {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = Config::from_env()?;
-    shared::telemetry::init_tracing(&config.log_format);
-    match cli.command.unwrap_or(Command::Serve) {
+    let command = cli.command.unwrap_or(Command::Serve);
+    // mint-token prints the token alone on stdout, where the logs go, so that
+    // `TOKEN=$(api mint-token ...)` works
+    if !matches!(command, Command::MintToken { .. }) {
+        shared::telemetry::init_tracing(&config.log_format);
+    }
+    match command {
         Command::Serve => {
             let addr = format!("{}:{}", config.host, config.port);
             let state = api::build_state(config, Arc::new(SystemClock))

@@ -116,8 +116,6 @@ pub enum Refusal {
         next: String,
     },
     Api(ApiError),
-    /// An answer already made (a confirmation page).
-    Page(Response),
 }
 
 impl From<ApiError> for Refusal {
@@ -138,7 +136,6 @@ impl IntoResponse for Refusal {
             Refusal::SignIn { next } => {
                 Redirect::to(&format!("/ops/login?next={}", encode(&next))).into_response()
             }
-            Refusal::Page(response) => response,
             Refusal::Api(e) => {
                 let status = e.status();
                 let detail = e.public_detail();

@@ -1153,13 +1153,11 @@ async fn mint(cluster: &Cluster, email: &str, role: &str) -> String {
         "mint-token: {}",
         String::from_utf8_lossy(&output.stderr)
     );
-    // the token is the last word (the process logs before it)
-    String::from_utf8(output.stdout)
-        .expect("utf-8")
-        .split_whitespace()
-        .last()
-        .expect("a token")
-        .to_string()
+    // the token alone, so that `TOKEN=$(api mint-token ...)` works
+    let token = String::from_utf8(output.stdout).expect("utf-8");
+    let token = token.trim();
+    assert_eq!(token.split('.').count(), 3, "not a lone JWT: {token:?}");
+    token.to_string()
 }
 
 async fn browser_sign_in(browser: &Browser, base: &str, token: &str) {
@@ -1253,6 +1251,19 @@ async fn in_a_browser_an_operator_brings_a_dead_letter_back_and_a_viewer_cannot(
 
     let browser = Browser::start(1280, 900).await;
     browser_sign_in(&browser, &base, &operator).await;
+    // the overview updates itself: the live part is replaced without a reload
+    browser.script("window.__same_page = true; return null;", vec![]).await;
+    let first = browser.text(&browser.find("[data-generated]").await).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let now = browser.text(&browser.find("[data-generated]").await).await;
+        if now != first {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the overview did not update itself");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(browser.script("return window.__same_page === true;", vec![]).await, json!(true), "the page was reloaded");
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     browser
         .screenshot(&target.join("ops-overview-desktop.png"))
