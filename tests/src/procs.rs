@@ -278,7 +278,7 @@ pub async fn seed_lesson_market(
     sqlx::query(
         "insert into availability (instructor_id, date, start_time, end_time)
          select p.user_id, (now() at time zone 'America/New_York')::date + d, '08:00', '20:00'
-         from instructor_profiles p, generate_series(0, $1) d",
+         from instructor_profiles p, generate_series(0, $1::int) d",
     )
     .bind(days)
     .execute(pool)
