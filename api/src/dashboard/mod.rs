@@ -112,9 +112,7 @@ fn page(status: StatusCode, name: &str, ctx: Value) -> Response {
 /// from), or a refusal or failure shown as a page with its status.
 #[derive(Debug)]
 pub enum Refusal {
-    SignIn {
-        next: String,
-    },
+    SignIn { next: String },
     Api(ApiError),
 }
 

@@ -1252,7 +1252,9 @@ async fn in_a_browser_an_operator_brings_a_dead_letter_back_and_a_viewer_cannot(
     let browser = Browser::start(1280, 900).await;
     browser_sign_in(&browser, &base, &operator).await;
     // the overview updates itself: the live part is replaced without a reload
-    browser.script("window.__same_page = true; return null;", vec![]).await;
+    browser
+        .script("window.__same_page = true; return null;", vec![])
+        .await;
     let first = browser.text(&browser.find("[data-generated]").await).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
@@ -1260,10 +1262,19 @@ async fn in_a_browser_an_operator_brings_a_dead_letter_back_and_a_viewer_cannot(
         if now != first {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "the overview did not update itself");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the overview did not update itself"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
-    assert_eq!(browser.script("return window.__same_page === true;", vec![]).await, json!(true), "the page was reloaded");
+    assert_eq!(
+        browser
+            .script("return window.__same_page === true;", vec![])
+            .await,
+        json!(true),
+        "the page was reloaded"
+    );
     let target = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target");
     browser
         .screenshot(&target.join("ops-overview-desktop.png"))
