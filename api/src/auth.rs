@@ -90,23 +90,41 @@ impl JwtKeys {
             .map_err(|e| ApiError::Internal(format!("signing token: {e}")))
     }
 
+    /// Verifies `token` as a bearer token is; returns its user and when it expires (the
+    /// dashboard's sign-in, whose session never outlives the token it was opened with).
+    pub fn verify_expiring(
+        &self,
+        token: &str,
+    ) -> Result<(AuthUser, chrono::DateTime<chrono::Utc>), AuthError> {
+        let claims = self.decode(token)?;
+        let id = claims.sub.parse().map_err(|_| AuthError::Invalid)?;
+        let exp = chrono::DateTime::from_timestamp(claims.exp, 0).ok_or(AuthError::Invalid)?;
+        Ok((
+            AuthUser {
+                id,
+                role: claims.role,
+            },
+            exp,
+        ))
+    }
+
     fn verify(&self, token: &str) -> Result<AuthUser, AuthError> {
+        self.verify_expiring(token).map(|(user, _)| user)
+    }
+
+    fn decode(&self, token: &str) -> Result<Claims, AuthError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation).map_err(|e| {
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &validation)
+            .map(|data| data.claims)
+            .map_err(|e| {
                 use jsonwebtoken::errors::ErrorKind;
                 match e.kind() {
                     ErrorKind::ExpiredSignature => AuthError::Expired,
                     ErrorKind::InvalidSignature => AuthError::BadSignature,
                     _ => AuthError::Invalid,
                 }
-            })?;
-        let id = data.claims.sub.parse().map_err(|_| AuthError::Invalid)?;
-        Ok(AuthUser {
-            id,
-            role: data.claims.role,
-        })
+            })
     }
 }
 
@@ -149,6 +167,14 @@ pub struct AuthUser {
 }
 
 impl AuthUser {
+    /// The caller as the ops views and actions see it.
+    pub fn actor(&self) -> crate::ops::Actor {
+        crate::ops::Actor {
+            user_id: self.id,
+            role: self.role,
+        }
+    }
+
     pub fn require(&self, role: Role) -> Result<(), ApiError> {
         if self.role == role {
             Ok(())

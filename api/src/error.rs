@@ -85,6 +85,31 @@ impl ApiError {
         }
     }
 
+    /// The HTTP status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    /// The stable code the client sees.
+    pub fn code(&self) -> &str {
+        self.parts().1
+    }
+
+    /// What the client may read: never internal error text (that goes to the log, here).
+    pub fn public_detail(&self) -> String {
+        match self {
+            ApiError::Internal(cause) => {
+                tracing::error!(error = %cause, "internal error");
+                "internal error".to_string()
+            }
+            ApiError::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "dependency unavailable");
+                "service temporarily unavailable, retry shortly".to_string()
+            }
+            other => other.to_string(),
+        }
+    }
+
     fn parts(&self) -> (StatusCode, &str, Option<&str>) {
         match self {
             ApiError::BadRequest { code, field, .. } => {
@@ -119,18 +144,8 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, field) = self.parts();
-        let detail = match &self {
-            // the client never sees internal error text; the log does
-            ApiError::Internal(cause) => {
-                tracing::error!(error = %cause, "internal error");
-                "internal error".to_string()
-            }
-            ApiError::Unavailable(cause) => {
-                tracing::warn!(error = %cause, "dependency unavailable");
-                "service temporarily unavailable, retry shortly".to_string()
-            }
-            other => other.to_string(),
-        };
+        // the client never sees internal error text; the log does
+        let detail = self.public_detail();
         metrics::counter!("api_errors_total", "code" => code.to_string()).increment(1);
         let mut response = (
             status,

@@ -1,9 +1,11 @@
 //! The thin HTTP API: validates input, writes in one transaction (recording any work it
 //! causes in the outbox) and answers. It never sends email or aggregates inline.
 pub mod auth;
+pub mod dashboard;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
+pub mod ops;
 pub mod rate_limit;
 pub mod routes;
 pub mod search;
@@ -93,10 +95,20 @@ fn operations(state: &AppState) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
         .merge(limited)
         .routes(routes!(admin::queues))
+        .routes(routes!(admin::overview))
         .routes(routes!(admin::jobs))
+        .routes(routes!(admin::job_count))
+        .routes(routes!(admin::bulk))
+        .routes(routes!(admin::job))
         .routes(routes!(admin::retry))
         .routes(routes!(admin::discard))
+        .routes(routes!(admin::pause_queue))
+        .routes(routes!(admin::resume_queue))
         .routes(routes!(admin::schedules))
+        .routes(routes!(admin::pause_schedule))
+        .routes(routes!(admin::resume_schedule))
+        .routes(routes!(admin::trigger_schedule))
+        .routes(routes!(admin::audit))
         .routes(routes!(admin_analytics::search))
         .routes(routes!(admin_analytics::rollups))
         .routes(routes!(privacy::export))
@@ -124,6 +136,8 @@ pub fn router(state: AppState) -> Router {
         // start-up: the document is a tree of strings, numbers and maps with string keys
         .expect("the OpenAPI document serializes");
     router
+        // the ops dashboard's browser pages: not API operations, so not in the document
+        .merge(dashboard::router())
         .fallback(|| async { ApiError::NotFound("route") })
         // after every route: axum gives this fallback to the routes that exist when it is
         // set, and adds the `Allow` header listing the route's methods to its answer

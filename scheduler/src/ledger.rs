@@ -53,16 +53,19 @@ pub async fn fire_due(
     )
     .execute(&mut *tx)
     .await?;
-    let after: DateTime<Utc> = sqlx::query_scalar!(
-        "select evaluated_to from schedule_state where schedule = $1 for update",
+    let state = sqlx::query!(
+        r#"select evaluated_to, paused_at is not null as "paused!" from schedule_state
+            where schedule = $1 for update"#,
         &schedule.name
     )
     .fetch_one(&mut *tx)
     .await?;
+    let after = state.evaluated_to;
 
     let mut fired = Fired::default();
-    // switched off: time passes without slots, so switching on again fires no backlog
-    if schedule.enabled {
+    // switched off, or paused by an operator (`shared::pauses`): time passes without
+    // slots, so switching on again or resuming fires no backlog
+    if schedule.enabled && !state.paused {
         let due = schedule.due(after, now);
         fired.skipped = due.skipped.len();
         fired.expired = due.expired;
@@ -209,22 +212,77 @@ pub async fn trigger(
     schedule: &Schedule,
     now: DateTime<Utc>,
 ) -> Result<i64, sqlx::Error> {
-    let slot = Slot {
-        local: schedule.local(now),
-        at: now,
-    };
     let key = format!(
         "{}-{}",
         now.format("%Y%m%dT%H%M%S%.3fZ"),
         uuid::Uuid::new_v4().simple()
     );
-    let record = fire_record(schedule, &slot, Some(&key))?;
     let mut tx = pool.begin().await?;
-    let id = outbox::enqueue_record(&mut tx, &record).await?;
+    let id = trigger_in(&mut tx, schedule, now, &key).await?;
     tx.commit().await?;
     outbox::notify(pool).await;
-    // a fresh uuid in the key: a duplicate is impossible short of a collision
+    Ok(id)
+}
+
+/// Enqueues the manual run of [`trigger`] inside the caller's transaction, keyed by `key`.
+async fn trigger_in(
+    tx: &mut sqlx::PgConnection,
+    schedule: &Schedule,
+    now: DateTime<Utc>,
+    key: &str,
+) -> Result<i64, sqlx::Error> {
+    let slot = Slot {
+        local: schedule.local(now),
+        at: now,
+    };
+    let record = fire_record(schedule, &slot, Some(key))?;
+    let id = outbox::enqueue_record(&mut *tx, &record).await?;
+    // a fresh key per trigger: a duplicate is impossible short of a collision
     id.ok_or(sqlx::Error::RowNotFound)
+}
+
+/// Carries out the dashboard's open "trigger now" requests (`shared::schedule::triggers`)
+/// with the code of `scheduler trigger`, each in one transaction with its request marked
+/// done: a request is carried out once, whichever leader takes it. Returns the jobs.
+#[tracing::instrument(skip_all)]
+pub async fn run_trigger_requests(
+    pool: &PgPool,
+    schedules: &[Schedule],
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    use shared::schedule::triggers;
+    let mut jobs = Vec::new();
+    // bounded: a flood of requests cannot hold the tick
+    for _ in 0..20 {
+        let mut tx = pool.begin().await?;
+        let Some((request, name)) = triggers::next_open(&mut tx).await? else {
+            break;
+        };
+        match schedules.iter().find(|s| s.name == name) {
+            Some(schedule) => {
+                // the request's id is the key: carried out again after a crash before the
+                // commit, it enqueues nothing new
+                let id = trigger_in(&mut tx, schedule, now, &format!("request-{request}")).await?;
+                triggers::finish(&mut tx, request, Some(id), None).await?;
+                tracing::info!(schedule = %name, request, job_id = id, "triggered from the dashboard");
+                jobs.push(id);
+            }
+            None => {
+                triggers::finish(
+                    &mut tx,
+                    request,
+                    None,
+                    Some("this scheduler has no such schedule"),
+                )
+                .await?;
+            }
+        }
+        tx.commit().await?;
+    }
+    if !jobs.is_empty() {
+        outbox::notify(pool).await;
+    }
+    Ok(jobs)
 }
 
 /// Records `holder` as the current leader until `expires_at`, for the admin view.

@@ -166,6 +166,10 @@ impl Scheduler {
                     .increment(1);
             }
         }
+        if let Err(e) = ledger::run_trigger_requests(&self.pool, &self.schedules, now).await {
+            // the request stays open: carried out next tick
+            tracing::error!(error = %e, "could not carry out a trigger request");
+        }
     }
 
     /// Refreshes the dead man's switch metrics of every schedule (on every replica, so the

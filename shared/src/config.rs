@@ -110,9 +110,23 @@ pub struct Config {
     /// How long search events and their interactions are kept (the retention sweep).
     #[serde(default = "defaults::retention_search_days")]
     pub retention_search_days: i64,
+    /// Whether the ops dashboard's session cookie is marked `Secure` (sent over HTTPS
+    /// only). On by default; off only for plain-HTTP local use and tests.
+    #[serde(default = "defaults::ops_cookie_secure")]
+    pub ops_cookie_secure: bool,
+    /// How long an ops dashboard session lasts, in minutes (never beyond the token's own
+    /// expiry).
+    #[serde(default = "defaults::ops_session_minutes")]
+    pub ops_session_minutes: i64,
 }
 
 mod defaults {
+    pub fn ops_cookie_secure() -> bool {
+        true
+    }
+    pub fn ops_session_minutes() -> i64 {
+        8 * 60
+    }
     pub fn export_ttl_days() -> i64 {
         7
     }

@@ -11,15 +11,53 @@ pub enum Role {
     Student,
     Instructor,
     Admin,
+    /// Sees the ops dashboard and its JSON twin.
+    OpsViewer,
+    /// Sees the ops dashboard and acts on it (retry, discard, pause, trigger).
+    OpsOperator,
 }
 
 impl Role {
+    pub const ALL: [Role; 5] = [
+        Role::Student,
+        Role::Instructor,
+        Role::Admin,
+        Role::OpsViewer,
+        Role::OpsOperator,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Role::Student => "student",
             Role::Instructor => "instructor",
             Role::Admin => "admin",
+            Role::OpsViewer => "ops_viewer",
+            Role::OpsOperator => "ops_operator",
         }
+    }
+
+    /// May read the ops views (the dashboard, `/api/v1/admin/` queues, jobs, schedules).
+    pub fn can_view_ops(self) -> bool {
+        matches!(self, Role::Admin | Role::OpsViewer | Role::OpsOperator)
+    }
+
+    /// May act on jobs, queues and schedules.
+    pub fn can_act_ops(self) -> bool {
+        matches!(self, Role::Admin | Role::OpsOperator)
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Role::ALL
+            .into_iter()
+            .find(|r| r.as_str() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Role::ALL.iter().map(|r| r.as_str()).collect();
+                format!("unknown role {s:?}: one of {}", names.join(", "))
+            })
     }
 }
 

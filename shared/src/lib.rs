@@ -12,6 +12,7 @@ pub mod email;
 pub mod error;
 pub mod jobs;
 pub mod outbox;
+pub mod pauses;
 pub mod queue;
 pub mod records;
 pub mod retention;

@@ -119,7 +119,8 @@ pub struct Claimed {
 
 /// Claims up to `limit` due records of `queues` and marks them enqueued, inside the caller's
 /// transaction (the push to Redis happens before its commit; a failed push rolls it back).
-/// `for update skip locked`: any number of relays, none claiming what another holds.
+/// `for update skip locked`: any number of relays, none claiming what another holds. A
+/// paused queue's records stay (`shared::pauses`).
 pub async fn claim_due(
     tx: &mut PgConnection,
     queues: &[String],
@@ -130,6 +131,7 @@ pub async fn claim_due(
         Claimed,
         "with due as (
             select id from jobs where status = 'pending' and run_at <= $1 and queue = any($3)
+              and queue not in (select queue from queue_pauses)
             order by run_at limit $2 for update skip locked)
          update jobs set status = 'enqueued', enqueued_at = now(), started_at = null, pushes = pushes + 1
          from due where jobs.id = due.id
@@ -156,6 +158,7 @@ pub async fn dead_letter_unroutable(
             select id, queue, attempts from jobs
              where status = 'pending' and run_at <= $1 and queue <> all($2)
                and queue not in (select queue from job_queues where seen_at >= $3)
+               and queue not in (select queue from queue_pauses)
              for update skip locked),
          errors as (
             insert into job_errors (job_id, attempt, error)
@@ -183,7 +186,8 @@ pub struct InFlight {
     pub pushes: i32,
 }
 
-/// Up to 1000 records enqueued (or running) since before `before`.
+/// Up to 1000 records enqueued (or running) since before `before`, of queues not paused: a
+/// paused queue's tasks wait in Redis on purpose, and must not be pushed a second time.
 pub async fn in_flight_since(
     pool: &PgPool,
     before: DateTime<Utc>,
@@ -192,6 +196,7 @@ pub async fn in_flight_since(
         InFlight,
         "select id, queue, pushes from jobs
          where status = 'enqueued' and coalesce(started_at, enqueued_at) < $1
+           and queue not in (select queue from queue_pauses)
          order by id limit 1000",
         before
     )
@@ -627,31 +632,35 @@ pub enum Acted {
 }
 
 /// Sends a dead or skipped job back to the outbox with fresh attempts, due at `now`.
-pub async fn retry(pool: &PgPool, id: i64, now: DateTime<Utc>) -> Result<Acted, sqlx::Error> {
+pub async fn retry(
+    conn: &mut PgConnection,
+    id: i64,
+    now: DateTime<Utc>,
+) -> Result<Acted, sqlx::Error> {
     let updated = sqlx::query!(
         "update jobs set status = 'pending', attempts = 0, run_at = $2, finished_at = null
          where id = $1 and status in ('dead', 'skipped')",
         id,
         now
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
-    acted(pool, id, updated.rows_affected()).await
+    acted(conn, id, updated.rows_affected()).await
 }
 
 /// Gives up on a dead job for good: it is kept as skipped, with the reason.
-pub async fn discard(pool: &PgPool, id: i64) -> Result<Acted, sqlx::Error> {
+pub async fn discard(conn: &mut PgConnection, id: i64) -> Result<Acted, sqlx::Error> {
     let updated = sqlx::query!(
         "update jobs set status = 'skipped', last_error = coalesce(last_error, '') || ' (discarded by an admin)'
          where id = $1 and status = 'dead'",
         id
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
-    acted(pool, id, updated.rows_affected()).await
+    acted(conn, id, updated.rows_affected()).await
 }
 
-async fn acted(pool: &PgPool, id: i64, updated: u64) -> Result<Acted, sqlx::Error> {
+async fn acted(conn: &mut PgConnection, id: i64, updated: u64) -> Result<Acted, sqlx::Error> {
     if updated > 0 {
         return Ok(Acted::Done);
     }
@@ -659,12 +668,334 @@ async fn acted(pool: &PgPool, id: i64, updated: u64) -> Result<Acted, sqlx::Erro
         r#"select status as "status: JobStatus", started_at from jobs where id = $1"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await?;
     Ok(match row {
         Some(r) => Acted::Refused(JobState::of(r.status, r.started_at.is_some())),
         None => Acted::NotFound,
     })
+}
+
+// ---- the ops dashboard ---------------------------------------------------------------------
+
+/// What the dashboard's job list, and its bulk actions, filter on. Every field is optional;
+/// [`JobFilter::narrows`] tells whether any narrows the set beyond its state.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct JobFilter {
+    /// `None`: every state.
+    pub state: Option<JobState>,
+    pub queue: Option<String>,
+    /// The payload's `kind` (a booking email's confirmation, reminder...).
+    pub kind: Option<String>,
+    /// A case-insensitive substring of the last error.
+    pub error: Option<String>,
+    pub booking_id: Option<i64>,
+    /// Jobs about this user: their bookings (as student or instructor) and their privacy
+    /// requests.
+    pub user_id: Option<i64>,
+    /// Created at or after.
+    pub from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub to: Option<DateTime<Utc>>,
+}
+
+impl JobFilter {
+    /// Whether anything but the state narrows the set (a bulk action without it must be
+    /// confirmed as "all").
+    pub fn narrows(&self) -> bool {
+        self.queue.is_some()
+            || self.kind.is_some()
+            || self.error.is_some()
+            || self.booking_id.is_some()
+            || self.user_id.is_some()
+            || self.from.is_some()
+            || self.to.is_some()
+    }
+
+    fn stored(&self) -> (Option<JobStatus>, Option<bool>) {
+        match self.state {
+            Some(state) => {
+                let (status, started) = state.stored();
+                (Some(status), started)
+            }
+            None => (None, None),
+        }
+    }
+
+    /// The `ilike` pattern of the error text, its wildcards escaped.
+    fn error_pattern(&self) -> Option<String> {
+        self.error.as_ref().map(|e| {
+            let escaped = e
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_");
+            format!("%{escaped}%")
+        })
+    }
+}
+
+/// Up to `limit` records matching `filter`, newest first, older than job `before` when
+/// given: keyset pagination, so page 1,000 costs what page 1 does. Each state's records
+/// are read through its partial index (the dead letters through `jobs_dead_idx`).
+pub async fn list_filtered(
+    pool: &PgPool,
+    filter: &JobFilter,
+    before: Option<i64>,
+    limit: i64,
+) -> Result<Vec<JobRecord>, sqlx::Error> {
+    let (status, started) = filter.stored();
+    let rows = sqlx::query!(
+        r#"select id, queue, payload, status as "status: JobStatus", started_at, attempts,
+                  max_attempts, last_error, run_at, created_at, finished_at
+             from jobs
+            where ($1::text is null or status = $1)
+              and ($2::bool is null or (started_at is not null) = $2)
+              and ($3::text is null or queue = $3)
+              and ($4::text is null or payload->>'kind' = $4)
+              and ($5::text is null or last_error ilike $5)
+              and ($6::bigint is null or booking_id = $6)
+              and ($7::bigint is null
+                   or booking_id in (select b.id from bookings b
+                                      where b.student_id = $7 or b.instructor_id = $7)
+                   or (payload ? 'request_id'
+                       and payload->>'request_id' in (select p.id::text from privacy_requests p
+                                                      where p.user_id = $7)))
+              and ($8::timestamptz is null or created_at >= $8)
+              and ($9::timestamptz is null or created_at < $9)
+              and ($10::bigint is null or id < $10)
+            order by id desc limit $11"#,
+        status as _,
+        started,
+        filter.queue,
+        filter.kind,
+        filter.error_pattern(),
+        filter.booking_id,
+        filter.user_id,
+        filter.from,
+        filter.to,
+        before,
+        limit
+    )
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| JobRecord {
+            id: r.id,
+            queue: r.queue,
+            payload: r.payload,
+            status: JobState::of(r.status, r.started_at.is_some()),
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            last_error: r.last_error,
+            run_at: r.run_at,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+        })
+        .collect())
+}
+
+/// How many records match `filter`: what a bulk action would touch, shown before it is
+/// confirmed.
+pub async fn count_filtered(pool: &PgPool, filter: &JobFilter) -> Result<i64, sqlx::Error> {
+    let (status, started) = filter.stored();
+    sqlx::query_scalar!(
+        r#"select count(*) as "n!" from jobs
+            where ($1::text is null or status = $1)
+              and ($2::bool is null or (started_at is not null) = $2)
+              and ($3::text is null or queue = $3)
+              and ($4::text is null or payload->>'kind' = $4)
+              and ($5::text is null or last_error ilike $5)
+              and ($6::bigint is null or booking_id = $6)
+              and ($7::bigint is null
+                   or booking_id in (select b.id from bookings b
+                                      where b.student_id = $7 or b.instructor_id = $7)
+                   or (payload ? 'request_id'
+                       and payload->>'request_id' in (select p.id::text from privacy_requests p
+                                                      where p.user_id = $7)))
+              and ($8::timestamptz is null or created_at >= $8)
+              and ($9::timestamptz is null or created_at < $9)"#,
+        status as _,
+        started,
+        filter.queue,
+        filter.kind,
+        filter.error_pattern(),
+        filter.booking_id,
+        filter.user_id,
+        filter.from,
+        filter.to
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Records one bulk statement touches: each batch is its own short transaction, so the
+/// relay's `for update skip locked` claims never wait behind a 10,000-row update.
+pub const BULK_BATCH: i64 = 500;
+
+/// Which bulk action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BulkAction {
+    /// Dead or skipped records back to the outbox, with fresh attempts.
+    Retry,
+    /// Dead records kept as skipped.
+    Discard,
+}
+
+impl BulkAction {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BulkAction::Retry => "retry",
+            BulkAction::Discard => "discard",
+        }
+    }
+
+    /// The states the action applies to; a filter on another state matches nothing.
+    pub fn applies_to(self, state: JobState) -> bool {
+        match self {
+            BulkAction::Retry => matches!(state, JobState::Dead | JobState::Skipped),
+            BulkAction::Discard => state == JobState::Dead,
+        }
+    }
+}
+
+/// Applies `action` to the next batch of at most [`BULK_BATCH`] records matching `filter`
+/// (whose state must be one the action applies to), newest first, below id `below` when
+/// given; returns the ids it changed. The caller loops, one short transaction per batch,
+/// starting each below the lowest id of the last: a skipped row is not met again and the
+/// loop ends. Rows another transaction holds are skipped (the relay never waits on this),
+/// and a record that changed state since it was counted is not touched.
+pub async fn bulk_batch(
+    conn: &mut PgConnection,
+    action: BulkAction,
+    filter: &JobFilter,
+    below: Option<i64>,
+    now: DateTime<Utc>,
+) -> Result<Vec<i64>, sqlx::Error> {
+    let Some(state) = filter.state.filter(|s| action.applies_to(*s)) else {
+        return Ok(Vec::new());
+    };
+    let (status, _) = state.stored();
+    sqlx::query_scalar!(
+        r#"with batch as (
+                select id from jobs
+                 where status = $1
+                   and ($2::text is null or queue = $2)
+                   and ($3::text is null or payload->>'kind' = $3)
+                   and ($4::text is null or last_error ilike $4)
+                   and ($5::bigint is null or booking_id = $5)
+                   and ($6::bigint is null
+                        or booking_id in (select b.id from bookings b
+                                           where b.student_id = $6 or b.instructor_id = $6)
+                        or (payload ? 'request_id'
+                            and payload->>'request_id' in (select p.id::text from privacy_requests p
+                                                           where p.user_id = $6)))
+                   and ($7::timestamptz is null or created_at >= $7)
+                   and ($8::timestamptz is null or created_at < $8)
+                   and ($9::bigint is null or id < $9)
+                 order by id desc limit $10
+                 for update skip locked),
+             retried as (
+                update jobs set status = 'pending', attempts = 0, run_at = $11, finished_at = null
+                  from batch where jobs.id = batch.id and $12
+                returning jobs.id),
+             discarded as (
+                update jobs set status = 'skipped',
+                       last_error = coalesce(last_error, '') || ' (discarded by an operator)'
+                  from batch where jobs.id = batch.id and not $12
+                returning jobs.id)
+            select id as "id!" from retried union all select id from discarded"#,
+        status as _,
+        filter.queue,
+        filter.kind,
+        filter.error_pattern(),
+        filter.booking_id,
+        filter.user_id,
+        filter.from,
+        filter.to,
+        below,
+        BULK_BATCH,
+        now,
+        action == BulkAction::Retry
+    )
+    .fetch_all(conn)
+    .await
+}
+
+/// One job record, whatever its state.
+pub async fn get(pool: &PgPool, id: i64) -> Result<Option<JobRecord>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"select id, queue, payload, status as "status: JobStatus", started_at, attempts,
+                  max_attempts, last_error, run_at, created_at, finished_at
+             from jobs where id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|r| JobRecord {
+        id: r.id,
+        queue: r.queue,
+        payload: r.payload,
+        status: JobState::of(r.status, r.started_at.is_some()),
+        attempts: r.attempts,
+        max_attempts: r.max_attempts,
+        last_error: r.last_error,
+        run_at: r.run_at,
+        created_at: r.created_at,
+        finished_at: r.finished_at,
+    }))
+}
+
+/// Per queue, what finished since `since`: succeeded (done), dead-lettered, and failed
+/// attempts (every recorded error, retried or not).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Finished {
+    pub queue: String,
+    pub succeeded: i64,
+    pub dead: i64,
+    pub failed_attempts: i64,
+}
+
+/// What finished per queue since `since`, from `jobs_finished_idx` and `job_errors_at_idx`
+/// (a range of the recent past, never the whole history).
+pub async fn finished_since(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<Finished>, sqlx::Error> {
+    sqlx::query_as!(
+        Finished,
+        r#"select queue as "queue!", sum(succeeded)::bigint as "succeeded!",
+                  sum(dead)::bigint as "dead!", sum(failed)::bigint as "failed_attempts!"
+             from (select queue, count(*) filter (where status = 'done') as succeeded,
+                          count(*) filter (where status = 'dead') as dead, 0::bigint as failed
+                     from jobs where finished_at >= $1 group by queue
+                   union all
+                   select j.queue, 0, 0, count(*) from job_errors e join jobs j on j.id = e.job_id
+                    where e.at >= $1 group by j.queue) t
+            group by queue order by queue"#,
+        since
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Jobs finished (done or dead) per minute since `since`, oldest minute first: the
+/// overview's throughput chart. Minutes without any are absent.
+pub async fn throughput_per_minute(
+    pool: &PgPool,
+    since: DateTime<Utc>,
+) -> Result<Vec<(DateTime<Utc>, i64, i64)>, sqlx::Error> {
+    sqlx::query!(
+        r#"select date_trunc('minute', finished_at) as "minute!",
+                  count(*) filter (where status = 'done') as "done!",
+                  count(*) filter (where status = 'dead') as "dead!"
+             from jobs where finished_at >= $1 group by 1 order by 1"#,
+        since
+    )
+    .map(|r| (r.minute, r.done, r.dead))
+    .fetch_all(pool)
+    .await
 }
 
 // ---- the registry ---------------------------------------------------------------------------

@@ -10,6 +10,7 @@ pub mod procs;
 pub mod prometheus;
 pub mod redis_server;
 pub mod smtp;
+pub mod webdriver;
 
 use std::{future::Future, time::Duration};
 

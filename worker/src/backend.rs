@@ -41,6 +41,7 @@ use shared::queue::{self, ConnectionManager, Target};
 use crate::{
     liveness::{self, Process},
     maintenance::{self, Queues},
+    pauses::Pauses,
     wake::{Hub, Signal},
 };
 
@@ -354,6 +355,8 @@ impl Persistence for QueueStore {
 pub struct RedisQueue<Args = Value> {
     persist: Persisted<QueueStore>,
     signal: Arc<Signal>,
+    /// set while an operator has paused the queue ([`crate::pauses`]): no fetch is sent
+    paused: Arc<AtomicBool>,
     /// the signal's generation when the last fetch was sent
     seen: u64,
     codec: JsonCodec,
@@ -365,6 +368,7 @@ impl<Args> Clone for RedisQueue<Args> {
         RedisQueue {
             persist: Persisted::new((*self.persist).clone()),
             signal: self.signal.clone(),
+            paused: self.paused.clone(),
             seen: 0,
             codec: JsonCodec::default(),
             args: PhantomData,
@@ -384,6 +388,7 @@ impl<Args> RedisQueue<Args> {
         process: Arc<Process>,
         signal: Arc<Signal>,
         finished: Vec<Arc<AtomicBool>>,
+        paused: Arc<AtomicBool>,
     ) -> Self {
         let config = partitions.first().cloned().unwrap_or_default();
         RedisQueue {
@@ -398,6 +403,7 @@ impl<Args> RedisQueue<Args> {
                 owners: Arc::default(),
             }),
             signal,
+            paused,
             seen: 0,
             codec: JsonCodec::default(),
             args: PhantomData,
@@ -428,6 +434,14 @@ impl<Args> Backend for RedisQueue<Args> {
     ) -> Poll<Option<Result<Self::Task, QueueError>>> {
         loop {
             if matches!(self.persist.state(), State::Ready) {
+                if self.paused.load(Ordering::Acquire) {
+                    // paused: no fetch. The pause watcher rings the signal on resume; the
+                    // flag is read again after registering, so a resume in between is seen
+                    self.signal.register(cx.waker());
+                    if self.paused.load(Ordering::Acquire) {
+                        return Poll::Pending;
+                    }
+                }
                 // a fetch is about to be sent: writes from now on may be missed by it
                 self.seen = self.signal.generation();
             }
@@ -495,6 +509,8 @@ pub struct Consumers {
     pub process: Arc<Process>,
     /// Every partition of every queue, flattened (queue 0's partitions first).
     pub queues: Queues,
+    /// The operators' pauses of these queues, kept current by [`crate::pauses::run`].
+    pub pauses: Pauses,
     names: Vec<String>,
     /// per queue: its partitions' range in `queues`
     ranges: Vec<std::ops::Range<usize>>,
@@ -533,6 +549,7 @@ impl Consumers {
             redis,
             hub,
             process,
+            pauses: Pauses::new(&names),
             queues: Queues::new(configs),
             names,
             ranges,
@@ -552,7 +569,22 @@ impl Consumers {
             self.process.clone(),
             signal,
             self.queues.finished.get(range)?.to_vec(),
+            self.pauses.flag(self.names.get(i)?),
         ))
+    }
+
+    /// Each consumed queue's wake-up signal, by short name (the pause watcher rings it on
+    /// resume).
+    pub fn signals(&self) -> std::collections::HashMap<String, Arc<Signal>> {
+        // all partitions of a queue ring one signal: its first partition's
+        self.names
+            .iter()
+            .zip(&self.ranges)
+            .filter_map(|(name, range)| {
+                let config = self.queues.configs.get(range.start)?;
+                Some((name.clone(), self.hub.signal(config)?))
+            })
+            .collect()
     }
 
     /// Starts the heartbeat and queue maintenance, until `stop` fires.

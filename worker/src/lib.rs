@@ -12,6 +12,7 @@ pub mod gauges;
 pub mod jobs;
 pub mod liveness;
 pub mod maintenance;
+pub mod pauses;
 pub mod presence;
 pub mod reconciler;
 pub mod records;
@@ -153,7 +154,17 @@ pub async fn run(
             }
         }
     };
+    // a queue paused before this start stays paused: read before the first fetch
+    if let Err(e) = consumers.pauses.refresh(&deps.pool).await {
+        tracing::warn!(error = %e, "could not read the queue pauses; reading them again shortly");
+    }
     let loops = vec![
+        tokio::spawn(pauses::run(
+            deps.pool.clone(),
+            consumers.pauses.clone(),
+            consumers.signals(),
+            stop.clone(),
+        )),
         tokio::spawn(relay::run(deps.clone(), stop.clone())),
         tokio::spawn(reconciler::run(deps.clone(), stop.clone())),
         tokio::spawn(maintenance::refresh_registry(deps.clone(), stop.clone())),

@@ -1,20 +1,22 @@
-//! Ops endpoints (admins only): queue depth, the dead letters with their error history, and
-//! sending a dead job back or discarding it. Postgres holds the truth about every job.
+//! The ops dashboard's JSON twin (issue 13): queue depth, the overview, jobs by filter (keyset
+//! pages) with their error history, and the actions: retry or discard one job or all that
+//! match a filter, pause and resume a queue, trigger or pause a schedule, and the audit log
+//! of those actions. `ops_viewer` reads; `ops_operator` and `admin` act (`crate::ops` checks
+//! and audits, for the dashboard too). Postgres holds the truth about every job.
 use std::time::Duration;
 
 use axum::{Json, extract::State};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shared::{
-    domain::Role,
     queue,
-    records::{self, Acted, JobState},
+    records::{self, BulkAction, JobFilter, JobState},
 };
 use utoipa::{IntoParams, ToSchema};
 
 use super::openapi::{
     BadRequest, Conflict, Forbidden, JobStatusChange, JobStatusView, NotFound, Unauthorized,
-    Unavailable, Unprocessable,
+    Unavailable, Unprocessable, UnsupportedMediaType,
 };
 
 use crate::{
@@ -38,6 +40,8 @@ pub struct QueueView {
     dead: i64,
     /// Seconds the oldest due, not yet relayed record has waited.
     outbox_lag_seconds: f64,
+    /// Paused by an operator: not relayed, not fetched.
+    paused: bool,
     /// From Redis, when it answers.
     #[schema(required = true)]
     redis: Option<queue::QueueStats>,
@@ -62,9 +66,10 @@ pub async fn queues(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<QueueView>>> {
-    user.require(Role::Admin)?;
+    user.actor().require_view()?;
     let now = state.clock.now();
     let counts = records::counts(&state.db).await?;
+    let paused = shared::pauses::paused_queues(&state.db).await?;
     let lag = records::oldest_due(&state.db, now).await?;
     // the registered kinds, and any queue that still holds records (a kind since removed)
     let mut names: Vec<String> = records::registered_queues(&state.db)
@@ -134,6 +139,7 @@ pub async fn queues(
                 .map(|t| (now - t).num_milliseconds() as f64 / 1000.0)
                 .unwrap_or(0.0),
             redis: redis_stats,
+            paused: paused.iter().any(|p| &p.queue == name),
         });
     }
     Ok(Json(views))
@@ -150,9 +156,46 @@ pub struct JobsQuery {
     /// Jobs of this queue only.
     #[serde(default)]
     queue: Option<String>,
+    /// Jobs whose payload has this `kind` (a booking email's `confirmation`, `reminder`...).
+    #[serde(default)]
+    kind: Option<String>,
+    /// Jobs whose last error contains this text (case-insensitive).
+    #[serde(default)]
+    error: Option<String>,
+    /// Jobs about this booking.
+    #[serde(default)]
+    booking_id: Option<i64>,
+    /// Jobs about this user (their bookings and privacy requests).
+    #[serde(default)]
+    user_id: Option<i64>,
+    /// Created at or after this instant.
+    #[serde(default)]
+    from: Option<DateTime<Utc>>,
+    /// Created before this instant.
+    #[serde(default)]
+    to: Option<DateTime<Utc>>,
+    /// Keyset pagination: only jobs with an id below this (the last id of the previous page).
+    #[serde(default)]
+    before: Option<i64>,
     /// At most this many (default 100); clamped to 1..=1000.
     #[serde(default)]
     limit: Option<i64>,
+}
+
+impl JobsQuery {
+    fn filter(&self) -> ApiResult<JobFilter> {
+        let state = crate::ops::parse_state(self.status.as_deref().unwrap_or("dead"), "status")?;
+        Ok(JobFilter {
+            state: Some(state),
+            queue: self.queue.clone().filter(|q| !q.is_empty()),
+            kind: self.kind.clone().filter(|k| !k.is_empty()),
+            error: self.error.clone().filter(|e| !e.is_empty()),
+            booking_id: self.booking_id,
+            user_id: self.user_id,
+            from: self.from,
+            to: self.to,
+        })
+    }
 }
 
 /// A job record with its error history.
@@ -186,7 +229,8 @@ pub struct ErrorView {
     at: DateTime<Utc>,
 }
 
-/// Jobs in one status (dead by default), newest first, with their error history.
+/// Jobs in one status (dead by default) matching the filter, newest first, with their error
+/// history. Paginated by keyset: pass the last id of a page as `before` for the next.
 ///
 /// Unknown query parameters are refused (400 invalid_query).
 #[utoipa::path(
@@ -210,19 +254,11 @@ pub async fn jobs(
     user: AuthUser,
     Query(query): Query<JobsQuery>,
 ) -> ApiResult<Json<Vec<JobView>>> {
-    user.require(Role::Admin)?;
-    let state_name = query.status.unwrap_or_else(|| "dead".into());
-    let Ok(job_state) = state_name.parse::<JobState>() else {
-        let names: Vec<&str> = JobState::ALL.iter().map(|s| s.as_str()).collect();
-        return Err(ApiError::invalid(
-            "invalid_status",
-            "status",
-            format!("one of {}", names.join(", ")),
-        ));
-    };
+    user.actor().require_view()?;
+    let filter = query.filter()?;
     let limit = query.limit.unwrap_or(100).clamp(1, 1000);
     let mut jobs = Vec::new();
-    for r in records::list(&state.db, job_state, query.queue.as_deref(), limit).await? {
+    for r in records::list_filtered(&state.db, &filter, query.before, limit).await? {
         let errors = records::errors(&state.db, r.id)
             .await?
             .into_iter()
@@ -272,13 +308,7 @@ pub async fn retry(
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    user.require(Role::Admin)?;
-    acted(
-        records::retry(&state.db, id, state.clock.now()).await?,
-        "only dead or skipped jobs can be retried",
-    )?;
-    state.outbox.wake();
-    tracing::info!(job_id = id, "dead job sent back by an admin");
+    crate::ops::act_on_job(&state, user.actor(), BulkAction::Retry, id).await?;
     Ok(Json(serde_json::json!({"id": id, "status": "pending"})))
 }
 
@@ -305,24 +335,8 @@ pub async fn discard(
     user: AuthUser,
     Path(id): Path<i64>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    user.require(Role::Admin)?;
-    acted(
-        records::discard(&state.db, id).await?,
-        "only dead jobs can be discarded",
-    )?;
+    crate::ops::act_on_job(&state, user.actor(), BulkAction::Discard, id).await?;
     Ok(Json(serde_json::json!({"id": id, "status": "skipped"})))
-}
-
-/// The answer to an action on one job that did not apply: 404, or 409 naming its state.
-fn acted(acted: Acted, detail: &str) -> ApiResult<()> {
-    match acted {
-        Acted::Done => Ok(()),
-        Acted::Refused(state) => Err(ApiError::Conflict {
-            code: "invalid_state",
-            detail: format!("{detail}; this job is {}", state.as_str()),
-        }),
-        Acted::NotFound => Err(ApiError::NotFound("job")),
-    }
 }
 
 /// Every schedule: definition, last fire and its outcome, last success, next fire, leader.
@@ -343,9 +357,418 @@ pub async fn schedules(
     State(state): State<AppState>,
     user: AuthUser,
 ) -> ApiResult<Json<Vec<shared::schedule::ScheduleStatus>>> {
-    user.require(Role::Admin)?;
+    user.actor().require_view()?;
     let now = state.clock.now();
     shared::schedule::status(&state.db, now)
+        .await
+        .map(Json)
+        .map_err(ApiError::from)
+}
+
+/// The overview: per queue waiting, scheduled, in flight, succeeded and failed in the last
+/// hour and day, dead letters and the oldest waiting age; the outbox; throughput per minute
+/// over the last hour; the workers alive; Redis and this API's Postgres pool.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/overview",
+    tag = "admin",
+    operation_id = "adminOverview",
+    security(("bearerAuth" = [])),
+    responses(
+        (status = 200, description = "The overview.", body = crate::ops::Overview),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn overview(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<Json<crate::ops::Overview>> {
+    user.actor().require_view()?;
+    crate::ops::overview(&state).await.map(Json)
+}
+
+/// A job with every attempt's error and its email ledger entries.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobDetailView {
+    job: JobView,
+    /// The email ledger entries of its booking (its kind) or privacy request.
+    emails: Vec<crate::ops::EmailEntry>,
+}
+
+/// One job, whatever its state: payload (ids only), every attempt with its error, and its
+/// email ledger entries.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/jobs/{id}",
+    tag = "admin",
+    operation_id = "adminJob",
+    security(("bearerAuth" = [])),
+    params(("id" = i64, Path, description = "The job id.")),
+    responses(
+        (status = 200, description = "The job.", body = JobDetailView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn job(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(id): Path<i64>,
+) -> ApiResult<Json<JobDetailView>> {
+    user.actor().require_view()?;
+    let detail = crate::ops::job(&state, id).await?;
+    let r = detail.job;
+    Ok(Json(JobDetailView {
+        job: JobView {
+            id: r.id,
+            queue: r.queue,
+            payload: r.payload,
+            status: r.status.as_str().to_string(),
+            attempts: r.attempts,
+            max_attempts: r.max_attempts,
+            last_error: r.last_error,
+            run_at: r.run_at,
+            created_at: r.created_at,
+            finished_at: r.finished_at,
+            errors: detail
+                .errors
+                .into_iter()
+                .map(|e| ErrorView {
+                    attempt: e.attempt,
+                    error: e.error,
+                    at: e.at,
+                })
+                .collect(),
+        },
+        emails: detail.emails,
+    }))
+}
+
+/// How many jobs match a filter.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct JobCount {
+    count: i64,
+}
+
+/// How many jobs match the filter of `GET /api/v1/admin/jobs` (`before` and `limit` are
+/// ignored): what a bulk action on it would touch.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/jobs/count",
+    tag = "admin",
+    operation_id = "adminJobCount",
+    security(("bearerAuth" = [])),
+    params(JobsQuery),
+    responses(
+        (status = 200, description = "The count.", body = JobCount),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn job_count(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<JobsQuery>,
+) -> ApiResult<Json<JobCount>> {
+    user.actor().require_view()?;
+    let count = records::count_filtered(&state.db, &query.filter()?).await?;
+    Ok(Json(JobCount { count }))
+}
+
+/// A bulk action and the filter it applies to.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkRequest {
+    #[schema(inline)]
+    action: crate::ops::BulkActionView,
+    /// `dead` or `skipped` for a retry, `dead` for a discard.
+    #[schema(value_type = JobStatusView)]
+    status: String,
+    #[serde(default)]
+    queue: Option<String>,
+    #[serde(default)]
+    kind: Option<String>,
+    #[serde(default)]
+    error: Option<String>,
+    #[serde(default)]
+    booking_id: Option<i64>,
+    #[serde(default)]
+    user_id: Option<i64>,
+    #[serde(default)]
+    from: Option<DateTime<Utc>>,
+    #[serde(default)]
+    to: Option<DateTime<Utc>>,
+    /// Required (true) when nothing but the status filters: every job in that status.
+    #[serde(default)]
+    all: bool,
+}
+
+/// Retry or discard every job matching a filter, in batches of 500 (one transaction and
+/// one audit entry each; the relay is never blocked). With no filter but the status the
+/// request must say `all: true`; otherwise it is refused (422 `filter_required`) with the
+/// count it would touch in the detail. `GET /api/v1/admin/jobs/count` gives the count first.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/jobs/bulk",
+    tag = "admin",
+    operation_id = "adminBulkJobs",
+    security(("bearerAuth" = [])),
+    request_body = BulkRequest,
+    responses(
+        (status = 200, description = "What was done.", body = crate::ops::BulkOutcome),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = Unprocessable),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn bulk(
+    State(state): State<AppState>,
+    user: AuthUser,
+    crate::extract::Json(request): crate::extract::Json<BulkRequest>,
+) -> ApiResult<Json<crate::ops::BulkOutcome>> {
+    user.actor().require_act()?;
+    let action = match request.action {
+        crate::ops::BulkActionView::Retry => BulkAction::Retry,
+        crate::ops::BulkActionView::Discard => BulkAction::Discard,
+    };
+    let filter = JobFilter {
+        state: Some(crate::ops::parse_state(&request.status, "status")?),
+        queue: request.queue.filter(|q| !q.is_empty()),
+        kind: request.kind.filter(|k| !k.is_empty()),
+        error: request.error.filter(|e| !e.is_empty()),
+        booking_id: request.booking_id,
+        user_id: request.user_id,
+        from: request.from,
+        to: request.to,
+    };
+    crate::ops::bulk(&state, user.actor(), action, &filter, request.all)
+        .await
+        .map(Json)
+}
+
+/// A queue's pause state after an action.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueuePauseView {
+    queue: String,
+    paused: bool,
+    /// Whether the action changed it (false: it already was).
+    changed: bool,
+}
+
+/// Pause a queue: the relay stops moving its records to Redis and the workers stop
+/// fetching from it (within a second), until it is resumed. Survives restarts.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/queues/{queue}/pause",
+    tag = "admin",
+    operation_id = "adminPauseQueue",
+    security(("bearerAuth" = [])),
+    params(("queue" = String, Path, description = "The queue name.")),
+    responses(
+        (status = 200, description = "The queue, paused.", body = QueuePauseView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn pause_queue(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueuePauseView>> {
+    let changed = crate::ops::set_queue_paused(&state, user.actor(), &queue, true).await?;
+    Ok(Json(QueuePauseView {
+        queue,
+        paused: true,
+        changed,
+    }))
+}
+
+/// Resume a paused queue.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/queues/{queue}/resume",
+    tag = "admin",
+    operation_id = "adminResumeQueue",
+    security(("bearerAuth" = [])),
+    params(("queue" = String, Path, description = "The queue name.")),
+    responses(
+        (status = 200, description = "The queue, running.", body = QueuePauseView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn resume_queue(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(queue): Path<String>,
+) -> ApiResult<Json<QueuePauseView>> {
+    let changed = crate::ops::set_queue_paused(&state, user.actor(), &queue, false).await?;
+    Ok(Json(QueuePauseView {
+        queue,
+        paused: false,
+        changed,
+    }))
+}
+
+/// A schedule's pause state after an action.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulePauseView {
+    name: String,
+    paused: bool,
+    changed: bool,
+}
+
+/// Pause a schedule: the leader fires none of its slots until it is resumed (the slots
+/// that pass meanwhile are not fired afterwards).
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/schedules/{name}/pause",
+    tag = "admin",
+    operation_id = "adminPauseSchedule",
+    security(("bearerAuth" = [])),
+    params(("name" = String, Path, description = "The schedule name.")),
+    responses(
+        (status = 200, description = "The schedule, paused.", body = SchedulePauseView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn pause_schedule(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<SchedulePauseView>> {
+    let changed = crate::ops::set_schedule_paused(&state, user.actor(), &name, true).await?;
+    Ok(Json(SchedulePauseView {
+        name,
+        paused: true,
+        changed,
+    }))
+}
+
+/// Resume a paused schedule.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/schedules/{name}/resume",
+    tag = "admin",
+    operation_id = "adminResumeSchedule",
+    security(("bearerAuth" = [])),
+    params(("name" = String, Path, description = "The schedule name.")),
+    responses(
+        (status = 200, description = "The schedule, running.", body = SchedulePauseView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn resume_schedule(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<Json<SchedulePauseView>> {
+    let changed = crate::ops::set_schedule_paused(&state, user.actor(), &name, false).await?;
+    Ok(Json(SchedulePauseView {
+        name,
+        paused: false,
+        changed,
+    }))
+}
+
+/// A trigger request.
+#[derive(Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TriggerView {
+    name: String,
+    /// The request's id; the leading scheduler carries it out within a tick.
+    request_id: i64,
+}
+
+/// Run a schedule now, outside its slots: the leading scheduler enqueues one run with a key
+/// of its own, as `scheduler trigger <name>` does.
+#[utoipa::path(
+    post,
+    path = "/api/v1/admin/schedules/{name}/trigger",
+    tag = "admin",
+    operation_id = "adminTriggerSchedule",
+    security(("bearerAuth" = [])),
+    params(("name" = String, Path, description = "The schedule name.")),
+    responses(
+        (status = 202, description = "Requested.", body = TriggerView),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn trigger_schedule(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Path(name): Path<String>,
+) -> ApiResult<(axum::http::StatusCode, Json<TriggerView>)> {
+    let request_id = crate::ops::trigger_schedule(&state, user.actor(), &name).await?;
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(TriggerView { name, request_id }),
+    ))
+}
+
+#[derive(Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct AuditQuery {
+    /// Keyset pagination: entries with an id below this.
+    #[serde(default)]
+    before: Option<i64>,
+    /// At most this many (default 100); clamped to 1..=1000.
+    #[serde(default)]
+    limit: Option<i64>,
+}
+
+/// The ops audit log: every dashboard or API action (who, what, which jobs, when), newest
+/// first.
+#[utoipa::path(
+    get,
+    path = "/api/v1/admin/audit",
+    tag = "admin",
+    operation_id = "adminOpsAudit",
+    security(("bearerAuth" = [])),
+    params(AuditQuery),
+    responses(
+        (status = 200, description = "The entries.", body = Vec<shared::audit::OpsEntry>),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 403, response = Forbidden),
+        (status = 503, response = Unavailable)
+    )
+)]
+pub async fn audit(
+    State(state): State<AppState>,
+    user: AuthUser,
+    Query(query): Query<AuditQuery>,
+) -> ApiResult<Json<Vec<shared::audit::OpsEntry>>> {
+    user.actor().require_view()?;
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000);
+    shared::audit::ops_entries(&state.db, query.before, limit)
         .await
         .map(Json)
         .map_err(ApiError::from)

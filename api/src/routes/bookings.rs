@@ -397,7 +397,7 @@ pub async fn list(
         None => None,
         Some(Role::Student) => Some(Party::Student),
         Some(Role::Instructor) => Some(Party::Instructor),
-        Some(Role::Admin) => {
+        Some(Role::Admin | Role::OpsViewer | Role::OpsOperator) => {
             return Err(ApiError::invalid(
                 "invalid_role",
                 "role",

@@ -37,6 +37,7 @@ use crate::jobs::Periodic;
 pub mod overrides;
 pub mod slots;
 pub mod status;
+pub mod triggers;
 
 pub use overrides::with_overrides;
 pub use slots::resolve;

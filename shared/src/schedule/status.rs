@@ -20,6 +20,8 @@ pub struct ScheduleStatus {
     #[cfg_attr(feature = "openapi", schema(value_type = CatchUp))]
     pub catch_up: String,
     pub enabled: bool,
+    /// Paused by an operator: no slot fires until it is resumed.
+    pub paused: bool,
     /// The latest slot fired, if any.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub last_fire: Option<FireStatus>,
@@ -31,9 +33,23 @@ pub struct ScheduleStatus {
     pub next_fire_local: Option<String>,
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub next_fire_at: Option<DateTime<Utc>>,
+    /// The next three slots (none while switched off or paused).
+    pub next_fires: Vec<NextFire>,
+    /// Fires whose job had not succeeded by the schedule's deadline, ever.
+    pub misses: i64,
     /// The scheduler instance holding the lease, if it is current.
     #[cfg_attr(feature = "openapi", schema(required = true))]
     pub leader: Option<String>,
+}
+
+/// A slot to come.
+#[derive(Debug, Clone, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
+pub struct NextFire {
+    /// Local wall-clock time with its offset (RFC 3339).
+    pub local: String,
+    pub at: DateTime<Utc>,
 }
 
 /// A fired slot and what became of its job.
@@ -60,7 +76,8 @@ pub struct FireStatus {
 #[tracing::instrument(skip_all)]
 pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleStatus>, sqlx::Error> {
     let rows = sqlx::query!(
-        "select schedule, cron, timezone, catch_up, enabled from schedule_state order by schedule"
+        "select schedule, cron, timezone, catch_up, enabled, paused_at is not null as \"paused!\"
+           from schedule_state order by schedule"
     )
     .fetch_all(pool)
     .await?;
@@ -96,30 +113,49 @@ pub async fn status(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<ScheduleSta
             }),
         });
         let last_success_at = crate::records::last_success(pool, &row.schedule).await?;
-        let next = Schedule::new(
+        let mut next_fires = Vec::new();
+        if let Ok(schedule) = Schedule::new(
             &row.schedule,
             &row.cron,
             &row.timezone,
             CatchUp::Skip,
             ON_TIME,
             Duration::zero(),
+        ) && row.enabled
+            && !row.paused
+        {
+            let mut after = now;
+            while next_fires.len() < 3 {
+                let Some(slot) = schedule.next_after(after) else {
+                    break;
+                };
+                next_fires.push(NextFire {
+                    local: schedule.local_rfc3339(&slot),
+                    at: slot.at,
+                });
+                after = slot.at;
+            }
+        }
+        let misses: i64 = sqlx::query_scalar!(
+            r#"select count(*) as "n!" from schedule_fires where schedule = $1 and missed_at is not null"#,
+            &row.schedule
         )
-        .ok()
-        .filter(|_| row.enabled)
-        .and_then(|s| {
-            s.next_after(now)
-                .map(|slot| (s.local_rfc3339(&slot), slot.at))
-        });
+        .fetch_one(pool)
+        .await?;
+        let next = next_fires.first().cloned();
         out.push(ScheduleStatus {
             name: row.schedule,
             cron: row.cron,
             timezone: row.timezone,
             catch_up: row.catch_up,
             enabled: row.enabled,
+            paused: row.paused,
             last_fire,
             last_success_at,
-            next_fire_local: next.as_ref().map(|n| n.0.clone()),
-            next_fire_at: next.map(|n| n.1),
+            next_fire_local: next.as_ref().map(|n| n.local.clone()),
+            next_fire_at: next.map(|n| n.at),
+            next_fires,
+            misses,
             leader: leader.clone(),
         });
     }

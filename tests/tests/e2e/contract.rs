@@ -11,6 +11,11 @@
 //! - document -> router: every documented (method, path) is probed on the running API and
 //!   must not meet the router's fallback ("route not found") or its method-not-allowed answer.
 //!
+//! The ops dashboard's browser pages under `/ops` (`api/src/dashboard`, merged in `router()`)
+//! are not API operations and are not in the document; its JSON twin under
+//! `/api/v1/admin/` is, and [`the_document_lists_exactly_the_routes_of_the_router`] checks
+//! that no `/ops` path crept in.
+//!
 //! The document also states the rules of single fields (enums, lengths, formats), so that a
 //! client generated from it cannot build a request the API refuses for a reason it hides,
 //! and a method a path does not have is 405 with the path's methods in `Allow`.
@@ -534,6 +539,13 @@ async fn the_document_lists_exactly_the_routes_of_the_router() {
         unrouted.is_empty(),
         "documented but not in router(): {unrouted:?}"
     );
+    assert!(
+        contract
+            .operations
+            .iter()
+            .all(|(_, path)| !path.starts_with("/ops")),
+        "the dashboard's pages are not API operations"
+    );
 
     // and on the running API: every documented operation reaches a handler
     let admin = app.token("admin@example.com").await;
@@ -575,6 +587,20 @@ fn bad_tokens(app: &TestApp, user_id: i64) -> Vec<(&'static str, String)> {
         ("malformed", "not.a.jwt".into()),
         ("garbage", "%00'; drop table users;--".into()),
     ]
+}
+
+/// A token of a user with an ops role, created on first use.
+async fn ops_token(app: &TestApp, email: &str, role: &str) -> String {
+    sqlx::query(
+        "insert into users (email, full_name, role, timezone) values ($1, 'Ops Person', $2, 'UTC')
+         on conflict (email) do update set role = excluded.role",
+    )
+    .bind(email)
+    .bind(role)
+    .execute(&app.db.pool)
+    .await
+    .expect("ops user");
+    app.token(email).await
 }
 
 #[tokio::test]
@@ -873,6 +899,92 @@ async fn every_endpoint_answers_as_documented() {
     expect!(POST "/api/v1/admin/jobs/{id}/retry", "/api/v1/admin/jobs/999999/retry", Some(&admin), Body::None => 404);
     expect!(POST "/api/v1/admin/jobs/{id}/retry", retry.clone(), Some(&admin), Body::None => 200);
     expect!(POST "/api/v1/admin/jobs/{id}/retry", retry.clone(), Some(&admin), Body::None => 409);
+
+    // the ops dashboard's JSON twin: ops_viewer reads, ops_operator and admin act
+    let viewer = ops_token(&app, "viewer@ops.test", "ops_viewer").await;
+    let operator = ops_token(&app, "operator@ops.test", "ops_operator").await;
+    expect!(GET "/api/v1/admin/overview", "/api/v1/admin/overview", Some(&viewer), Body::None => 200);
+    expect!(GET "/api/v1/admin/overview", "/api/v1/admin/overview", Some(&student), Body::None => 403);
+    expect!(GET "/api/v1/admin/overview", "/api/v1/admin/overview", None, Body::None => 401);
+    let one = format!("/api/v1/admin/jobs/{dead}");
+    let detail =
+        expect!(GET "/api/v1/admin/jobs/{id}", one.clone(), Some(&viewer), Body::None => 200);
+    assert_eq!(
+        detail.json.expect("job")["job"]["errors"][0]["error"],
+        "smtp 550"
+    );
+    expect!(GET "/api/v1/admin/jobs/{id}", "/api/v1/admin/jobs/x1", Some(&viewer), Body::None => 400);
+    expect!(GET "/api/v1/admin/jobs/{id}", "/api/v1/admin/jobs/999999", Some(&viewer), Body::None => 404);
+    expect!(GET "/api/v1/admin/jobs/{id}", one.clone(), Some(&instructor), Body::None => 403);
+    expect!(GET "/api/v1/admin/jobs/{id}", one.clone(), None, Body::None => 401);
+    let count = "/api/v1/admin/jobs/count";
+    expect!(GET "/api/v1/admin/jobs/count", format!("{count}?status=pending&queue=booking_email"), Some(&viewer), Body::None => 200);
+    expect!(GET "/api/v1/admin/jobs/count", format!("{count}?status=zombie"), Some(&viewer), Body::None => 422);
+    expect!(GET "/api/v1/admin/jobs/count", format!("{count}?booking_id=x"), Some(&viewer), Body::None => 400);
+    expect!(GET "/api/v1/admin/jobs/count", count, Some(&student), Body::None => 403);
+    expect!(GET "/api/v1/admin/jobs/count", count, None, Body::None => 401);
+    let bulk = "/api/v1/admin/jobs/bulk";
+    let retry_all = json!({"action": "retry", "status": "dead"});
+    expect!(POST "/api/v1/admin/jobs/bulk", bulk, Some(&operator), Body::Json(retry_all.clone()) => 422);
+    expect!(POST "/api/v1/admin/jobs/bulk", bulk, Some(&operator), Body::Json(json!({"action": "retry", "status": "dead", "all": true})) => 200);
+    expect!(POST "/api/v1/admin/jobs/bulk", bulk, Some(&operator), Body::Raw(Some("application/json"), b"{".to_vec()) => 400);
+    expect!(POST "/api/v1/admin/jobs/bulk", bulk, Some(&operator), Body::Raw(Some("text/plain"), b"{}".to_vec()) => 415);
+    expect!(POST "/api/v1/admin/jobs/bulk", bulk, Some(&viewer), Body::Json(retry_all.clone()) => 403);
+    expect!(POST "/api/v1/admin/jobs/bulk", bulk, None, Body::Json(retry_all) => 401);
+    for action in ["pause", "resume"] {
+        let path = format!("/api/v1/admin/queues/booking_email/{action}");
+        macro_rules! queue_action {
+            ($template:literal) => {
+                expect!(POST $template, path.clone(), Some(&operator), Body::None => 200);
+                expect!(POST $template, path.clone(), Some(&viewer), Body::None => 403);
+                expect!(POST $template, path.clone(), None, Body::None => 401);
+            };
+        }
+        if action == "pause" {
+            queue_action!("/api/v1/admin/queues/{queue}/pause");
+        } else {
+            queue_action!("/api/v1/admin/queues/{queue}/resume");
+        }
+    }
+    // a schedule a scheduler published
+    sqlx::query(
+        "insert into schedule_state (schedule, cron, timezone, catch_up, enabled, evaluated_to, updated_at)
+         values ('retention_sweep', '30 3 * * *', 'America/New_York', 'skip', true, now(), now())",
+    )
+    .execute(&app.db.pool)
+    .await
+    .expect("a published schedule");
+    for action in ["pause", "resume", "trigger"] {
+        let path = format!("/api/v1/admin/schedules/retention_sweep/{action}");
+        let unknown = format!("/api/v1/admin/schedules/nope/{action}");
+        let ok = if action == "trigger" { 202 } else { 200 };
+        macro_rules! schedule_action {
+            ($template:literal) => {{
+                expect!(POST $template, path.clone(), Some(&operator), Body::None => ok);
+                expect!(POST $template, unknown.clone(), Some(&operator), Body::None => 404);
+                expect!(POST $template, path.clone(), Some(&viewer), Body::None => 403);
+                expect!(POST $template, path.clone(), None, Body::None => 401);
+            }};
+        }
+        match action {
+            "pause" => schedule_action!("/api/v1/admin/schedules/{name}/pause"),
+            "resume" => schedule_action!("/api/v1/admin/schedules/{name}/resume"),
+            _ => schedule_action!("/api/v1/admin/schedules/{name}/trigger"),
+        };
+    }
+    let audit =
+        expect!(GET "/api/v1/admin/audit", "/api/v1/admin/audit", Some(&viewer), Body::None => 200);
+    assert!(
+        audit
+            .json
+            .expect("audit")
+            .as_array()
+            .is_some_and(|a| a.len() >= 5)
+    );
+    expect!(GET "/api/v1/admin/audit", "/api/v1/admin/audit?before=1&limit=5", Some(&viewer), Body::None => 200);
+    expect!(GET "/api/v1/admin/audit", "/api/v1/admin/audit?before=x", Some(&viewer), Body::None => 400);
+    expect!(GET "/api/v1/admin/audit", "/api/v1/admin/audit", Some(&student), Body::None => 403);
+    expect!(GET "/api/v1/admin/audit", "/api/v1/admin/audit", None, Body::None => 401);
 
     // privacy: requests, the export's download, the admin's erasure, legal holds, the audit
     let (pool, no) = (&app.db.pool, "/api/v1/privacy/requests/999999");

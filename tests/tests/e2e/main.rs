@@ -7,6 +7,7 @@ mod fuzz;
 mod idempotency;
 mod invitations;
 mod observability;
+mod ops_dashboard;
 mod privacy;
 mod rate_limit;
 mod registry;
