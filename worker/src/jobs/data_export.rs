@@ -288,6 +288,15 @@ async fn build(
     )
     .fetch_one(&mut *conn)
     .await?;
+    // their dashboard sign-ins: when, not the cookie's hash nor its form token (secrets)
+    let ops_sessions = sqlx::query_scalar!(
+        r#"select coalesce(jsonb_agg(jsonb_build_object('created_at', created_at,
+                  'expires_at', expires_at) order by created_at), '[]') as "rows!"
+           from ops_sessions where user_id = $1"#,
+        user_id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
     Ok(serde_json::json!({
         "format": "instainstru.export",
         "version": FORMAT_VERSION,
@@ -304,6 +313,7 @@ async fn build(
             "export_documents": export_documents,
             "audit_log": audit_log,
             "idempotency_keys": idempotency_keys,
+            "ops_sessions": ops_sessions,
             "search_history": search_history,
             "search_events": search_events,
             "search_interactions": search_interactions,

@@ -162,6 +162,10 @@ async fn erase(deps: &Deps, request_id: i64) -> Result<Outcome, WorkerError> {
     sqlx::query!("delete from idempotency_keys where user_id = $1", user_id)
         .execute(&mut *tx)
         .await?;
+    // a dashboard session of theirs signs nobody in any more
+    sqlx::query!("delete from ops_sessions where user_id = $1", user_id)
+        .execute(&mut *tx)
+        .await?;
     let exports = sqlx::query!("delete from export_documents where user_id = $1", user_id)
         .execute(&mut *tx)
         .await?
