@@ -564,45 +564,6 @@ pub struct JobRecord {
     pub finished_at: Option<DateTime<Utc>>,
 }
 
-/// Up to `limit` records in `state` (of `queue`, when given), newest first.
-pub async fn list(
-    pool: &PgPool,
-    state: JobState,
-    queue: Option<&str>,
-    limit: i64,
-) -> Result<Vec<JobRecord>, sqlx::Error> {
-    let (status, started) = state.stored();
-    let rows = sqlx::query!(
-        r#"select id, queue, payload, status as "status: JobStatus", started_at, attempts,
-                  max_attempts, last_error, run_at, created_at, finished_at
-             from jobs
-            where status = $1 and ($2::bool is null or (started_at is not null) = $2)
-              and ($3::text is null or queue = $3)
-            order by id desc limit $4"#,
-        status as _,
-        started,
-        queue,
-        limit
-    )
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| JobRecord {
-            id: r.id,
-            queue: r.queue,
-            payload: r.payload,
-            status: JobState::of(r.status, r.started_at.is_some()),
-            attempts: r.attempts,
-            max_attempts: r.max_attempts,
-            last_error: r.last_error,
-            run_at: r.run_at,
-            created_at: r.created_at,
-            finished_at: r.finished_at,
-        })
-        .collect())
-}
-
 /// One failed attempt of a job.
 #[derive(Debug, Clone, Serialize)]
 pub struct AttemptError {
