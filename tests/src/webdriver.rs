@@ -163,6 +163,25 @@ impl Browser {
             .to_string()
     }
 
+    /// The text of the first element matching `selector`, found again while a page's live
+    /// refresh replaces it between the find and the read ("stale element reference").
+    pub async fn text_of(&self, selector: &str) -> String {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let element = self.find(selector).await;
+            let path = format!("/element/{}/text", element.0);
+            let answer = self.call("GET", &path, None).await;
+            match answer["value"].get("error").and_then(Value::as_str) {
+                None => return answer["value"].as_str().unwrap_or_default().to_string(),
+                Some("stale element reference") if tokio::time::Instant::now() < deadline => {}
+                Some(error) => panic!(
+                    "webdriver GET {path}: {error}: {}",
+                    answer["value"]["message"]
+                ),
+            }
+        }
+    }
+
     pub async fn click(&self, element: &Element) {
         self.value("POST", &format!("/element/{}/click", element.0), None)
             .await;

@@ -1255,10 +1255,10 @@ async fn in_a_browser_an_operator_brings_a_dead_letter_back_and_a_viewer_cannot(
     browser
         .script("window.__same_page = true; return null;", vec![])
         .await;
-    let first = browser.text(&browser.find("[data-generated]").await).await;
+    let first = browser.text_of("[data-generated]").await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
     loop {
-        let now = browser.text(&browser.find("[data-generated]").await).await;
+        let now = browser.text_of("[data-generated]").await;
         if now != first {
             break;
         }
