@@ -2,7 +2,8 @@
 //! upserted in the same transaction, written in batches.
 //!
 //! Why batches: an event costs a handful of statements and a commit, and a commit waits for
-//! the WAL flush. Requests hand their validated event to a queue; a few writer tasks each
+//! the WAL flush. A batch is one call of `search_record_events` (migration 0013), whose
+//! statements are those below: one round trip and one implicit transaction. Requests hand their validated event to a queue; a few writer tasks each
 //! take whatever is waiting (up to [`MAX_BATCH`]) and write it in one transaction, and every
 //! request is answered only after the transaction holding its event committed. An idle API
 //! writes a batch of one and adds no wait; a busy one shares each commit among the requests
@@ -20,10 +21,7 @@
 //! normalized query makes concurrent identical searches one row without a duplicate-key
 //! error; an advisory lock per searcher (taken in key order) makes the trim to ten see every
 //! concurrent upsert of that searcher, so no searcher ever keeps more than ten.
-use std::{
-    collections::{BTreeMap, HashMap},
-    sync::Arc,
-};
+use std::{collections::HashMap, sync::Arc};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -35,6 +33,8 @@ use crate::error::{ApiError, ApiResult};
 
 /// The most events written in one transaction.
 pub const MAX_BATCH: usize = 128;
+/// The stripes of a day's query counts (migration 0013).
+const STRIPES: usize = 16;
 /// Events waiting for a writer before requests wait to hand theirs over.
 const QUEUE_CAPACITY: usize = 4096;
 /// History entries kept per searcher.
@@ -82,8 +82,13 @@ impl Ingest {
     pub fn start(pool: PgPool, writers: usize) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(pool.clone(), receiver.clone()));
+        // each writer adds to its own stripe of the day's query counts (migration 0013), so
+        // that two writers never wait on one popular query's row; another api process most
+        // likely starts elsewhere in the 16
+        let first_stripe = (Uuid::new_v4().as_u128() % STRIPES as u128) as usize;
+        for i in 0..writers.max(1) {
+            let stripe = ((first_stripe + i) % STRIPES) as i16;
+            tokio::spawn(write_loop(pool.clone(), receiver.clone(), stripe));
         }
         Self { queue }
     }
@@ -101,7 +106,7 @@ impl Ingest {
     }
 }
 
-async fn write_loop(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>) {
+async fn write_loop(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, stripe: i16) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -118,13 +123,13 @@ async fn write_loop(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>)
             batch
         };
         metrics::histogram!("search_event_batch_size").record(batch.len() as f64);
-        write_and_answer(&pool, batch).await;
+        write_and_answer(&pool, batch, stripe).await;
     }
 }
 
-async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>) {
+async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>, stripe: i16) {
     let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-    match write(pool, &events).await {
+    match write(pool, &events, stripe).await {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
                 answer(pending, Ok(outcome));
@@ -146,7 +151,7 @@ async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>) {
         Err(e) => {
             tracing::warn!(error = %e, size = batch.len(), "search event batch failed; writing its events one by one");
             for pending in batch {
-                let outcome = write(pool, &[&pending.event])
+                let outcome = write(pool, &[&pending.event], stripe)
                     .await
                     .map_err(ApiError::from)
                     .and_then(|mut outcomes| {
@@ -188,7 +193,11 @@ fn unreachable_database(error: &sqlx::Error) -> bool {
 
 /// Writes `events` in one transaction; one outcome per event, in order.
 #[tracing::instrument(level = "debug", skip_all, fields(size = events.len()))]
-async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sqlx::Error> {
+async fn write(
+    pool: &PgPool,
+    events: &[&NewEvent],
+    stripe: i16,
+) -> Result<Vec<Recorded>, sqlx::Error> {
     let n = events.len();
     let mut search_ids = Vec::with_capacity(n);
     let mut searched_at = Vec::with_capacity(n);
@@ -214,36 +223,13 @@ async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sql
         ip_hashes.push(e.ip_hash.clone());
         ua_classes.push(e.ua_class.as_str().to_string());
     }
-    let mut tx = pool.begin().await?;
-    // the first event of each search_id, in search_id order (see the module docs)
-    let fresh: HashMap<Uuid, i64> = sqlx::query!(
-        r#"with input as (
-               select * from unnest($1::uuid[], $2::timestamptz[], $3::int8[], $4::text[],
-                                    $5::text[], $6::text[], $7::int4[], $8::jsonb[], $9::jsonb[],
-                                    $10::bytea[], $11::text[])
-                   with ordinality as i(search_id, searched_at, user_id, guest_session, query,
-                                        normalized_query, result_count, filters, shown, ip_hash,
-                                        ua_class, ord)
-           ),
-           firsts as (
-               select distinct on (search_id) * from input order by search_id, ord
-           ),
-           fresh as (
-               insert into search_ids (search_id, event_id, searched_at)
-               select search_id, nextval('search_events_id_seq'), searched_at
-               from firsts order by search_id
-               on conflict (search_id) do nothing
-               returning search_id, event_id
-           ),
-           events as (
-               insert into search_events (id, search_id, searched_at, user_id, guest_session,
-                   query, normalized_query, result_count, filters, shown, ip_hash, ua_class)
-               select f.event_id, i.search_id, i.searched_at, i.user_id, i.guest_session,
-                      i.query, i.normalized_query, i.result_count, i.filters, i.shown,
-                      i.ip_hash, i.ua_class
-               from fresh f join firsts i using (search_id)
-           )
-           select search_id as "search_id!", event_id as "event_id!" from fresh"#,
+    // one statement, so one round trip and its own transaction (migration 0013)
+    let stored = sqlx::query!(
+        r#"select search_id as "search_id!", event_id as "event_id!", created as "created!",
+                  user_id, guest_session
+           from search_record_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        i32::from(stripe),
+        HISTORY_KEPT as i32,
         &search_ids,
         &searched_at,
         &user_ids as &[Option<i64>],
@@ -256,54 +242,24 @@ async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sql
         &ip_hashes as &[Option<Vec<u8>>],
         &ua_classes,
     )
-    .map(|r| (r.search_id, r.event_id))
-    .fetch_all(&mut *tx)
-    .await?
-    .into_iter()
-    .collect();
-
-    // who owns each search_id: this batch's first event for the fresh ones, the stored event
-    // for the others
-    let mut owners: HashMap<Uuid, (i64, Searcher)> = HashMap::new();
-    let mut missing = Vec::new();
-    for e in events {
-        if owners.contains_key(&e.search_id) {
-            continue;
-        }
-        match fresh.get(&e.search_id) {
-            Some(id) => {
-                owners.insert(e.search_id, (*id, e.searcher.clone()));
-            }
-            None => missing.push(e.search_id),
-        }
-    }
-    if !missing.is_empty() {
-        missing.sort();
-        missing.dedup();
-        let stored = sqlx::query!(
-            r#"select s.search_id, s.event_id, e.user_id, e.guest_session
-               from search_ids s
-               join search_events e on e.id = s.event_id and e.searched_at = s.searched_at
-               where s.search_id = any($1)"#,
-            &missing
-        )
-        .fetch_all(&mut *tx)
-        .await?;
-        for row in stored {
-            let owner = match (row.user_id, row.guest_session) {
-                (Some(id), _) => Searcher::User(id),
-                (None, Some(session)) => Searcher::Guest(session),
-                (None, None) => continue,
-            };
-            owners.insert(row.search_id, (row.event_id, owner));
-        }
+    .fetch_all(pool)
+    .await?;
+    // who owns each search_id, and whether this batch created it
+    let mut owners: HashMap<Uuid, (i64, Searcher, bool)> = HashMap::new();
+    for row in stored {
+        let owner = match (row.user_id, row.guest_session) {
+            (Some(id), _) => Searcher::User(id),
+            (None, Some(session)) => Searcher::Guest(session),
+            (None, None) => continue,
+        };
+        owners.insert(row.search_id, (row.event_id, owner, row.created));
     }
     let mut created = std::collections::HashSet::new();
-    let outcomes: Vec<Recorded> = events
+    Ok(events
         .iter()
         .map(|e| match owners.get(&e.search_id) {
-            Some((id, owner)) if *owner == e.searcher => {
-                if fresh.contains_key(&e.search_id) && created.insert(e.search_id) {
+            Some((id, owner, fresh)) if *owner == e.searcher => {
+                if *fresh && created.insert(e.search_id) {
                     Recorded::Created { id: *id }
                 } else {
                     Recorded::Repeated { id: *id }
@@ -311,90 +267,7 @@ async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sql
             }
             _ => Recorded::Taken,
         })
-        .collect();
-
-    // history: the latest query per (searcher, normalized query) among the created events
-    let mut latest: BTreeMap<(Searcher, &str), (&str, DateTime<Utc>)> = BTreeMap::new();
-    for (e, outcome) in events.iter().zip(&outcomes) {
-        if !matches!(outcome, Recorded::Created { .. }) {
-            continue;
-        }
-        let entry = latest
-            .entry((e.searcher.clone(), e.normalized_query.as_str()))
-            .or_insert((e.query.as_str(), e.searched_at));
-        if e.searched_at >= entry.1 {
-            *entry = (e.query.as_str(), e.searched_at);
-        }
-    }
-    if !latest.is_empty() {
-        upsert_history(&mut tx, &latest).await?;
-    }
-    tx.commit().await?;
-    Ok(outcomes)
-}
-
-/// Upserts history entries (keyed by searcher and normalized query) and trims each
-/// searcher touched to its [`HISTORY_KEPT`] most recent, under the searchers' locks.
-async fn upsert_history(
-    tx: &mut sqlx::PgConnection,
-    entries: &BTreeMap<(Searcher, &str), (&str, DateTime<Utc>)>,
-) -> Result<(), sqlx::Error> {
-    let mut searchers: Vec<&Searcher> = entries.keys().map(|(s, _)| s).collect();
-    searchers.dedup();
-    lock_searchers(&mut *tx, &searchers).await?;
-    let (mut users, mut user_queries, mut user_normalized, mut user_at) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut guests, mut guest_queries, mut guest_normalized, mut guest_at) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((searcher, normalized), (query, at)) in entries {
-        match searcher {
-            Searcher::User(id) => {
-                users.push(*id);
-                user_queries.push(query.to_string());
-                user_normalized.push(normalized.to_string());
-                user_at.push(*at);
-            }
-            Searcher::Guest(session) => {
-                guests.push(session.clone());
-                guest_queries.push(query.to_string());
-                guest_normalized.push(normalized.to_string());
-                guest_at.push(*at);
-            }
-        }
-    }
-    if !users.is_empty() {
-        sqlx::query!(
-            "insert into search_history (user_id, query, normalized_query, searched_at)
-             select * from unnest($1::int8[], $2::text[], $3::text[], $4::timestamptz[])
-             on conflict (user_id, normalized_query) where user_id is not null
-             do update set query = excluded.query, searched_at = excluded.searched_at
-             where excluded.searched_at >= search_history.searched_at",
-            &users,
-            &user_queries,
-            &user_normalized,
-            &user_at
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    if !guests.is_empty() {
-        sqlx::query!(
-            "insert into search_history (guest_session, query, normalized_query, searched_at)
-             select * from unnest($1::text[], $2::text[], $3::text[], $4::timestamptz[])
-             on conflict (guest_session, normalized_query) where guest_session is not null
-             do update set query = excluded.query, searched_at = excluded.searched_at
-             where excluded.searched_at >= search_history.searched_at",
-            &guests,
-            &guest_queries,
-            &guest_normalized,
-            &guest_at
-        )
-        .execute(&mut *tx)
-        .await?;
-    }
-    users.dedup();
-    guests.dedup();
-    trim_history(&mut *tx, &users, &guests).await
+        .collect())
 }
 
 /// Takes the advisory locks of `searchers`' histories for the rest of the transaction, in

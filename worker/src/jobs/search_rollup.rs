@@ -176,9 +176,13 @@ macro_rules! from_events {
 macro_rules! from_aggregates {
     ($macro:ident($($head:tt)*), $prefix:literal, $($arg:expr),* $(,)?) => {
         rollup_statement!($macro($($head)*), $prefix, r#"with by_query as (
-               select normalized_query, bot, searches, zero, with_results, clicked, converted
+               -- a query's day is striped over up to 16 rows (migration 0013)
+               select normalized_query, bot, sum(searches) as searches, sum(zero) as zero,
+                      sum(with_results) as with_results, sum(clicked) as clicked,
+                      sum(converted) as converted
                from search_day_queries
                where timezone = $2 and day = $1
+               group by normalized_query, bot
            ),
            searchers as (
                select count(*) as unique_searchers from search_day_searchers

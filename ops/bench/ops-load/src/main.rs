@@ -247,24 +247,29 @@ async fn timed_get(http: &reqwest::Client, side: &Side, path: &str) -> anyhow::R
 const PLANS: &[(&str, &str, &str)] = &[
     (
         "overview: backlog (records::backlog)",
-        "select queue, count(*) filter (where status = 'pending' and run_at <= $1) as due,
-                count(*) filter (where status = 'pending' and run_at > $1) as scheduled,
-                count(*) filter (where status = 'enqueued' and started_at is null) as enqueued,
-                count(*) filter (where status = 'enqueued' and started_at is not null) as running,
-                count(*) filter (where status = 'dead') as dead,
-                min(run_at) filter (where (status = 'pending' and run_at <= $1)
-                                       or (status = 'enqueued' and started_at is null)) as oldest_waiting,
-                min(run_at) filter (where status = 'pending' and run_at <= $1) as oldest_due
-           from (select queue, status, run_at, started_at from jobs where status = 'pending'
+        "select queue, sum(due)::bigint, sum(scheduled)::bigint, sum(enqueued)::bigint,
+                sum(running)::bigint, sum(dead)::bigint,
+                least(min(oldest_due), min(oldest_enqueued)) as oldest_waiting,
+                min(oldest_due) as oldest_due
+           from (select queue, count(*) filter (where run_at <= $1) as due,
+                        count(*) filter (where run_at > $1) as scheduled,
+                        0::bigint as enqueued, 0::bigint as running, 0::bigint as dead,
+                        min(run_at) filter (where run_at <= $1) as oldest_due,
+                        null::timestamptz as oldest_enqueued
+                   from jobs where status = 'pending' group by queue
                  union all
-                 select queue, status, run_at, started_at from jobs where status = 'enqueued'
+                 select queue, 0, 0, count(*) filter (where started_at is null),
+                        count(*) filter (where started_at is not null), 0, null,
+                        min(run_at) filter (where started_at is null)
+                   from jobs where status = 'enqueued' group by queue
                  union all
-                 select queue, status, run_at, started_at from jobs where status = 'dead') j
+                 select queue, 0, 0, 0, 0, count(*), null, null
+                   from jobs where status = 'dead' group by queue) j
           group by queue",
         "(now())",
     ),
     (
-        "overview: finished in the last day (records::finished_since)",
+        "overview: finished in the last hour and the open ends of the day (records::finished_since)",
         "select queue, sum(succeeded)::bigint, sum(dead)::bigint, sum(failed)::bigint
            from (select queue, count(*) filter (where status = 'done') as succeeded,
                         count(*) filter (where status = 'dead') as dead, 0::bigint as failed
@@ -273,7 +278,21 @@ const PLANS: &[(&str, &str, &str)] = &[
                  select j.queue, 0, 0, count(*) from job_errors e join jobs j on j.id = e.job_id
                   where e.at >= $1 group by j.queue) t
           group by queue order by queue",
-        "(now() - interval '1 day')",
+        "(now() - interval '1 hour')",
+    ),
+    (
+        "overview: the day's whole hours, each read once per api process (records::finished_by_hour)",
+        "select hour, queue, sum(succeeded)::bigint, sum(dead)::bigint, sum(failed)::bigint
+           from (select date_trunc('hour', finished_at) as hour, queue,
+                        count(*) filter (where status = 'done') as succeeded,
+                        count(*) filter (where status = 'dead') as dead, 0::bigint as failed
+                   from jobs where finished_at >= $1 and finished_at < $2 group by 1, 2
+                 union all
+                 select date_trunc('hour', e.at), j.queue, 0, 0, count(*)
+                   from job_errors e join jobs j on j.id = e.job_id
+                  where e.at >= $1 and e.at < $2 group by 1, 2) t
+          group by hour, queue order by hour, queue",
+        "(now() - interval '1 day', date_trunc('hour', now()))",
     ),
     (
         "overview: throughput per minute (records::throughput_per_minute)",

@@ -6,7 +6,7 @@
 //! 3. pgbench running the equivalent insert + history upsert, one event per transaction, as
 //!    what Postgres alone sustains here;
 //! 4. the ingestion endpoint of the release `api` binary driven open loop (every request
-//!    sent when due, latency measured from then) at max(5,000/s, half of pgbench's rate).
+//!    sent when due, latency measured from then) at max(5,500/s, half of pgbench's rate), 10% over the target.
 //!
 //! Prints both sides with the targets: rollup <= 3x the bare scan and < 5 s; ingestion
 //! >= 5,000 events/s with p99 < 20 ms and >= half of pgbench.
@@ -34,7 +34,7 @@ struct Args {
     /// Seconds of measured ingestion load (after a 2 s warm-up at the same rate).
     #[arg(long, default_value_t = 10)]
     seconds: u64,
-    /// Offered ingestion rate; default max(5,000, half of pgbench's rate).
+    /// Offered ingestion rate; default max(5,500, half of pgbench's rate).
     #[arg(long)]
     rate: Option<u64>,
     /// pgbench clients.
@@ -161,13 +161,15 @@ async fn run(
     // Postgres alone: pgbench running the same writes per event
     let pgbench_tps = pgbench(pool, &db.url, args.pgbench_clients).await?;
     println!(
-        "PGBENCH: {pgbench_tps:.0} events/s (one event per transaction: search_ids + search_events insert, history lock + upsert + trim; {} clients)",
+        "PGBENCH: {pgbench_tps:.0} events/s (search_record_events with one event per transaction: search_ids + search_events insert, aggregates, history lock + upsert + trim; {} clients)",
         args.pgbench_clients
     );
 
     let rate = args
         .rate
-        .unwrap_or_else(|| 5_000u64.max((pgbench_tps / 2.0).ceil() as u64));
+        // 10% over the target: an open loop achieves a little less than it offers (the last
+        // answers arrive after the last send), and 5,000 offered reads as 4,9xx achieved
+        .unwrap_or_else(|| 5_500u64.max((pgbench_tps / 2.0).ceil() as u64));
     let load = ingest(args, &db.url, rate).await?;
     let half = pgbench_tps / 2.0;
     println!(
@@ -310,30 +312,15 @@ async fn generate(
     Ok(())
 }
 
-/// The writes of one event as the API makes them, one event per transaction. (The history
-/// lock is keyed by the bare user id: pgbench would read a `:u` inside the API's key text as
-/// a variable.)
+/// The writes of one event as the API makes them: the call its writers make for a batch
+/// (`search_record_events`, migration 0013), with one event, one per transaction.
 const PGBENCH_SCRIPT: &str = r#"\set u :first_user + random(0, 49999)
 \set q random_zipfian(1, 20000, 1.05)
-BEGIN;
-with ids as (
-    insert into search_ids (search_id, event_id, searched_at)
-    values (gen_random_uuid(), nextval('search_events_id_seq'), now())
-    returning search_id, event_id, searched_at)
-insert into search_events (id, search_id, searched_at, user_id, query, normalized_query, result_count, filters, shown, ip_hash, ua_class)
-select event_id, search_id, searched_at, (:u)::bigint, 'Piano Lessons ' || (:q)::int, 'piano lessons ' || (:q)::int, 5,
-       '{"city": "nyc", "max_price": 80}', '[{"instructor_id": 1, "position": 0}, {"instructor_id": 2, "position": 1}, {"instructor_id": 3, "position": 2}]',
-       sha256('ip'::bytea), 'desktop' from ids;
-select pg_advisory_xact_lock((:u)::bigint);
-insert into search_history (user_id, query, normalized_query, searched_at)
-values ((:u)::bigint, 'Piano Lessons ' || (:q)::int, 'piano lessons ' || (:q)::int, now())
-on conflict (user_id, normalized_query) where user_id is not null
-do update set query = excluded.query, searched_at = excluded.searched_at where excluded.searched_at >= search_history.searched_at;
-delete from search_history where id in (
-    select id from (select id, row_number() over (order by searched_at desc, id desc) as rank
-                    from search_history where user_id = (:u)::bigint) r
-    where rank > 10);
-END;
+select * from search_record_events((:client_id % 16)::int, 10, array[gen_random_uuid()], array[now()],
+    array[(:u)::bigint], array[null]::text[], array['Piano Lessons ' || (:q)::int],
+    array['piano lessons ' || (:q)::int], array[5], array['{"city": "nyc", "max_price": 80}'::jsonb],
+    array['[{"instructor_id": 1, "position": 0}, {"instructor_id": 2, "position": 1}, {"instructor_id": 3, "position": 2}]'::jsonb],
+    array[sha256('ip'::bytea)], array['desktop']);
 "#;
 
 async fn pgbench(pool: &sqlx::PgPool, url: &str, clients: u32) -> anyhow::Result<f64> {
@@ -501,7 +488,12 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         hist.record(elapsed.as_micros() as u64)?;
         last_done = last_done.max(interval * *n as u32 + *elapsed);
     }
-    let measured = (rate * args.seconds) as f64;
+    // only events the API recorded count (a 503 is fast, and no event)
+    let measured = statuses
+        .iter()
+        .filter(|(status, _)| (200..300).contains(*status))
+        .map(|(_, n)| *n)
+        .sum::<u64>() as f64;
     let window = last_done.as_secs_f64() - (interval * warmup as u32).as_secs_f64();
     let _ = (offered_for, finished_in);
     let q = |p: f64| hist.value_at_quantile(p) as f64 / 1000.0;
