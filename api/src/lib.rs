@@ -53,7 +53,7 @@ pub async fn build_state(
             (config.database_pool_size as usize / 2).clamp(1, 4),
         ),
         ip_hasher,
-        finished_hours: Arc::default(),
+        finished: Arc::default(),
         outbox: shared::outbox::Waker::start(db.clone()),
         db,
         redis,

@@ -148,149 +148,200 @@ pub struct Overview {
     pub postgres: PoolOverview,
 }
 
-/// The finished totals of whole past hours, kept by this process for the overview's "last
-/// day". Counting a day of finished records took most of the overview at a million records
-/// (33,000 index entries a request, ops/bench/ops); a closed hour does not change, so each is
-/// counted once and only the open ends of the window are read per request. Done records
-/// stay done, and errors are only added; a dead letter retried later still counts as dead
-/// in its hour, which the overview does not show (its dead count is the backlog's).
+/// What finished, per minute and queue, over the overview's last day, kept by this process.
+/// Counting a day of finished records took most of the overview at a million records
+/// (33,000 index entries a request, ops/bench/ops); a settled minute does not change, so
+/// each is counted once and a request reads only the minutes since the last one and the
+/// partial minutes at the windows' starts. Done records stay done and errors are only
+/// added; a dead letter retried later still counts as dead in its minute, which only the
+/// throughput chart shows.
 #[derive(Debug, Default)]
-pub struct FinishedHours {
-    kept: std::sync::Mutex<KeptHours>,
+pub struct FinishedMinutes {
+    kept: std::sync::Mutex<KeptMinutes>,
 }
 
 #[derive(Debug, Default)]
-struct KeptHours {
-    /// Every hour of `[from, until)`, each with its totals (empty for a quiet hour).
-    hours: std::collections::BTreeMap<DateTime<Utc>, Vec<records::Finished>>,
+struct KeptMinutes {
+    /// Every minute of `[.., until)`, each with its totals (empty for a quiet minute).
+    minutes: std::collections::BTreeMap<DateTime<Utc>, Vec<records::Finished>>,
     until: Option<DateTime<Utc>>,
 }
 
-impl FinishedHours {
-    /// A finish is stamped by the database's clock at its commit: an hour is kept once it
+/// The overview's view of what finished.
+#[derive(Debug, Default)]
+pub struct Recent {
+    /// Per queue, in the hour and in the day before now.
+    pub hour: Vec<records::Finished>,
+    pub day: Vec<records::Finished>,
+    /// Per minute, succeeded and dead, for the whole minutes of the last hour.
+    pub minutes: Vec<(DateTime<Utc>, i64, i64)>,
+}
+
+impl FinishedMinutes {
+    /// A finish is stamped by the database's clock at its commit: a minute is kept once it
     /// ended this long ago, so that no commit in flight still lands in it.
     const SETTLED: chrono::Duration = chrono::Duration::minutes(2);
 
-    /// What finished per queue in the 24 hours before `now`.
-    pub async fn last_day(
+    /// What finished in the hour and the day before `now`, and per minute.
+    pub async fn recent(
         &self,
         db: &sqlx::PgPool,
         now: DateTime<Utc>,
-    ) -> Result<Vec<records::Finished>, sqlx::Error> {
-        use chrono::DurationRound;
-        let hour = chrono::Duration::hours(1);
-        let start = now - chrono::Duration::days(1);
-        let truncated = start.duration_trunc(hour).unwrap_or(start);
-        let first_whole = if truncated == start {
-            start
-        } else {
-            truncated + hour
-        };
-        let settled = now - Self::SETTLED;
-        let closed_until = settled
-            .duration_trunc(hour)
-            .unwrap_or(settled)
-            .max(first_whole);
+    ) -> Result<Recent, sqlx::Error> {
+        let minute = chrono::Duration::minutes(1);
+        let day_start = now - chrono::Duration::days(1);
+        let hour_start = now - chrono::Duration::hours(1);
+        let (day_whole, hour_whole) = (ceil_minute(day_start), ceil_minute(hour_start));
+        let closed_until = floor_minute(now - Self::SETTLED).max(day_whole);
         let missing_from = {
             let mut kept = self.lock();
-            // a clock set back (a test's) makes kept hours open again: count them anew
+            // a clock set back (a test's) reopens kept minutes: count them anew
             if kept.until.is_some_and(|until| until > closed_until) {
-                *kept = KeptHours::default();
+                *kept = KeptMinutes::default();
             }
-            kept.hours.retain(|h, _| *h >= first_whole);
             match kept.until {
-                Some(until) if until >= first_whole => until,
+                Some(until) if until >= day_whole => until,
                 _ => {
-                    kept.hours.clear();
-                    first_whole
+                    *kept = KeptMinutes::default();
+                    day_whole
                 }
             }
         };
-        let fetch_missing = async {
-            if missing_from < closed_until {
-                records::finished_by_hour(db, missing_from, closed_until).await
+        let range = |from: DateTime<Utc>, to: DateTime<Utc>| async move {
+            if from < to {
+                records::finished_by_minute(db, from, to).await
             } else {
                 Ok(Vec::new())
             }
         };
-        let fetch_head = async {
-            if start < first_whole {
-                records::finished_by_hour(db, start, first_whole).await
-            } else {
-                Ok(Vec::new())
-            }
-        };
-        let (missing, head, tail) = tokio::try_join!(
-            fetch_missing,
-            fetch_head,
-            records::finished_since(db, closed_until)
+        // the newest minutes, up to any commit stamped a little ahead of this clock
+        let (missing, day_head, hour_head, tail) = tokio::try_join!(
+            range(missing_from, closed_until),
+            range(day_start, day_whole),
+            range(hour_start, hour_whole),
+            range(closed_until, now + chrono::Duration::hours(1)),
         )?;
-        let mut totals: std::collections::BTreeMap<String, records::Finished> = Default::default();
-        let mut add = |f: &records::Finished| {
-            let t = totals
-                .entry(f.queue.clone())
-                .or_insert_with(|| records::Finished {
-                    queue: f.queue.clone(),
-                    ..Default::default()
-                });
-            t.succeeded += f.succeeded;
-            t.dead += f.dead;
-            t.failed_attempts += f.failed_attempts;
-        };
+        let mut totals = Totals::default();
         {
             let mut kept = self.lock();
             if kept.until.is_none_or(|until| until == missing_from) {
-                let mut h = missing_from;
-                while h < closed_until {
-                    kept.hours.entry(h).or_default();
-                    h += hour;
+                let mut m = missing_from;
+                while m < closed_until {
+                    kept.minutes.entry(m).or_default();
+                    m += minute;
                 }
-                for (h, f) in &missing {
-                    kept.hours.entry(*h).or_default().push(f.clone());
+                for (m, f) in missing {
+                    kept.minutes.entry(m).or_default().push(f);
                 }
                 kept.until = Some(closed_until);
-                kept.hours
-                    .range(first_whole..closed_until)
-                    .flat_map(|(_, f)| f)
-                    .for_each(&mut add);
+                kept.minutes.retain(|m, _| *m >= day_whole);
+                for (m, f) in &kept.minutes {
+                    f.iter().for_each(|f| totals.add(*m, f, hour_whole));
+                }
             } else {
-                // another request kept these hours meanwhile: use what this one read
-                missing.iter().map(|(_, f)| f).for_each(&mut add);
-                kept.hours
-                    .range(first_whole..missing_from)
-                    .flat_map(|(_, f)| f)
-                    .for_each(&mut add);
+                // another request kept these minutes meanwhile: add what this one read
+                for (m, f) in kept.minutes.range(day_whole..missing_from) {
+                    f.iter().for_each(|f| totals.add(*m, f, hour_whole));
+                }
+                missing
+                    .iter()
+                    .for_each(|(m, f)| totals.add(*m, f, hour_whole));
             }
         }
-        head.iter().map(|(_, f)| f).for_each(&mut add);
-        tail.iter().for_each(&mut add);
-        Ok(totals.into_values().collect())
+        tail.iter().for_each(|(m, f)| totals.add(*m, f, hour_whole));
+        // the partial minutes at the windows' starts: in their window, never in the chart
+        day_head
+            .iter()
+            .for_each(|(_, f)| Totals::sum(&mut totals.day, f));
+        hour_head
+            .iter()
+            .for_each(|(_, f)| Totals::sum(&mut totals.hour, f));
+        Ok(Recent {
+            hour: totals.hour.into_values().collect(),
+            day: totals.day.into_values().collect(),
+            minutes: totals
+                .minutes
+                .into_iter()
+                .map(|(m, (s, d))| (m, s, d))
+                .collect(),
+        })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, KeptHours> {
-        // the kept hours are plain data: a panic elsewhere cannot leave them half-written
+    fn lock(&self) -> std::sync::MutexGuard<'_, KeptMinutes> {
+        // the kept minutes are plain data: a panic elsewhere cannot leave them half-written
         self.kept.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// The sums of [`FinishedMinutes::recent`], added up without copying the kept minutes.
+#[derive(Default)]
+struct Totals {
+    hour: std::collections::BTreeMap<String, records::Finished>,
+    day: std::collections::BTreeMap<String, records::Finished>,
+    minutes: std::collections::BTreeMap<DateTime<Utc>, (i64, i64)>,
+}
+
+impl Totals {
+    /// A whole minute's totals of one queue: in the day, and in the hour and its chart from
+    /// `hour_whole` on.
+    fn add(&mut self, minute: DateTime<Utc>, f: &records::Finished, hour_whole: DateTime<Utc>) {
+        Self::sum(&mut self.day, f);
+        if minute >= hour_whole {
+            Self::sum(&mut self.hour, f);
+            let chart = self.minutes.entry(minute).or_default();
+            chart.0 += f.succeeded;
+            chart.1 += f.dead;
+        }
+    }
+
+    fn sum(
+        totals: &mut std::collections::BTreeMap<String, records::Finished>,
+        f: &records::Finished,
+    ) {
+        match totals.get_mut(&f.queue) {
+            Some(t) => {
+                t.succeeded += f.succeeded;
+                t.dead += f.dead;
+                t.failed_attempts += f.failed_attempts;
+            }
+            None => {
+                totals.insert(f.queue.clone(), f.clone());
+            }
+        }
+    }
+}
+
+fn floor_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    use chrono::DurationRound;
+    t.duration_trunc(chrono::Duration::minutes(1)).unwrap_or(t)
+}
+
+fn ceil_minute(t: DateTime<Utc>) -> DateTime<Utc> {
+    let floor = floor_minute(t);
+    if floor == t {
+        t
+    } else {
+        floor + chrono::Duration::minutes(1)
     }
 }
 
 /// Reads the overview. Every query reads a partial index or a recent range of one (the
 /// backlog's pending/enqueued/dead indexes, `jobs_finished_idx`, `job_errors_at_idx`), and
-/// the day's totals read only the hours not yet kept ([`FinishedHours`]): its cost follows
+/// what finished is read only for the minutes not yet kept ([`FinishedMinutes`]): its cost follows
 /// the live work, not the history (ops/bench/ops).
 #[tracing::instrument(skip_all)]
 pub async fn overview(state: &AppState) -> ApiResult<Overview> {
     let now = state.clock.now();
     let db = &state.db;
     // side by side on the pool: the page waits for the slowest, not for the sum
-    let (backlog, hour, day, paused, registered, minutes, redis) = tokio::try_join!(
+    let (backlog, recent, paused, registered, redis) = tokio::try_join!(
         records::backlog(db, now),
-        records::finished_since(db, now - chrono::Duration::hours(1)),
-        state.finished_hours.last_day(db, now),
+        state.finished.recent(db, now),
         pauses::paused_queues(db),
         records::registered_queues(db),
-        records::throughput_per_minute(db, now - chrono::Duration::minutes(60)),
         async { Ok(redis_info(state).await) },
     )?;
+    let Recent { hour, day, minutes } = recent;
 
     let mut names: Vec<String> = registered.iter().map(|q| q.queue.clone()).collect();
     names.extend(backlog.iter().map(|b| b.queue.clone()));

@@ -28,6 +28,6 @@ pub struct AppState {
     pub search: crate::search::ingest::Ingest,
     /// Hashes client addresses for search events under `SEARCH_IP_HASH_KEY`.
     pub ip_hasher: crate::search::client::IpHasher,
-    /// The overview's totals of past hours.
-    pub finished_hours: Arc<crate::ops::FinishedHours>,
+    /// What finished per minute over the overview's last day.
+    pub finished: Arc<crate::ops::FinishedMinutes>,
 }

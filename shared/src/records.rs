@@ -491,9 +491,9 @@ pub struct Backlog {
 /// The backlog of every queue that has unfinished records or dead letters, as of `now`.
 ///
 /// Cheap enough to run every few seconds whatever the history holds: each arm of the union
-/// reads one partial index (pending, enqueued, dead), never the done and skipped rows, and
-/// the pending and dead arms read only the index (migration 0014 includes `queue` in both):
-/// a count of ten thousand dead letters costs their index entries, not their heap pages.
+/// reads one partial index (pending, enqueued), never the done and skipped rows; the
+/// pending arm reads only the index (migration 0014 includes `queue` in it), and the dead
+/// letters are counted per queue as they come and go (`job_dead_counts`, migration 0014).
 pub async fn backlog(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Backlog>, sqlx::Error> {
     sqlx::query_as!(
         Backlog,
@@ -514,8 +514,8 @@ pub async fn backlog(pool: &PgPool, now: DateTime<Utc>) -> Result<Vec<Backlog>, 
                           min(run_at) filter (where started_at is null)
                      from jobs where status = 'enqueued' group by queue
                    union all
-                   select queue, 0, 0, 0, 0, count(*), null, null
-                     from jobs where status = 'dead' group by queue) j
+                   select queue, 0, 0, 0, 0, dead, null, null
+                     from job_dead_counts where dead > 0) j
             group by queue"#,
         now
     )
@@ -914,8 +914,8 @@ pub async fn get(pool: &PgPool, id: i64) -> Result<Option<JobRecord>, sqlx::Erro
     }))
 }
 
-/// Per queue, what finished since `since`: succeeded (done), dead-lettered, and failed
-/// attempts (every recorded error, retried or not).
+/// Per queue, what finished: succeeded (done), dead-lettered, and failed attempts (every
+/// recorded error, retried or not).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Finished {
     pub queue: String,
@@ -924,48 +924,27 @@ pub struct Finished {
     pub failed_attempts: i64,
 }
 
-/// What finished per queue since `since`, from `jobs_finished_idx` and `job_errors_at_idx`
-/// (a range of the recent past, never the whole history).
-pub async fn finished_since(
-    pool: &PgPool,
-    since: DateTime<Utc>,
-) -> Result<Vec<Finished>, sqlx::Error> {
-    sqlx::query_as!(
-        Finished,
-        r#"select queue as "queue!", sum(succeeded)::bigint as "succeeded!",
-                  sum(dead)::bigint as "dead!", sum(failed)::bigint as "failed_attempts!"
-             from (select queue, count(*) filter (where status = 'done') as succeeded,
-                          count(*) filter (where status = 'dead') as dead, 0::bigint as failed
-                     from jobs where finished_at >= $1 group by queue
-                   union all
-                   select j.queue, 0, 0, count(*) from job_errors e join jobs j on j.id = e.job_id
-                    where e.at >= $1 group by j.queue) t
-            group by queue order by queue"#,
-        since
-    )
-    .fetch_all(pool)
-    .await
-}
-
-/// What finished per queue and hour (`date_trunc('hour')`) in `[from, to)`: the closed hours
-/// the overview keeps (`api::ops::FinishedHours`), from the same indexes.
-pub async fn finished_by_hour(
+/// What finished per minute (`date_trunc('minute')`) and queue in `[from, to)`, oldest minute
+/// first, from `jobs_finished_idx` and `job_errors_at_idx` (a range, never the whole
+/// history). Minutes without any are absent. The overview keeps the settled minutes of its
+/// last day (`api::ops::FinishedMinutes`) and reads only the newest each time.
+pub async fn finished_by_minute(
     pool: &PgPool,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
 ) -> Result<Vec<(DateTime<Utc>, Finished)>, sqlx::Error> {
     let rows = sqlx::query!(
-        r#"select hour as "hour!", queue as "queue!", sum(succeeded)::bigint as "succeeded!",
+        r#"select minute as "minute!", queue as "queue!", sum(succeeded)::bigint as "succeeded!",
                   sum(dead)::bigint as "dead!", sum(failed)::bigint as "failed_attempts!"
-             from (select date_trunc('hour', finished_at) as hour, queue,
+             from (select date_trunc('minute', finished_at) as minute, queue,
                           count(*) filter (where status = 'done') as succeeded,
                           count(*) filter (where status = 'dead') as dead, 0::bigint as failed
                      from jobs where finished_at >= $1 and finished_at < $2 group by 1, 2
                    union all
-                   select date_trunc('hour', e.at), j.queue, 0, 0, count(*)
+                   select date_trunc('minute', e.at), j.queue, 0, 0, count(*)
                      from job_errors e join jobs j on j.id = e.job_id
                     where e.at >= $1 and e.at < $2 group by 1, 2) t
-            group by hour, queue order by hour, queue"#,
+            group by minute, queue order by minute, queue"#,
         from,
         to
     )
@@ -975,7 +954,7 @@ pub async fn finished_by_hour(
         .into_iter()
         .map(|r| {
             (
-                r.hour,
+                r.minute,
                 Finished {
                     queue: r.queue,
                     succeeded: r.succeeded,
@@ -985,24 +964,6 @@ pub async fn finished_by_hour(
             )
         })
         .collect())
-}
-
-/// Jobs finished (done or dead) per minute since `since`, oldest minute first: the
-/// overview's throughput chart. Minutes without any are absent.
-pub async fn throughput_per_minute(
-    pool: &PgPool,
-    since: DateTime<Utc>,
-) -> Result<Vec<(DateTime<Utc>, i64, i64)>, sqlx::Error> {
-    sqlx::query!(
-        r#"select date_trunc('minute', finished_at) as "minute!",
-                  count(*) filter (where status = 'done') as "done!",
-                  count(*) filter (where status = 'dead') as "dead!"
-             from jobs where finished_at >= $1 group by 1 order by 1"#,
-        since
-    )
-    .map(|r| (r.minute, r.done, r.dead))
-    .fetch_all(pool)
-    .await
 }
 
 // ---- the registry ---------------------------------------------------------------------------

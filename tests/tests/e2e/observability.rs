@@ -413,4 +413,36 @@ async fn the_backlog_counts_each_queue_by_state_from_the_partial_indexes() {
             },
         ]
     );
+
+    // the dead letters are counted as they come and go (job_dead_counts): a retry, a
+    // discard, a new dead letter, one moved to another queue, and updates that touch
+    // neither state nor queue
+    for statement in [
+        "update jobs set status = 'pending', run_at = now() + interval '1 day' where dedupe_key = 'f'",
+        "delete from jobs where dedupe_key = 'i'",
+        "update jobs set status = 'dead' where dedupe_key in ('g', 'h')",
+        "update jobs set queue = 'q4' where dedupe_key = 'h'",
+        "update jobs set last_error = 'again' where status = 'dead'",
+    ] {
+        sqlx::query(statement)
+            .execute(&db.pool)
+            .await
+            .expect(statement);
+        let counted: Vec<(String, i64)> = sqlx::query_as(
+            "select queue, count(*) from jobs where status = 'dead' group by 1 order by 1",
+        )
+        .fetch_all(&db.pool)
+        .await
+        .expect("counted");
+        let mut backlog = shared::records::backlog(&db.pool, now)
+            .await
+            .expect("backlog");
+        backlog.sort_by(|a, b| a.queue.cmp(&b.queue));
+        let dead: Vec<(String, i64)> = backlog
+            .into_iter()
+            .filter(|b| b.dead > 0)
+            .map(|b| (b.queue, b.dead))
+            .collect();
+        assert_eq!(dead, counted, "after {statement}");
+    }
 }

@@ -1374,3 +1374,131 @@ async fn in_a_browser_an_operator_brings_a_dead_letter_back_and_a_viewer_cannot(
     assert_eq!(job_status(&pool, other_dead).await, "dead");
     browser.quit().await;
 }
+
+/// What finished in the last hour and day, and per minute, as SQL counts it over the same
+/// windows (up to an hour past `now`, the overview's allowance for commits stamped ahead).
+async fn finished_as_counted(
+    pool: &sqlx::PgPool,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (
+    BTreeMap<String, (i64, i64)>,
+    BTreeMap<String, (i64, i64)>,
+    i64,
+) {
+    let mut windows = Vec::new();
+    for since in [
+        now - chrono::Duration::hours(1),
+        now - chrono::Duration::days(1),
+    ] {
+        let rows: Vec<(String, i64, i64)> = sqlx::query_as(
+            "select queue, sum(done)::int8, sum(failed)::int8 from (
+                 select queue, count(*) as done, 0 as failed from jobs
+                  where status = 'done' and finished_at >= $1 and finished_at < $2 group by queue
+                 union all
+                 select j.queue, 0, count(*) from job_errors e join jobs j on j.id = e.job_id
+                  where e.at >= $1 and e.at < $2 group by j.queue) t group by queue",
+        )
+        .bind(since)
+        .bind(now + chrono::Duration::hours(1))
+        .fetch_all(pool)
+        .await
+        .expect("counted");
+        windows.push(rows.into_iter().map(|(q, d, f)| (q, (d, f))).collect());
+    }
+    // the chart's whole minutes of the last hour
+    let charted: i64 = sqlx::query_scalar(
+        "select count(*) from jobs where status = 'done'
+          and finished_at >= date_trunc('minute', $1::timestamptz) - interval '59 minutes'
+          and finished_at < $1::timestamptz + interval '1 hour'",
+    )
+    .bind(now)
+    .fetch_one(pool)
+    .await
+    .expect("charted");
+    let day = windows.pop().unwrap_or_default();
+    let hour = windows.pop().unwrap_or_default();
+    (hour, day, charted)
+}
+
+#[tokio::test]
+async fn the_overview_keeps_settled_minutes_and_counts_what_sql_counts() {
+    use chrono::SubsecRound;
+    let db = testing::TestDatabase::create().await;
+    let pool = &db.pool;
+    let now = chrono::Utc::now().trunc_subsecs(6);
+    let finish = |queue: &'static str, status: &'static str, ago_secs: i64| {
+        let at = now - chrono::Duration::seconds(ago_secs);
+        async move {
+            let id: i64 = sqlx::query_scalar(
+                "insert into jobs (queue, payload, dedupe_key, status, finished_at)
+                 values ($1, '{}', gen_random_uuid()::text, $2, $3) returning id",
+            )
+            .bind(queue)
+            .bind(status)
+            .bind(at)
+            .fetch_one(pool)
+            .await
+            .expect("record");
+            id
+        }
+    };
+    // both ends of the day and of the hour, to the second, and the unsettled last minutes
+    for ago in [
+        25 * 3600,
+        24 * 3600 + 1,
+        24 * 3600 - 1,
+        23 * 3600 + 59 * 60 + 30,
+        5 * 3600,
+        3601,
+        3599,
+        59 * 60 + 30,
+        600,
+        90,
+        5,
+    ] {
+        finish("q1", "done", ago).await;
+        finish("q2", "done", ago + 7).await;
+    }
+    finish("q1", "dead", 1200).await;
+    let failing = finish("q2", "dead", 7200).await;
+    for ago in [7300, 3500, 30] {
+        sqlx::query("insert into job_errors (job_id, attempt, error, at) values ($1, 1, 'x', $2)")
+            .bind(failing)
+            .bind(now - chrono::Duration::seconds(ago))
+            .execute(pool)
+            .await
+            .expect("error");
+    }
+    let minutes = api::ops::FinishedMinutes::default();
+    let check = |at: chrono::DateTime<chrono::Utc>| {
+        let minutes = &minutes;
+        async move {
+            let recent = minutes.recent(pool, at).await.expect("recent");
+            let seen = |f: &[shared::records::Finished]| -> BTreeMap<String, (i64, i64)> {
+                f.iter()
+                    .filter(|f| f.succeeded > 0 || f.failed_attempts > 0)
+                    .map(|f| (f.queue.clone(), (f.succeeded, f.failed_attempts)))
+                    .collect()
+            };
+            let (hour, day, charted) = finished_as_counted(pool, at).await;
+            assert_eq!(seen(&recent.hour), hour, "the hour before {at}");
+            assert_eq!(seen(&recent.day), day, "the day before {at}");
+            assert_eq!(
+                recent.minutes.iter().map(|m| m.1).sum::<i64>(),
+                charted,
+                "the chart before {at}"
+            );
+        }
+    };
+    // the first read keeps the settled minutes; the second reads only the newest
+    check(now).await;
+    check(now).await;
+    // later: new finishes, and windows that moved past kept minutes
+    finish("q1", "done", -100).await;
+    finish("q2", "done", -170).await;
+    check(now + chrono::Duration::minutes(3)).await;
+    check(now + chrono::Duration::minutes(61)).await;
+    // a clock set back reopens what was kept
+    check(now - chrono::Duration::hours(2)).await;
+    check(now).await;
+}

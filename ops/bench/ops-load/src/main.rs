@@ -241,6 +241,18 @@ async fn timed_get(http: &reqwest::Client, side: &Side, path: &str) -> anyhow::R
     Ok(started.elapsed().as_micros() as u64)
 }
 
+const FINISHED_BY_MINUTE: &str =
+    "select minute, queue, sum(succeeded)::bigint, sum(dead)::bigint, sum(failed)::bigint
+           from (select date_trunc('minute', finished_at) as minute, queue,
+                        count(*) filter (where status = 'done') as succeeded,
+                        count(*) filter (where status = 'dead') as dead, 0::bigint as failed
+                   from jobs where finished_at >= $1 and finished_at < $2 group by 1, 2
+                 union all
+                 select date_trunc('minute', e.at), j.queue, 0, 0, count(*)
+                   from job_errors e join jobs j on j.id = e.job_id
+                  where e.at >= $1 and e.at < $2 group by 1, 2) t
+          group by minute, queue order by minute, queue";
+
 /// The dashboard's queries as `shared::records`, `shared::pauses`, `shared::audit` and
 /// `api::ops` send them (kept in step by hand: a change there must be copied here), each
 /// prepared and explained with the parameters a page sends.
@@ -263,43 +275,20 @@ const PLANS: &[(&str, &str, &str)] = &[
                         min(run_at) filter (where started_at is null)
                    from jobs where status = 'enqueued' group by queue
                  union all
-                 select queue, 0, 0, 0, 0, count(*), null, null
-                   from jobs where status = 'dead' group by queue) j
+                 select queue, 0, 0, 0, 0, dead, null, null
+                   from job_dead_counts where dead > 0) j
           group by queue",
         "(now())",
     ),
     (
-        "overview: finished in the last hour and the open ends of the day (records::finished_since)",
-        "select queue, sum(succeeded)::bigint, sum(dead)::bigint, sum(failed)::bigint
-           from (select queue, count(*) filter (where status = 'done') as succeeded,
-                        count(*) filter (where status = 'dead') as dead, 0::bigint as failed
-                   from jobs where finished_at >= $1 group by queue
-                 union all
-                 select j.queue, 0, 0, count(*) from job_errors e join jobs j on j.id = e.job_id
-                  where e.at >= $1 group by j.queue) t
-          group by queue order by queue",
-        "(now() - interval '1 hour')",
+        "overview: what finished in the newest minutes, every request (records::finished_by_minute)",
+        FINISHED_BY_MINUTE,
+        "(date_trunc('minute', now() - interval '2 minutes'), now() + interval '1 hour')",
     ),
     (
-        "overview: the day's whole hours, each read once per api process (records::finished_by_hour)",
-        "select hour, queue, sum(succeeded)::bigint, sum(dead)::bigint, sum(failed)::bigint
-           from (select date_trunc('hour', finished_at) as hour, queue,
-                        count(*) filter (where status = 'done') as succeeded,
-                        count(*) filter (where status = 'dead') as dead, 0::bigint as failed
-                   from jobs where finished_at >= $1 and finished_at < $2 group by 1, 2
-                 union all
-                 select date_trunc('hour', e.at), j.queue, 0, 0, count(*)
-                   from job_errors e join jobs j on j.id = e.job_id
-                  where e.at >= $1 and e.at < $2 group by 1, 2) t
-          group by hour, queue order by hour, queue",
-        "(now() - interval '1 day', date_trunc('hour', now()))",
-    ),
-    (
-        "overview: throughput per minute (records::throughput_per_minute)",
-        "select date_trunc('minute', finished_at), count(*) filter (where status = 'done'),
-                count(*) filter (where status = 'dead')
-           from jobs where finished_at >= $1 group by 1 order by 1",
-        "(now() - interval '1 hour')",
+        "overview: what finished in the last day, once per api process (records::finished_by_minute)",
+        FINISHED_BY_MINUTE,
+        "(now() - interval '1 day', date_trunc('minute', now() - interval '2 minutes'))",
     ),
     (
         "overview: workers alive (api::ops::workers)",
