@@ -20,7 +20,7 @@ use crate::{
         history::{self, HistoryEntry},
         ingest::{NewEvent, Recorded},
         interactions::{self, Kind, NewInteraction},
-        searcher::{GuestSession, Searcher},
+        searcher::{EventSearcher, GuestSession, Searcher},
     },
     state::AppState,
 };
@@ -114,7 +114,7 @@ pub struct SearchRecorded {
 #[tracing::instrument(skip_all, fields(search_event_id))]
 pub async fn record_event(
     State(state): State<AppState>,
-    searcher: Searcher,
+    EventSearcher(searcher): EventSearcher,
     client: Client,
     JsonBody(body): JsonBody<NewSearch>,
 ) -> ApiResult<(StatusCode, Json<SearchRecorded>)> {
@@ -178,6 +178,7 @@ pub async fn record_event(
                 detail: "this search_id belongs to another searcher's search".into(),
             });
         }
+        Recorded::Closed => return Err(ApiError::Unauthorized("account closed".into())),
     };
     tracing::Span::current().record("search_event_id", id);
     Ok((status, Json(SearchRecorded { id, search_id })))

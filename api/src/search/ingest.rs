@@ -13,15 +13,20 @@
 //! Exactly once: `search_ids` (not partitioned, unique on search_id) is inserted first with
 //! `on conflict do nothing`, in search_id order so that two batches never wait on each
 //! other in a cycle; an event is written only for the identities that insert created. A
-//! repeated search_id answers the original event. One bad event (a user erased since their
-//! token was issued) must not fail the rest of its batch: a batch that fails for any reason
+//! repeated search_id answers the original event. A user whose account is closed (erased
+//! since their token was issued) has nothing written: the batch checks the accounts of its
+//! users itself (migration 0015), so a request hands over its event without a query of its
+//! own. One bad event must not fail the rest of its batch: a batch that fails for any reason
 //! but an unreachable database is written again one event per transaction.
 //!
 //! History: per searcher, the ten most recent distinct normalized queries. The upsert on the
 //! normalized query makes concurrent identical searches one row without a duplicate-key
 //! error; an advisory lock per searcher (taken in key order) makes the trim to ten see every
 //! concurrent upsert of that searcher, so no searcher ever keeps more than ten.
-use std::{collections::HashMap, sync::Arc};
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Utc};
 use sqlx::PgPool;
@@ -64,6 +69,8 @@ pub enum Recorded {
     Repeated { id: i64 },
     /// Its search_id belongs to another searcher's event.
     Taken,
+    /// Its user's account is closed: nothing was written.
+    Closed,
 }
 
 struct Pending {
@@ -170,6 +177,7 @@ fn answer(pending: Pending, outcome: ApiResult<Recorded>) {
         Ok(Recorded::Created { .. }) => "created",
         Ok(Recorded::Repeated { .. }) => "repeated",
         Ok(Recorded::Taken) => "taken",
+        Ok(Recorded::Closed) => "closed",
         Err(_) => "failed",
     };
     metrics::counter!("search_events_total", "outcome" => label).increment(1);
@@ -225,8 +233,7 @@ async fn write(
     }
     // one statement, so one round trip and its own transaction (migration 0013)
     let stored = sqlx::query!(
-        r#"select search_id as "search_id!", event_id as "event_id!", created as "created!",
-                  user_id, guest_session
+        r#"select search_id, event_id, created as "created!", user_id, guest_session
            from search_record_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
         i32::from(stripe),
         HISTORY_KEPT as i32,
@@ -244,20 +251,26 @@ async fn write(
     )
     .fetch_all(pool)
     .await?;
-    // who owns each search_id, and whether this batch created it
+    // who owns each search_id, and whether this batch created it; and whose account is closed
     let mut owners: HashMap<Uuid, (i64, Searcher, bool)> = HashMap::new();
+    let mut closed = HashSet::new();
     for row in stored {
+        let (Some(search_id), Some(event_id)) = (row.search_id, row.event_id) else {
+            closed.extend(row.user_id);
+            continue;
+        };
         let owner = match (row.user_id, row.guest_session) {
             (Some(id), _) => Searcher::User(id),
             (None, Some(session)) => Searcher::Guest(session),
             (None, None) => continue,
         };
-        owners.insert(row.search_id, (row.event_id, owner, row.created));
+        owners.insert(search_id, (event_id, owner, row.created));
     }
-    let mut created = std::collections::HashSet::new();
+    let mut created = HashSet::new();
     Ok(events
         .iter()
         .map(|e| match owners.get(&e.search_id) {
+            _ if e.searcher.user_id().is_some_and(|id| closed.contains(&id)) => Recorded::Closed,
             Some((id, owner, fresh)) if *owner == e.searcher => {
                 if *fresh && created.insert(e.search_id) {
                     Recorded::Created { id: *id }
@@ -289,25 +302,18 @@ pub async fn lock_searchers(
     Ok(())
 }
 
-/// Deletes all but the [`HISTORY_KEPT`] most recent entries of these users and guests. One
-/// index probe per searcher (a lateral subquery each), never a scan of everyone's history.
+/// Deletes all but the [`HISTORY_KEPT`] most recent entries of these users and guests
+/// (`search_history_trim`, migration 0015, which the batch write calls too).
 pub async fn trim_history(
     tx: &mut sqlx::PgConnection,
     users: &[i64],
     guests: &[String],
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "delete from search_history where id in (
-             select old.id from unnest($1::int8[]) as u(id)
-             cross join lateral (select id from search_history where user_id = u.id
-                                 order by searched_at desc, id desc offset $3) old
-             union all
-             select old.id from unnest($2::text[]) as g(session)
-             cross join lateral (select id from search_history where guest_session = g.session
-                                 order by searched_at desc, id desc offset $3) old)",
+        "select search_history_trim($1, $2, $3)",
         users,
         guests,
-        HISTORY_KEPT
+        HISTORY_KEPT as i32
     )
     .execute(&mut *tx)
     .await?;

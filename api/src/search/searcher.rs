@@ -80,6 +80,35 @@ pub fn guest_session(parts: &Parts) -> Result<Option<String>, ApiError> {
     Ok(Some(session.to_string()))
 }
 
+/// Who a request searches as. A bearer token wins over a guest header (and a bad token is
+/// refused, not ignored); neither is a 401. `check_account`: whether the user's account is
+/// looked up now (as [`AuthUser`] does) or left to the write that follows.
+async fn searcher_of<S>(
+    parts: &mut Parts,
+    state: &S,
+    check_account: bool,
+) -> Result<Searcher, ApiError>
+where
+    SharedKeys: FromRef<S>,
+    sqlx::PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    if parts.headers.contains_key(header::AUTHORIZATION) {
+        let user = if check_account {
+            AuthUser::from_request_parts(parts, state).await?
+        } else {
+            crate::auth::authenticate(parts, &SharedKeys::from_ref(state))?
+        };
+        return Ok(Searcher::User(user.id));
+    }
+    match guest_session(parts)? {
+        Some(session) => Ok(Searcher::Guest(session)),
+        None => Err(ApiError::Unauthorized(
+            "a bearer token or an X-Guest-Session header is required".into(),
+        )),
+    }
+}
+
 impl<S> FromRequestParts<S> for Searcher
 where
     SharedKeys: FromRef<S>,
@@ -88,19 +117,29 @@ where
 {
     type Rejection = ApiError;
 
-    /// A bearer token wins over a guest header (and a bad token is refused, not ignored);
-    /// neither is a 401.
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        if parts.headers.contains_key(header::AUTHORIZATION) {
-            let user = AuthUser::from_request_parts(parts, state).await?;
-            return Ok(Searcher::User(user.id));
-        }
-        match guest_session(parts)? {
-            Some(session) => Ok(Searcher::Guest(session)),
-            None => Err(ApiError::Unauthorized(
-                "a bearer token or an X-Guest-Session header is required".into(),
-            )),
-        }
+        searcher_of(parts, state, true).await
+    }
+}
+
+/// The searcher of a new search event: a [`Searcher`] whose token is verified but whose
+/// account is checked by the event's batch write (`search_record_events`, migration 0015),
+/// which answers a closed account with nothing written. One check per batch instead of one
+/// query per request: at 5,500 events/s offered the per-request lookups held ingestion to
+/// 4,324 events/s, against 5,258/s without them (ops/bench/search).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EventSearcher(pub Searcher);
+
+impl<S> FromRequestParts<S> for EventSearcher
+where
+    SharedKeys: FromRef<S>,
+    sqlx::PgPool: FromRef<S>,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        searcher_of(parts, state, false).await.map(EventSearcher)
     }
 }
 

@@ -438,6 +438,112 @@ async fn fifty_identical_searches_at_once_make_one_history_row() {
     assert_eq!(events, 50);
 }
 
+/// The batch write checks accounts itself (migration 0015): a closed account's searches are
+/// refused and written nowhere, and the searches sharing their batches are recorded.
+#[tokio::test]
+async fn an_erased_searcher_is_refused_and_the_rest_of_the_batch_is_recorded() {
+    let app = TestApp::without_worker().await;
+    let pool = &app.db.pool;
+    let active = app.student().await;
+    let erased = app.other_student().await;
+    sqlx::query(
+        "insert into users (email, full_name, role, timezone)
+         values ('third@example.com', 'Theo Third', 'student', 'America/New_York')",
+    )
+    .execute(pool)
+    .await
+    .expect("third student");
+    let racing = app.token("third@example.com").await;
+    let id_of = |email: &'static str| async move {
+        sqlx::query_scalar::<_, i64>("select id from users where email = $1")
+            .bind(email)
+            .fetch_one(pool)
+            .await
+            .expect("user id")
+    };
+    let (erased_id, racing_id) = (
+        id_of("other@example.com").await,
+        id_of("third@example.com").await,
+    );
+    sqlx::query("update users set erased_at = now() where id = $1")
+        .bind(erased_id)
+        .execute(pool)
+        .await
+        .expect("erase");
+
+    // sent at once, so that the batches mix the three searchers
+    let body = |n: usize| json!({"query": format!("violin {n}"), "result_count": 2});
+    let requests = (0..90).map(|n| {
+        let who = match n % 3 {
+            0 => user(&active),
+            1 => user(&erased),
+            _ => guest("guest-batch"),
+        };
+        send(
+            &app,
+            Method::POST,
+            "/api/v1/search/events",
+            who,
+            Some(body(n)),
+        )
+    });
+    let answers = futures::future::join_all(requests).await;
+    for (n, (status, answer)) in answers.iter().enumerate() {
+        if n % 3 == 1 {
+            assert_eq!(*status, 401, "{answer}");
+            assert_eq!(answer["code"], "unauthorized", "{answer}");
+        } else {
+            assert_eq!(*status, 201, "{answer}");
+        }
+    }
+    let count = |sql: &'static str, id: i64| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    };
+    let events = "select count(*) from search_events where user_id = $1";
+    let history = "select count(*) from search_history where user_id = $1";
+    assert_eq!(count(events, erased_id).await, 0);
+    assert_eq!(count(history, erased_id).await, 0);
+    let all: i64 = sqlx::query_scalar("select count(*) from search_events")
+        .fetch_one(pool)
+        .await
+        .expect("count");
+    assert_eq!(all, 60, "the others' searches are all recorded");
+
+    // an erasure under way (it holds its user FOR UPDATE until it commits, as
+    // worker::jobs::erasure does): a search of that user waits for it, then finds the account
+    // closed and writes nothing, so nothing of theirs outlives the erasure
+    let mut erasure = pool.begin().await.expect("begin");
+    sqlx::query("select 1 from users where id = $1 for update")
+        .bind(racing_id)
+        .execute(&mut *erasure)
+        .await
+        .expect("lock the user");
+    let search = send(
+        &app,
+        Method::POST,
+        "/api/v1/search/events",
+        user(&racing),
+        Some(body(1000)),
+    );
+    let erase = async move {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        sqlx::query("update users set erased_at = now() where id = $1")
+            .bind(racing_id)
+            .execute(&mut *erasure)
+            .await
+            .expect("erase");
+        erasure.commit().await.expect("commit");
+    };
+    let ((status, answer), ()) = tokio::join!(search, erase);
+    assert_eq!(status, 401, "{answer}");
+    assert_eq!(count(events, racing_id).await, 0);
+    assert_eq!(count(history, racing_id).await, 0);
+}
+
 #[tokio::test]
 async fn fifty_repeated_conversions_make_one() {
     let app = TestApp::without_worker().await;

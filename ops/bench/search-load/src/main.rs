@@ -6,7 +6,10 @@
 //! 3. pgbench running the equivalent insert + history upsert, one event per transaction, as
 //!    what Postgres alone sustains here;
 //! 4. the ingestion endpoint of the release `api` binary driven open loop (every request
-//!    sent when due, latency measured from then) at max(5,500/s, half of pgbench's rate), 10% over the target.
+//!    due on a fixed schedule, latency measured from when it was due) at max(5,500/s, half
+//!    of pgbench's rate), 10% over the target, over a fixed set of keep-alive connections
+//!    (`--connections`, as wrk2 does): a request due while all are busy waits for one, and
+//!    that wait counts in its latency.
 //!
 //! Prints both sides with the targets: rollup <= 3x the bare scan and < 5 s; ingestion
 //! >= 5,000 events/s with p99 < 20 ms and >= half of pgbench.
@@ -37,6 +40,9 @@ struct Args {
     /// Offered ingestion rate; default max(5,500, half of pgbench's rate).
     #[arg(long)]
     rate: Option<u64>,
+    /// Keep-alive connections the load generator sends over, at most.
+    #[arg(long, default_value_t = 128)]
+    connections: usize,
     /// pgbench clients.
     #[arg(long, default_value_t = 16)]
     pgbench_clients: u32,
@@ -173,8 +179,9 @@ async fn run(
     let load = ingest(args, &db.url, rate).await?;
     let half = pgbench_tps / 2.0;
     println!(
-        "INGEST: offered {rate}/s for {} s: achieved {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, statuses {:?}; targets >= 5000/s {}, p99 < 20 ms {}, >= half of pgbench ({half:.0}/s) {}",
+        "INGEST: offered {rate}/s for {} s over at most {} connections: achieved {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, statuses {:?}; targets >= 5000/s {}, p99 < 20 ms {}, >= half of pgbench ({half:.0}/s) {}",
         args.seconds,
+        args.connections,
         load.achieved,
         load.p50,
         load.p99,
@@ -183,6 +190,14 @@ async fn run(
         verdict(load.achieved >= 5000.0),
         verdict(load.p99 < 20.0),
         verdict(load.achieved >= half),
+    );
+    println!(
+        "INGEST CPU per recorded event (measured window): api {:.0} us, postgres {:.0} us ({:.0} us of it autovacuum, WAL writer and the other background processes), load generator {:.0} us; the machine's two cores give {:.0} us per event at the offered rate",
+        load.cpu_us.api,
+        load.cpu_us.postgres,
+        load.cpu_us.postgres_background,
+        load.cpu_us.generator,
+        2e6 / rate as f64,
     );
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339(),
@@ -200,8 +215,11 @@ async fn run(
         "scan_runs_ms": scans.iter().map(|d| ms(*d)).collect::<Vec<_>>(),
         "plan": plan,
         "pgbench_events_per_s": pgbench_tps,
-        "ingest": {"offered_per_s": rate, "seconds": args.seconds, "achieved_per_s": load.achieved,
-                   "p50_ms": load.p50, "p99_ms": load.p99, "max_ms": load.max, "statuses": load.statuses},
+        "ingest": {"offered_per_s": rate, "seconds": args.seconds, "connections": args.connections, "achieved_per_s": load.achieved,
+                   "p50_ms": load.p50, "p99_ms": load.p99, "max_ms": load.max, "statuses": load.statuses,
+                   "cpu_us_per_event": {"api": load.cpu_us.api, "postgres": load.cpu_us.postgres,
+                                        "postgres_background": load.cpu_us.postgres_background,
+                                        "generator": load.cpu_us.generator}},
         "targets": {"rollup_over_scan_max": 3.0, "rollup_max_ms": 5000.0, "ingest_min_per_s": 5000.0,
                     "ingest_p99_max_ms": 20.0, "ingest_min_share_of_pgbench": 0.5},
     });
@@ -364,6 +382,80 @@ struct Load {
     p99: f64,
     max: f64,
     statuses: std::collections::BTreeMap<u16, u64>,
+    cpu_us: CpuPerEvent,
+}
+
+/// CPU time per recorded event, from /proc: what each side of the measurement costs.
+#[derive(Debug, Default)]
+struct CpuPerEvent {
+    api: f64,
+    postgres: f64,
+    /// Of `postgres`: the processes that serve no client (autovacuum, the WAL writer, the
+    /// checkpointer, ...).
+    postgres_background: f64,
+    generator: f64,
+}
+
+/// CPU seconds (user + system) used so far by process `pid`, by every `postgres` process,
+/// and by this one.
+#[derive(Debug, Clone, Copy)]
+struct CpuTimes {
+    api: f64,
+    postgres: f64,
+    postgres_background: f64,
+    generator: f64,
+}
+
+impl CpuTimes {
+    fn now(api: u32) -> Self {
+        let (mut postgres, mut postgres_background) = (0.0, 0.0);
+        let pids = std::fs::read_dir("/proc")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok());
+        for pid in pids {
+            let Some((comm, cpu)) = process_cpu(pid) else {
+                continue;
+            };
+            if comm != "postgres" {
+                continue;
+            }
+            postgres += cpu;
+            // a backend's title names its client ("... 127.0.0.1(5432) idle", "[local]")
+            let title = std::fs::read_to_string(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if !(title.contains('(') || title.contains("[local]")) {
+                postgres_background += cpu;
+            }
+        }
+        CpuTimes {
+            api: process_cpu(api).map_or(0.0, |(_, cpu)| cpu),
+            postgres,
+            postgres_background,
+            generator: process_cpu(std::process::id()).map_or(0.0, |(_, cpu)| cpu),
+        }
+    }
+
+    fn per_event_since(self, start: CpuTimes, events: f64) -> CpuPerEvent {
+        let us = |end: f64, start: f64| (end - start) * 1e6 / events.max(1.0);
+        CpuPerEvent {
+            api: us(self.api, start.api),
+            postgres: us(self.postgres, start.postgres),
+            postgres_background: us(self.postgres_background, start.postgres_background),
+            generator: us(self.generator, start.generator),
+        }
+    }
+}
+
+/// The command name and CPU seconds of a process (fields 14 and 15 of /proc/PID/stat, in
+/// clock ticks of 1/100 s on Linux).
+fn process_cpu(pid: u32) -> Option<(String, f64)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let (head, rest) = stat.rsplit_once(')')?;
+    let comm = head.split_once('(')?.1.to_string();
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some((comm, ticks / 100.0))
 }
 
 const AGENTS: [&str; 4] = [
@@ -393,9 +485,15 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         .kill_on_drop(true)
         .spawn()
         .with_context(|| format!("starting {}", path.display()))?;
+    let api_pid = api.id().context("the api's pid")?;
     let base = format!("http://127.0.0.1:{port}");
+    // One connection per request in flight, without a bound, is no open loop on one machine:
+    // once the api fell behind, the generator opened a connection per late request, and
+    // finding each a free local port among the 20,000 in TIME_WAIT took half of both cores
+    // in the kernel (__inet_check_established, perf), starving the api it was measuring.
+    let connections = Arc::new(tokio::sync::Semaphore::new(args.connections.max(1)));
     let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(512)
+        .pool_max_idle_per_host(args.connections.max(1))
         .build()?;
     for _ in 0..200 {
         if http.get(format!("{base}/health")).send().await.is_ok() {
@@ -420,44 +518,58 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
     let warmup = rate * 2;
     let total = warmup + rate * args.seconds;
     let interval = Duration::from_secs_f64(1.0 / rate as f64);
-    let results: Arc<Mutex<Vec<(u64, u16, Duration)>>> = Arc::default();
+    // every request made before the clock starts, so that the generator spends its CPU on
+    // sending, not on building JSON
     let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    let url = format!("{base}/api/v1/search/events");
+    let requests: Vec<reqwest::Request> = (0..total)
+        .map(|n| {
+            // Zipf-like query rank, 20% guests, 5% bots
+            let rank = (rng.random::<f64>() * QUERIES.ln()).exp().floor() as u64;
+            let guest = rng.random::<f64>() < 0.2;
+            let agent = if rng.random::<f64>() < 0.05 {
+                AGENTS[3]
+            } else {
+                AGENTS[(n % 3) as usize]
+            };
+            let zero = rng.random::<f64>() < 0.08;
+            let body = json!({
+                "search_id": uuid::Uuid::new_v4(),
+                "query": format!("Piano Lessons {rank}"),
+                "result_count": if zero { 0 } else { 1 + rank % 40 },
+                "filters": {"city": "nyc", "max_price": 80},
+                "shown": if zero { json!([]) } else { json!([
+                    {"instructor_id": 1 + rank % 500, "position": 0},
+                    {"instructor_id": 2 + rank % 500, "position": 1},
+                    {"instructor_id": 3 + rank % 500, "position": 2}]) },
+            });
+            let request = http.post(&url).header("user-agent", agent).json(&body);
+            let request = if guest {
+                request.header("x-guest-session", format!("guest-{}", n % 60_000))
+            } else {
+                request.bearer_auth(&tokens[(n as usize * 7919) % tokens.len()])
+            };
+            Ok(request.build()?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let results: Arc<Mutex<Vec<(u64, u16, Duration)>>> = Arc::default();
     let started = Instant::now();
     let mut tasks = Vec::with_capacity(total as usize);
-    for n in 0..total {
+    let mut cpu_start = None;
+    for (n, request) in (0..total).zip(requests) {
         let due = started + interval * n as u32;
         tokio::time::sleep_until(due.into()).await;
-        // Zipf-like query rank, 20% guests, 5% bots
-        let rank = (rng.random::<f64>() * QUERIES.ln()).exp().floor() as u64;
-        let guest = rng.random::<f64>() < 0.2;
-        let agent = if rng.random::<f64>() < 0.05 {
-            AGENTS[3]
-        } else {
-            AGENTS[(n % 3) as usize]
-        };
-        let zero = rng.random::<f64>() < 0.08;
-        let body = json!({
-            "search_id": uuid::Uuid::new_v4(),
-            "query": format!("Piano Lessons {rank}"),
-            "result_count": if zero { 0 } else { 1 + rank % 40 },
-            "filters": {"city": "nyc", "max_price": 80},
-            "shown": if zero { json!([]) } else { json!([
-                {"instructor_id": 1 + rank % 500, "position": 0},
-                {"instructor_id": 2 + rank % 500, "position": 1},
-                {"instructor_id": 3 + rank % 500, "position": 2}]) },
-        });
-        let mut request = http
-            .post(format!("{base}/api/v1/search/events"))
-            .header("user-agent", agent)
-            .json(&body);
-        request = if guest {
-            request.header("x-guest-session", format!("guest-{}", n % 60_000))
-        } else {
-            request.bearer_auth(&tokens[(n as usize * 7919) % tokens.len()])
-        };
+        if n == warmup {
+            cpu_start = Some(CpuTimes::now(api_pid));
+        }
         let results = results.clone();
+        let connections = connections.clone();
+        let http = http.clone();
         tasks.push(tokio::spawn(async move {
-            let status = match request.send().await {
+            let Ok(_connection) = connections.acquire_owned().await else {
+                return;
+            };
+            let status = match http.execute(request).await {
                 Ok(r) => r.status().as_u16(),
                 Err(_) => 0,
             };
@@ -472,6 +584,7 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         let _ = task.await;
     }
     let finished_in = started.elapsed();
+    let cpu_end = CpuTimes::now(api_pid);
     let _ = api.kill().await;
     let mut hist = Histogram::<u64>::new(3)?;
     let mut statuses = std::collections::BTreeMap::new();
@@ -502,6 +615,9 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         p50: q(0.5),
         p99: q(0.99),
         max: hist.max() as f64 / 1000.0,
+        cpu_us: cpu_start
+            .map(|start| cpu_end.per_event_since(start, measured))
+            .unwrap_or_default(),
         statuses,
     })
 }
