@@ -50,7 +50,7 @@ pub async fn build_state(
     Ok(AppState {
         search: search::ingest::Ingest::start(
             db.clone(),
-            (config.database_pool_size as usize / 2).clamp(1, 4),
+            (config.database_pool_size as usize / 2).clamp(1, search::ingest::Ingest::WRITERS),
         ),
         ip_hasher,
         finished: Arc::default(),

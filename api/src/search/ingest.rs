@@ -37,7 +37,7 @@ use super::{client::UaClass, searcher::Searcher};
 use crate::error::{ApiError, ApiResult};
 
 /// The most events written in one transaction.
-pub const MAX_BATCH: usize = 128;
+pub const MAX_BATCH: usize = 256;
 /// The stripes of a day's query counts (migration 0013).
 const STRIPES: usize = 16;
 /// Events waiting for a writer before requests wait to hand theirs over.
@@ -85,6 +85,15 @@ pub struct Ingest {
 }
 
 impl Ingest {
+    /// Writer tasks per api process: one per core of the machine this was measured on. More
+    /// writers wait on each other inside Postgres (the same users' rows, the same searchers'
+    /// locks): at 5,500 events/s offered (ops/bench/search, 100,000-event day) Postgres spent
+    /// 175-215 us per event with four writers (six runs), 156-186 us with two (four runs) and
+    /// 133-144 us with one (four runs);
+    /// one writer leaves a single transaction in flight, so a slow commit holds up every
+    /// request.
+    pub const WRITERS: usize = 2;
+
     /// Starts `writers` writer tasks on `pool`; they end when the last handle is dropped.
     pub fn start(pool: PgPool, writers: usize) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
