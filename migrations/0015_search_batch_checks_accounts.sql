@@ -47,7 +47,14 @@ create function search_record_events(
     p_filters jsonb[], p_shown jsonb[], p_ip_hashes bytea[], p_ua_classes text[]
 ) returns table (search_id uuid, event_id bigint, created boolean, user_id bigint,
                  guest_session text)
-language plpgsql as $fn$
+language plpgsql
+-- Generic plans for every statement of the call, the trigger's included. Left to itself, the
+-- plan cache kept planning these statements afresh on every call (their arrays make each
+-- custom plan look cheaper than the generic one), and planning cost more than running: by
+-- pgbench from one client, a one-event call took 3.1 ms and a 128-event call 21.4 ms under
+-- plan_cache_mode = auto, 2.1 ms and 14.7 ms under force_generic_plan.
+set plan_cache_mode = force_generic_plan
+as $fn$
 #variable_conflict use_column
 declare
     closed bigint[];
