@@ -195,12 +195,10 @@ impl FinishedMinutes {
         let closed_until = floor_minute(now - Self::SETTLED).max(day_whole);
         let missing_from = {
             let mut kept = self.lock();
-            // a clock set back (a test's) reopens kept minutes: count them anew
-            if kept.until.is_some_and(|until| until > closed_until) {
-                *kept = KeptMinutes::default();
-            }
+            // kept minutes serve only while they end inside the day and at or before the
+            // settled minutes; a clock set back (a test's) reopens them: count them anew
             match kept.until {
-                Some(until) if until >= day_whole => until,
+                Some(until) if (day_whole..=closed_until).contains(&until) => until,
                 _ => {
                     *kept = KeptMinutes::default();
                     day_whole
