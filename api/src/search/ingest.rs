@@ -89,9 +89,8 @@ impl Ingest {
     /// writers wait on each other inside Postgres (the same users' rows, the same searchers'
     /// locks): at 5,500 events/s offered (ops/bench/search, 100,000-event day) Postgres spent
     /// 175-215 us per event with four writers (six runs), 156-186 us with two (four runs) and
-    /// 133-144 us with one (four runs);
-    /// one writer leaves a single transaction in flight, so a slow commit holds up every
-    /// request.
+    /// 133-144 us with one (four runs); but one writer leaves a single transaction in flight,
+    /// so a slow commit holds up every request.
     pub const WRITERS: usize = 2;
 
     /// Starts `writers` writer tasks on `pool`; they end when the last handle is dropped.
@@ -278,16 +277,20 @@ async fn write(
     let mut created = HashSet::new();
     Ok(events
         .iter()
-        .map(|e| match owners.get(&e.search_id) {
-            _ if e.searcher.user_id().is_some_and(|id| closed.contains(&id)) => Recorded::Closed,
-            Some((id, owner, fresh)) if *owner == e.searcher => {
-                if *fresh && created.insert(e.search_id) {
-                    Recorded::Created { id: *id }
-                } else {
-                    Recorded::Repeated { id: *id }
-                }
+        .map(|e| {
+            if e.searcher.user_id().is_some_and(|id| closed.contains(&id)) {
+                return Recorded::Closed;
             }
-            _ => Recorded::Taken,
+            match owners.get(&e.search_id) {
+                Some((id, owner, fresh)) if *owner == e.searcher => {
+                    if *fresh && created.insert(e.search_id) {
+                        Recorded::Created { id: *id }
+                    } else {
+                        Recorded::Repeated { id: *id }
+                    }
+                }
+                _ => Recorded::Taken,
+            }
         })
         .collect())
 }

@@ -182,6 +182,7 @@ async fn run(
     // the measured load (whose first writes to each page would then log whole pages)
     sqlx::query("checkpoint").execute(pool).await?;
     let load = ingest(args, &db.url, rate).await?;
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let half = pgbench_tps / 2.0;
     println!(
         "INGEST: offered {rate}/s for {} s over at most {} connections: achieved {:.0} events/s, p50 {:.2} ms, p99 {:.2} ms, max {:.1} ms, statuses {:?}; targets >= 5000/s {}, p99 < 20 ms {}, >= half of pgbench ({half:.0}/s) {}",
@@ -197,16 +198,16 @@ async fn run(
         verdict(load.achieved >= half),
     );
     println!(
-        "INGEST CPU per recorded event (measured window): api {:.0} us, postgres {:.0} us ({:.0} us of it autovacuum, WAL writer and the other background processes), load generator {:.0} us; the machine's two cores give {:.0} us per event at the offered rate",
+        "INGEST CPU per recorded event (measured window): api {:.0} us, postgres {:.0} us ({:.0} us of it autovacuum, WAL writer and the other background processes), load generator {:.0} us; the machine's {cores} cores give {:.0} us per event at the offered rate",
         load.cpu_us.api,
         load.cpu_us.postgres,
         load.cpu_us.postgres_background,
         load.cpu_us.generator,
-        2e6 / rate as f64,
+        cores as f64 * 1e6 / rate as f64,
     );
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339(),
-        "machine": {"cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)},
+        "machine": {"cores": cores},
         "events": args.events,
         "day": args.day,
         "generated_s": generated_in.as_secs_f64(),
@@ -387,31 +388,25 @@ struct Load {
     p99: f64,
     max: f64,
     statuses: std::collections::BTreeMap<u16, u64>,
-    cpu_us: CpuPerEvent,
+    cpu_us: Cpu,
 }
 
-/// CPU time per recorded event, from /proc: what each side of the measurement costs.
-#[derive(Debug, Default)]
-struct CpuPerEvent {
+/// CPU used by each side of the measurement, from /proc: seconds so far ([`Cpu::now`]), or
+/// microseconds per recorded event ([`Cpu::per_event_since`]).
+#[derive(Debug, Default, Clone, Copy)]
+struct Cpu {
+    /// The api process.
     api: f64,
+    /// Every `postgres` process.
     postgres: f64,
     /// Of `postgres`: the processes that serve no client (autovacuum, the WAL writer, the
     /// checkpointer, ...).
     postgres_background: f64,
+    /// This process.
     generator: f64,
 }
 
-/// CPU seconds (user + system) used so far by process `pid`, by every `postgres` process,
-/// and by this one.
-#[derive(Debug, Clone, Copy)]
-struct CpuTimes {
-    api: f64,
-    postgres: f64,
-    postgres_background: f64,
-    generator: f64,
-}
-
-impl CpuTimes {
+impl Cpu {
     fn now(api: u32) -> Self {
         let (mut postgres, mut postgres_background) = (0.0, 0.0);
         let pids = std::fs::read_dir("/proc")
@@ -433,7 +428,7 @@ impl CpuTimes {
                 postgres_background += cpu;
             }
         }
-        CpuTimes {
+        Cpu {
             api: process_cpu(api).map_or(0.0, |(_, cpu)| cpu),
             postgres,
             postgres_background,
@@ -441,9 +436,9 @@ impl CpuTimes {
         }
     }
 
-    fn per_event_since(self, start: CpuTimes, events: f64) -> CpuPerEvent {
+    fn per_event_since(self, start: Cpu, events: f64) -> Cpu {
         let us = |end: f64, start: f64| (end - start) * 1e6 / events.max(1.0);
-        CpuPerEvent {
+        Cpu {
             api: us(self.api, start.api),
             postgres: us(self.postgres, start.postgres),
             postgres_background: us(self.postgres_background, start.postgres_background),
@@ -565,7 +560,7 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         let due = started + interval * n as u32;
         tokio::time::sleep_until(due.into()).await;
         if n == warmup {
-            cpu_start = Some(CpuTimes::now(api_pid));
+            cpu_start = Some(Cpu::now(api_pid));
         }
         let results = results.clone();
         let connections = connections.clone();
@@ -589,7 +584,7 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
         let _ = task.await;
     }
     let finished_in = started.elapsed();
-    let cpu_end = CpuTimes::now(api_pid);
+    let cpu_end = Cpu::now(api_pid);
     let _ = api.kill().await;
     let mut hist = Histogram::<u64>::new(3)?;
     let mut statuses = std::collections::BTreeMap::new();
