@@ -37,12 +37,12 @@ pub async fn build_state(
     clock: SharedClock,
 ) -> Result<AppState, shared::error::Error> {
     let db = shared::db::prepare(&config.database_url, config.database_pool_size).await?;
-    let redis = config.redis();
-    let ip_hasher = search::client::IpHasher::new(
+    let redis = Arc::new(config.redis());
+    let ip_hasher = Arc::new(search::client::IpHasher::new(
         config
             .search_ip_hash_key()
             .map_err(|e| shared::error::Error::Other(e.to_string()))?,
-    );
+    ));
     // the months search events are written into; the worker keeps them ahead as well
     if let Err(e) = shared::search::ensure_partitions(&db, clock.now()).await {
         tracing::warn!(error = %e, "could not check the search event partitions");
@@ -157,12 +157,12 @@ pub fn router(state: AppState) -> Router {
                 let route = request
                     .extensions()
                     .get::<MatchedPath>()
-                    .map(|p| p.as_str().to_string());
+                    .map(MatchedPath::as_str);
                 tracing::info_span!(
                     "request",
                     request_id = %uuid::Uuid::new_v4(),
                     method = %request.method(),
-                    route = route.as_deref().unwrap_or("unmatched"),
+                    route = route.unwrap_or("unmatched"),
                     user_id = tracing::field::Empty,
                     booking_id = tracing::field::Empty,
                 )

@@ -79,7 +79,7 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     .map(|r| r.is_ok())
     .unwrap_or(false);
     let redis = tokio::time::timeout(Duration::from_secs(2), async {
-        let mut conn = shared::queue::connect(&state.redis).await?;
+        let mut conn = shared::queue::connect(&*state.redis).await?;
         redis::cmd("PING").query_async::<String>(&mut conn).await
     })
     .await

@@ -230,14 +230,14 @@ async fn write(
         search_ids.push(e.search_id);
         searched_at.push(e.searched_at);
         user_ids.push(e.searcher.user_id());
-        guests.push(e.searcher.guest_session().map(str::to_string));
-        queries.push(e.query.clone());
-        normalized.push(e.normalized_query.clone());
+        guests.push(e.searcher.guest_session());
+        queries.push(e.query.as_str());
+        normalized.push(e.normalized_query.as_str());
         result_counts.push(e.result_count);
-        filters.push(e.filters.clone());
-        shown.push(e.shown.clone());
-        ip_hashes.push(e.ip_hash.clone());
-        ua_classes.push(e.ua_class.as_str().to_string());
+        filters.push(e.filters.as_ref());
+        shown.push(e.shown.as_ref());
+        ip_hashes.push(e.ip_hash.as_deref());
+        ua_classes.push(e.ua_class.as_str());
     }
     // one statement, so one round trip and its own transaction (migration 0013)
     let stored = sqlx::query!(
@@ -248,14 +248,14 @@ async fn write(
         &search_ids,
         &searched_at,
         &user_ids as &[Option<i64>],
-        &guests as &[Option<String>],
-        &queries,
-        &normalized,
+        &guests as &[Option<&str>],
+        &queries as &[&str],
+        &normalized as &[&str],
         &result_counts,
-        &filters as &[Option<serde_json::Value>],
-        &shown as &[Option<serde_json::Value>],
-        &ip_hashes as &[Option<Vec<u8>>],
-        &ua_classes,
+        &filters as &[Option<&serde_json::Value>],
+        &shown as &[Option<&serde_json::Value>],
+        &ip_hashes as &[Option<&[u8]>],
+        &ua_classes as &[&str],
     )
     .fetch_all(pool)
     .await?;
