@@ -15,6 +15,8 @@
 //! >= 5,000 events/s with p99 < 20 ms and >= half of pgbench.
 mod open_loop;
 
+use open_loop::Outcome;
+
 use std::{
     path::PathBuf,
     process::Stdio,
@@ -50,6 +52,10 @@ struct Args {
     /// pgbench clients.
     #[arg(long, default_value_t = 16)]
     pgbench_clients: u32,
+    /// Write every measured request's due time and latency here (CSV, milliseconds), to see
+    /// whether a high percentile comes from a few stalls or from every request.
+    #[arg(long)]
+    timeline: Option<PathBuf>,
     /// Where the release binaries are.
     #[arg(long, default_value = "target/release")]
     bin_dir: PathBuf,
@@ -218,6 +224,11 @@ async fn run(
         load.cpu_us.generator,
         cores as f64 * 1e6 / rate as f64,
     );
+    if let Some((count, mean)) = load.batches {
+        println!(
+            "INGEST BATCHES (warm-up included): {count:.0} transactions of {mean:.1} events on average"
+        );
+    }
     let report = json!({
         "date": chrono::Utc::now().to_rfc3339(),
         "machine": {"cores": cores},
@@ -238,7 +249,8 @@ async fn run(
                    "p50_ms": load.p50, "p99_ms": load.p99, "max_ms": load.max, "statuses": load.statuses,
                    "cpu_us_per_event": {"api": load.cpu_us.api, "postgres": load.cpu_us.postgres,
                                         "postgres_background": load.cpu_us.postgres_background,
-                                        "generator": load.cpu_us.generator}},
+                                        "generator": load.cpu_us.generator},
+                   "batches": load.batches.map(|(count, mean)| json!({"count": count, "mean_size": mean}))},
         "targets": {"rollup_over_scan_max": 3.0, "rollup_max_ms": 5000.0, "ingest_min_per_s": 5000.0,
                     "ingest_p99_max_ms": 20.0, "ingest_min_share_of_pgbench": 0.5},
     });
@@ -342,10 +354,29 @@ async fn generate(
     )
     .execute(&mut *tx)
     .await?;
+    // the histories the day leaves: each searcher's ten latest distinct queries, so that the
+    // measured load meets full histories (every new entry then deletes its searcher's oldest),
+    // as a day of traffic does, not empty ones that only grow
+    sqlx::query(
+        "insert into search_history (user_id, guest_session, query, normalized_query, searched_at)
+         select user_id, guest_session, query, normalized_query, searched_at
+         from (select l.*, row_number() over (partition by user_id, guest_session
+                                              order by searched_at desc) as k
+               from (select distinct on (user_id, guest_session, normalized_query)
+                            user_id, guest_session, query, normalized_query, searched_at
+                     from search_events
+                     order by user_id, guest_session, normalized_query, searched_at desc) l) ranked
+         where k <= $1",
+    )
+    .bind(api::search::ingest::HISTORY_KEPT)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
-    sqlx::query("vacuum analyze search_events, search_interactions, search_ids, users")
-        .execute(pool)
-        .await?;
+    sqlx::query(
+        "vacuum analyze search_events, search_interactions, search_ids, users, search_history",
+    )
+    .execute(pool)
+    .await?;
     Ok(())
 }
 
@@ -402,6 +433,8 @@ struct Load {
     max: f64,
     statuses: std::collections::BTreeMap<u16, u64>,
     cpu_us: Cpu,
+    /// Batches written and their mean size.
+    batches: Option<(f64, f64)>,
 }
 
 /// CPU used by each side of the measurement, from /proc: seconds so far ([`Cpu::now`]), or
@@ -589,8 +622,19 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
     })
     .await??;
     let cpu_end = Cpu::now(api_pid);
+    let batches = batch_sizes(&http, &base).await;
     let _ = api.kill().await;
     let cpu_start = *cpu_start.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
+    if let Some(path) = &args.timeline {
+        let mut csv = String::from("due_ms,latency_ms,status\n");
+        let mut sorted: Vec<&Outcome> = results.iter().filter(|(n, ..)| *n >= warmup).collect();
+        sorted.sort_by_key(|(n, ..)| *n);
+        for (n, status, elapsed) in sorted {
+            let due = (interval * (*n - warmup) as u32).as_secs_f64() * 1e3;
+            csv.push_str(&format!("{due:.1},{:.2},{status}\n", ms(*elapsed)));
+        }
+        std::fs::write(path, csv)?;
+    }
     let mut hist = Histogram::<u64>::new(3)?;
     let mut statuses = std::collections::BTreeMap::new();
     let mut last_done = Duration::ZERO;
@@ -619,5 +663,28 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
             .map(|start| cpu_end.per_event_since(start, measured))
             .unwrap_or_default(),
         statuses,
+        batches,
     })
+}
+
+/// The batches the api wrote over the whole run, warm-up included, from its `/metrics`
+/// (`search_event_batch_size`): how many, and their mean size.
+async fn batch_sizes(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+    let text = http
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .ok()?
+        .text()
+        .await
+        .ok()?;
+    let value = |name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
+    };
+    let count = value("search_event_batch_size_count")?;
+    Some((
+        count,
+        value("search_event_batch_size_sum")? / count.max(1.0),
+    ))
 }
