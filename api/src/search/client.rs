@@ -181,9 +181,12 @@ mod tests {
             ("curl/8.4.0", UaClass::Bot),
             ("", UaClass::Bot),
         ];
-        for (agent, class) in cases {
-            assert_eq!(UaClass::of(Some(agent)), class, "{agent}");
+        // twice: the second answer comes from the kept classes
+        for (agent, class) in cases.iter().chain(cases.iter()) {
+            assert_eq!(UaClass::of(Some(agent)), *class, "{agent}");
         }
+        let long = format!("Googlebot/2.1 {}", "x".repeat(UA_CACHE_MAX_LEN));
+        assert_eq!(UaClass::of(Some(&long)), UaClass::Bot, "an agent too long to keep");
         assert_eq!(UaClass::of(None), UaClass::Bot);
     }
 
