@@ -186,7 +186,11 @@ mod tests {
             assert_eq!(UaClass::of(Some(agent)), *class, "{agent}");
         }
         let long = format!("Googlebot/2.1 {}", "x".repeat(UA_CACHE_MAX_LEN));
-        assert_eq!(UaClass::of(Some(&long)), UaClass::Bot, "an agent too long to keep");
+        assert_eq!(
+            UaClass::of(Some(&long)),
+            UaClass::Bot,
+            "an agent too long to keep"
+        );
         assert_eq!(UaClass::of(None), UaClass::Bot);
     }
 

@@ -27,8 +27,8 @@ use std::{
 use anyhow::Context;
 use clap::Parser;
 use hdrhistogram::Histogram;
-use rand::{Rng, SeedableRng};
 use open_loop::Outcome;
+use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 #[derive(Parser)]
