@@ -8,7 +8,7 @@
 //! (ops/bench/search, 5,500/s); here each connection is one task that takes the next due
 //! request itself, with no pool, no per-request task and no lock.
 use std::{
-    cell::{Cell, RefCell},
+    cell::RefCell,
     net::SocketAddr,
     rc::Rc,
     time::{Duration, Instant},
@@ -40,8 +40,7 @@ pub fn run(
     local.block_on(&runtime, async move {
         let total = requests.len();
         let shared = Rc::new(Shared {
-            requests: RefCell::new(requests.into_iter().map(Some).collect()),
-            next: Cell::new(0),
+            requests: RefCell::new(requests.into_iter().enumerate()),
             on_due: RefCell::new(Box::new(on_due)),
             started: Instant::now(),
             interval,
@@ -58,8 +57,8 @@ pub fn run(
 }
 
 struct Shared {
-    requests: RefCell<Vec<Option<Request<Full<Bytes>>>>>,
-    next: Cell<usize>,
+    /// The requests not yet taken, each with its index.
+    requests: RefCell<std::iter::Enumerate<std::vec::IntoIter<Request<Full<Bytes>>>>>,
     on_due: RefCell<Box<dyn FnMut(usize)>>,
     started: Instant,
     interval: Duration,
@@ -68,9 +67,7 @@ struct Shared {
 impl Shared {
     /// The next request not yet taken, and when it is due.
     fn take(&self) -> Option<(usize, Instant, Request<Full<Bytes>>)> {
-        let n = self.next.get();
-        let request = self.requests.borrow_mut().get_mut(n)?.take()?;
-        self.next.set(n + 1);
+        let (n, request) = self.requests.borrow_mut().next()?;
         Some((n, self.started + self.interval * n as u32, request))
     }
 }
