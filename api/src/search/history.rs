@@ -77,10 +77,23 @@ pub async fn delete(pool: &PgPool, searcher: &Searcher, id: i64) -> Result<bool,
 
 /// Moves guest session `guest`'s history to user `user_id`: deduplicated on the normalized
 /// query (the more recent search wins), ten at most, and the guest's rows are gone. Returns
-/// how many guest entries were merged.
+/// how many guest entries were moved; none for a closed account, whose guest rows stay for
+/// the guest retention to expire.
 #[tracing::instrument(level = "debug", skip_all)]
 pub async fn claim(pool: &PgPool, user_id: i64, guest: &str) -> Result<u64, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // the account first, as the batch write of search events takes it (before the searchers'
+    // locks), and the same lock: an erasure that holds the row FOR UPDATE runs first, and
+    // then there is nobody to claim for (no foreign key checks this: migration 0017)
+    let open = sqlx::query_scalar!(
+        r#"select true as "open!" from users where id = $1 and erased_at is null for key share"#,
+        user_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if open.is_none() {
+        return Ok(0);
+    }
     let user = Searcher::User(user_id);
     let guest_searcher = Searcher::Guest(guest.to_string());
     lock_searchers(&mut tx, &[&user, &guest_searcher]).await?;

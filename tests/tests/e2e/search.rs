@@ -715,6 +715,41 @@ async fn a_guest_history_is_claimed_at_login() {
     assert_eq!((status, body["claimed"].as_i64()), (200, Some(0)));
 }
 
+/// An erasure that lands between a claim's authentication and its write: the claim finds
+/// the account closed and moves nothing (no foreign key would have stopped it: the erased
+/// user's row is kept).
+#[tokio::test]
+async fn a_claim_for_an_account_erased_meanwhile_moves_nothing() {
+    let (app, _clock) = app_at("2026-06-10T16:00:00Z", &[]).await;
+    app.student().await;
+    search(
+        &app,
+        guest("phone-2"),
+        json!({"query": "guest only", "result_count": 1}),
+    )
+    .await;
+    let user_id: i64 = sqlx::query_scalar(
+        "update users set erased_at = now() where email = 'student@example.com' returning id",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("erase");
+    let moved = api::search::history::claim(&app.db.pool, user_id, "phone-2")
+        .await
+        .expect("claim");
+    assert_eq!(moved, 0);
+    let rows: Vec<(Option<i64>, Option<String>)> =
+        sqlx::query_as("select user_id, guest_session from search_history")
+            .fetch_all(&app.db.pool)
+            .await
+            .expect("history");
+    assert_eq!(
+        rows,
+        [(None, Some("phone-2".to_string()))],
+        "the guest's row stays, for the guest retention"
+    );
+}
+
 #[tokio::test]
 async fn one_user_cannot_read_or_delete_anothers_history() {
     let app = TestApp::without_worker().await;
