@@ -55,6 +55,16 @@ fn describe() {
         Unit::Count,
         "Error answers by their stable code (the `code` of the JSON body)"
     );
+    metrics::describe_histogram!(
+        "search_event_batch_size",
+        Unit::Count,
+        "Search events written per transaction of the batch writers"
+    );
+    metrics::describe_histogram!(
+        "search_event_batch_seconds",
+        Unit::Seconds,
+        "Time a batch of search events took to write and commit, until its requests were answered"
+    );
     metrics::describe_counter!("bookings_created_total", Unit::Count, "Bookings made");
     metrics::describe_counter!(
         "bookings_cancelled_total",

@@ -138,7 +138,9 @@ async fn write_loop(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
             batch
         };
         metrics::histogram!("search_event_batch_size").record(batch.len() as f64);
+        let started = std::time::Instant::now();
         write_and_answer(&pool, batch, stripe).await;
+        metrics::histogram!("search_event_batch_seconds").record(started.elapsed().as_secs_f64());
     }
 }
 

@@ -225,9 +225,9 @@ async fn run(
         load.cpu_us.generator,
         cores as f64 * 1e6 / rate as f64,
     );
-    if let Some((count, mean)) = load.batches {
+    if let Some((count, mean, ms)) = load.batches {
         println!(
-            "INGEST BATCHES (warm-up included): {count:.0} transactions of {mean:.1} events on average"
+            "INGEST BATCHES (warm-up included): {count:.0} transactions of {mean:.1} events, each written and answered in {ms:.2} ms, on average"
         );
     }
     let report = json!({
@@ -251,7 +251,7 @@ async fn run(
                    "cpu_us_per_event": {"api": load.cpu_us.api, "postgres": load.cpu_us.postgres,
                                         "postgres_background": load.cpu_us.postgres_background,
                                         "generator": load.cpu_us.generator},
-                   "batches": load.batches.map(|(count, mean)| json!({"count": count, "mean_size": mean}))},
+                   "batches": load.batches.map(|(count, mean, ms)| json!({"count": count, "mean_size": mean, "mean_ms": ms}))},
         "targets": {"rollup_over_scan_max": 3.0, "rollup_max_ms": 5000.0, "ingest_min_per_s": 5000.0,
                     "ingest_p99_max_ms": 20.0, "ingest_min_share_of_pgbench": 0.5},
     });
@@ -439,7 +439,7 @@ struct Load {
     statuses: std::collections::BTreeMap<u16, u64>,
     cpu_us: Cpu,
     /// Batches written and their mean size.
-    batches: Option<(f64, f64)>,
+    batches: Option<(f64, f64, f64)>,
 }
 
 /// CPU used by each side of the measurement, from /proc: seconds so far ([`Cpu::now`]), or
@@ -673,8 +673,9 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
 }
 
 /// The batches the api wrote over the whole run, warm-up included, from its `/metrics`
-/// (`search_event_batch_size`): how many, and their mean size.
-async fn batch_sizes(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
+/// (`search_event_batch_size`, `search_event_batch_seconds`): how many, their mean size and
+/// their mean time from the call to the answers, in milliseconds.
+async fn batch_sizes(http: &reqwest::Client, base: &str) -> Option<(f64, f64, f64)> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -691,5 +692,6 @@ async fn batch_sizes(http: &reqwest::Client, base: &str) -> Option<(f64, f64)> {
     Some((
         count,
         value("search_event_batch_size_sum")? / count.max(1.0),
+        value("search_event_batch_seconds_sum")? * 1000.0 / count.max(1.0),
     ))
 }
