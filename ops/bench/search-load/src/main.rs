@@ -225,9 +225,10 @@ async fn run(
         load.cpu_us.generator,
         cores as f64 * 1e6 / rate as f64,
     );
-    if let Some((count, mean, ms)) = load.batches {
+    if let Some(b) = &load.batches {
         println!(
-            "INGEST BATCHES (warm-up included): {count:.0} transactions of {mean:.1} events, each written and answered in {ms:.2} ms, on average"
+            "INGEST BATCHES (warm-up included): {:.0} transactions of {:.1} events, each written and answered in {:.2} ms, on average",
+            b.count, b.mean_size, b.mean_ms
         );
     }
     let report = json!({
@@ -251,7 +252,7 @@ async fn run(
                    "cpu_us_per_event": {"api": load.cpu_us.api, "postgres": load.cpu_us.postgres,
                                         "postgres_background": load.cpu_us.postgres_background,
                                         "generator": load.cpu_us.generator},
-                   "batches": load.batches.map(|(count, mean, ms)| json!({"count": count, "mean_size": mean, "mean_ms": ms}))},
+                   "batches": load.batches.as_ref().map(|b| json!({"count": b.count, "mean_size": b.mean_size, "mean_ms": b.mean_ms}))},
         "targets": {"rollup_over_scan_max": 3.0, "rollup_max_ms": 5000.0, "ingest_min_per_s": 5000.0,
                     "ingest_p99_max_ms": 20.0, "ingest_min_share_of_pgbench": 0.5},
     });
@@ -438,8 +439,15 @@ struct Load {
     max: f64,
     statuses: std::collections::BTreeMap<u16, u64>,
     cpu_us: Cpu,
-    /// Batches written and their mean size.
-    batches: Option<(f64, f64, f64)>,
+    batches: Option<Batches>,
+}
+
+/// The batches the api wrote over the whole run, warm-up included.
+struct Batches {
+    count: f64,
+    mean_size: f64,
+    /// From the call to the answers, in milliseconds.
+    mean_ms: f64,
 }
 
 /// CPU used by each side of the measurement, from /proc: seconds so far ([`Cpu::now`]), or
@@ -627,7 +635,7 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
     })
     .await??;
     let cpu_end = Cpu::now(api_pid);
-    let batches = batch_sizes(&http, &base).await;
+    let batches = batches(&http, &base).await;
     let _ = api.kill().await;
     let cpu_start = *cpu_start.lock().map_err(|_| anyhow::anyhow!("poisoned"))?;
     if let Some(path) = &args.timeline {
@@ -672,10 +680,9 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
     })
 }
 
-/// The batches the api wrote over the whole run, warm-up included, from its `/metrics`
-/// (`search_event_batch_size`, `search_event_batch_seconds`): how many, their mean size and
-/// their mean time from the call to the answers, in milliseconds.
-async fn batch_sizes(http: &reqwest::Client, base: &str) -> Option<(f64, f64, f64)> {
+/// [`Batches`], from the api's `/metrics` (`search_event_batch_size`,
+/// `search_event_batch_seconds`).
+async fn batches(http: &reqwest::Client, base: &str) -> Option<Batches> {
     let text = http
         .get(format!("{base}/metrics"))
         .send()
@@ -689,9 +696,9 @@ async fn batch_sizes(http: &reqwest::Client, base: &str) -> Option<(f64, f64, f6
             .find_map(|l| l.strip_prefix(name)?.trim().parse::<f64>().ok())
     };
     let count = value("search_event_batch_size_count")?;
-    Some((
+    Some(Batches {
         count,
-        value("search_event_batch_size_sum")? / count.max(1.0),
-        value("search_event_batch_seconds_sum")? * 1000.0 / count.max(1.0),
-    ))
+        mean_size: value("search_event_batch_size_sum")? / count.max(1.0),
+        mean_ms: value("search_event_batch_seconds_sum")? * 1000.0 / count.max(1.0),
+    })
 }
