@@ -600,21 +600,22 @@ async fn ingest(args: &Args, db_url: &str, rate: u64) -> anyhow::Result<Load> {
                     {"instructor_id": 2 + rank % 500, "position": 1},
                     {"instructor_id": 3 + rank % 500, "position": 2}]) },
             });
-            let request = hyper::Request::post("/api/v1/search/events")
-                .header("host", &host)
-                .header("content-type", "application/json")
-                .header("user-agent", agent);
-            let request = if guest {
-                request.header("x-guest-session", format!("guest-{}", n % 60_000))
+            let credential = if guest {
+                format!("x-guest-session: guest-{}", n % 60_000)
             } else {
-                request.header(
-                    "authorization",
-                    format!("Bearer {}", tokens[(n * 7919) % tokens.len()]),
+                format!(
+                    "authorization: Bearer {}",
+                    tokens[(n * 7919) % tokens.len()]
                 )
             };
-            Ok(request.body(http_body_util::Full::new(bytes::Bytes::from(
-                serde_json::to_vec(&body)?,
-            )))?)
+            let body = serde_json::to_vec(&body)?;
+            let mut request = format!(
+                "POST /api/v1/search/events HTTP/1.1\r\nhost: {host}\r\ncontent-type: application/json\r\nuser-agent: {agent}\r\n{credential}\r\ncontent-length: {}\r\n\r\n",
+                body.len()
+            )
+            .into_bytes();
+            request.extend_from_slice(&body);
+            Ok(request)
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let cpu_start: Arc<Mutex<Option<Cpu>>> = Arc::default();
