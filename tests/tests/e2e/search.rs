@@ -438,6 +438,35 @@ async fn fifty_identical_searches_at_once_make_one_history_row() {
     assert_eq!(events, 50);
 }
 
+/// A client retrying while its first try is still in flight: the copies share batches or
+/// land in different ones, and the batch answers the ones it created from what it wrote
+/// and reads back only those recorded before (migration 0018).
+#[tokio::test]
+async fn one_search_id_sent_twenty_times_at_once_is_recorded_once() {
+    let app = TestApp::without_worker().await;
+    let token = app.student().await;
+    let search_id = uuid::Uuid::new_v4();
+    let requests = (0..20).map(|_| {
+        search(
+            &app,
+            user(&token),
+            json!({"search_id": search_id, "query": "Cello", "result_count": 2}),
+        )
+    });
+    let answers = futures::future::join_all(requests).await;
+    let created = answers.iter().filter(|(status, _)| *status == 201).count();
+    assert_eq!(created, 1, "{answers:?}");
+    let first = answers[0].1;
+    assert!(answers.iter().all(|(_, id)| *id == first), "{answers:?}");
+    let (events, history): (i64, i64) = sqlx::query_as(
+        "select (select count(*) from search_events), (select count(*) from search_history)",
+    )
+    .fetch_one(&app.db.pool)
+    .await
+    .expect("count");
+    assert_eq!((events, history), (1, 1));
+}
+
 /// The batch write checks accounts itself (migration 0015): a closed account's searches are
 /// refused and written nowhere, and the searches sharing their batches are recorded.
 #[tokio::test]
