@@ -1,9 +1,11 @@
 """Calls of search_record_events as the api's batch writers make them, for
 ops/bench/search-instructions: `--calls` calls of `--events` events each, 80% of them by
-one of 50,000 users and 20% by one of 12,000 guests, queries Zipf-like over 20,000 ranks,
+one of 50,000 users and 20% by one of 12,000 guests, queries Zipf-like over 20,000 ranks
+(as ops/bench/search draws them),
 fresh search_ids, from a fixed seed. Plain SQL for psql, or with `--single-user` each
 statement followed by an empty line, as `postgres --single -j` reads them."""
 import argparse
+import math
 import random
 import uuid
 
@@ -18,10 +20,9 @@ end = "\n\n" if args.single_user else "\n"
 
 
 def rank():
-    while True:
-        r = int(rng.paretovariate(1.05))
-        if r <= 20000:
-            return r
+    # the rank distribution of ops/bench/search's generated day (search-load): log-uniform
+    # over 1..20,000, so a tenth of the events ask one of the ten most popular queries
+    return int(math.exp(rng.random() * math.log(20000)))
 
 
 def array(items):
