@@ -14,7 +14,6 @@ parser.add_argument("--calls", type=int, default=300)
 parser.add_argument("--events", type=int, default=10)
 parser.add_argument("--seed", type=int, default=1)
 parser.add_argument("--single-user", action="store_true")
-parser.add_argument("--fold", action="store_true", help="end with a fold of the aggregates")
 args = parser.parse_args()
 rng = random.Random(args.seed)
 end = "\n\n" if args.single_user else "\n"
@@ -31,7 +30,7 @@ def array(items):
 
 
 print("prepare record(uuid[], int8[], text[], text[], text[]) as "
-      "select * from search_record_events(10, $1, array_fill(now(), array[cardinality($1)]), "
+      "select * from search_record_events(3, 10, $1, array_fill(now(), array[cardinality($1)]), "
       "$2, $3, $4, $5, array_fill(5, array[cardinality($1)]), "
       "array_fill('{\"city\": \"nyc\"}'::jsonb, array[cardinality($1)]), "
       "array_fill('[{\"instructor_id\": 1, \"position\": 0}]'::jsonb, array[cardinality($1)]), "
@@ -52,6 +51,3 @@ for _ in range(args.calls):
         normalized.append('"piano lessons %d"' % q)
     print("execute record(%s, %s, %s, %s, %s);" % tuple(
         array(x) for x in (ids, users, guests, queries, normalized)), end=end)
-if args.fold:
-    # the aggregates of these events, folded in behind the writes (migration 0019)
-    print("call search_fold();", end=end)

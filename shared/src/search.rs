@@ -58,53 +58,6 @@ pub async fn adopt_zone<'c>(
     .await
 }
 
-/// How long a fold may wait for the batch writes in flight. [`Fold::Background`] gives up
-/// after this rather than hold the writers up: while a fold waits for the writers' lock, new
-/// batches queue behind it.
-pub const BACKGROUND_FOLD_WAIT: &str = "50ms";
-
-/// Who folds, and so how long the fold may hold the writers up.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Fold {
-    /// The api's periodic fold: waits at most [`BACKGROUND_FOLD_WAIT`] for the batches in
-    /// flight, else folds nothing this time.
-    Background,
-    /// The rollup's: waits as long as it takes, so that every event committed before it is in
-    /// the aggregates it reads.
-    Complete,
-}
-
-/// Folds the search events written since the last fold into the day aggregates (migration
-/// 0019: `search_fold`, which says why they are folded behind the writes and what makes it
-/// exact); returns how many event ids it covered, 0 when there was nothing new or a
-/// background fold found the writers busy. Runs its own transactions: `conn` must not be in
-/// one.
-#[tracing::instrument(level = "debug", skip(conn))]
-pub async fn fold(conn: &mut sqlx::PgConnection, how: Fold) -> Result<i64, sqlx::Error> {
-    let wait = match how {
-        Fold::Background => BACKGROUND_FOLD_WAIT,
-        Fold::Complete => "0",
-    };
-    let started = std::time::Instant::now();
-    let folded = sqlx::query_scalar!(r#"call search_fold(null, $1)"#, wait)
-        .fetch_one(&mut *conn)
-        .await;
-    let folded = match folded {
-        Ok(n) => n.unwrap_or(0),
-        // 55P03 lock_not_available: batches in flight past the wait; the next fold has them
-        Err(sqlx::Error::Database(e))
-            if how == Fold::Background && e.code().as_deref() == Some("55P03") =>
-        {
-            metrics::counter!("search_fold_busy_total").increment(1);
-            return Ok(0);
-        }
-        Err(e) => return Err(e),
-    };
-    metrics::counter!("search_folded_events_total").increment(folded.max(0) as u64);
-    metrics::histogram!("search_fold_seconds").record(started.elapsed().as_secs_f64());
-    Ok(folded)
-}
-
 fn first_of_month(day: NaiveDate) -> NaiveDate {
     day.with_day(1).unwrap_or(day)
 }

@@ -19,21 +19,13 @@
 //! own. One bad event must not fail the rest of its batch: a batch that fails for any reason
 //! but an unreachable database is written again one event per transaction.
 //!
-//! Aggregates: the day counts of the rollup are not written here. The events are folded
-//! into them behind the writes (migration 0019), by a task of this module every
-//! [`FOLD_EVERY`] while events are being written, and by the rollup itself before it reads.
-//!
 //! History: per searcher, the ten most recent distinct normalized queries. The upsert on the
 //! normalized query makes concurrent identical searches one row without a duplicate-key
 //! error; an advisory lock per searcher (taken in key order) makes the trim to ten see every
 //! concurrent upsert of that searcher, so no searcher ever keeps more than ten.
 use std::{
     collections::{HashMap, HashSet},
-    sync::{
-        Arc, Weak,
-        atomic::{AtomicBool, Ordering},
-    },
-    time::Duration,
+    sync::Arc,
 };
 
 use chrono::{DateTime, Utc};
@@ -46,11 +38,8 @@ use crate::error::{ApiError, ApiResult};
 
 /// The most events written in one transaction.
 pub const MAX_BATCH: usize = 256;
-/// How often the events written are folded into the day aggregates. A fold upserts each of
-/// its queries and searchers once, so the longer the wait, the fewer rows per event; but it
-/// holds the batch writers up while it waits for those in flight, and a rollup folds what
-/// is left.
-pub const FOLD_EVERY: Duration = Duration::from_secs(1);
+/// The stripes of a day's query counts (migration 0013).
+const STRIPES: usize = 16;
 /// Events waiting for a writer before requests wait to hand theirs over.
 const QUEUE_CAPACITY: usize = 4096;
 /// History entries kept per searcher.
@@ -108,11 +97,14 @@ impl Ingest {
     pub fn start(pool: PgPool, writers: usize) -> Self {
         let (queue, receiver) = mpsc::channel(QUEUE_CAPACITY);
         let receiver = Arc::new(Mutex::new(receiver));
-        let written = Arc::new(AtomicBool::new(false));
-        for _ in 0..writers.max(1) {
-            tokio::spawn(write_loop(pool.clone(), receiver.clone(), written.clone()));
+        // each writer adds to its own stripe of the day's query counts (migration 0013), so
+        // that two writers never wait on one popular query's row; another api process most
+        // likely starts elsewhere in the 16
+        let first_stripe = (Uuid::new_v4().as_u128() % STRIPES as u128) as usize;
+        for i in 0..writers.max(1) {
+            let stripe = ((first_stripe + i) % STRIPES) as i16;
+            tokio::spawn(write_loop(pool.clone(), receiver.clone(), stripe));
         }
-        tokio::spawn(fold_loop(pool, Arc::downgrade(&receiver), written));
         Self { queue }
     }
 
@@ -129,11 +121,7 @@ impl Ingest {
     }
 }
 
-async fn write_loop(
-    pool: PgPool,
-    receiver: Arc<Mutex<mpsc::Receiver<Pending>>>,
-    written: Arc<AtomicBool>,
-) {
+async fn write_loop(pool: PgPool, receiver: Arc<Mutex<mpsc::Receiver<Pending>>>, stripe: i16) {
     loop {
         let batch = {
             let mut receiver = receiver.lock().await;
@@ -151,44 +139,14 @@ async fn write_loop(
         };
         metrics::histogram!("search_event_batch_size").record(batch.len() as f64);
         let started = std::time::Instant::now();
-        write_and_answer(&pool, batch).await;
+        write_and_answer(&pool, batch, stripe).await;
         metrics::histogram!("search_event_batch_seconds").record(started.elapsed().as_secs_f64());
-        written.store(true, Ordering::Relaxed);
     }
 }
 
-/// Folds the events written into the day aggregates every [`FOLD_EVERY`], while anything
-/// was written since the last fold; ends with the writers.
-async fn fold_loop(
-    pool: PgPool,
-    writers: Weak<Mutex<mpsc::Receiver<Pending>>>,
-    written: Arc<AtomicBool>,
-) {
-    let mut tick = tokio::time::interval(FOLD_EVERY);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        if writers.strong_count() == 0 {
-            return;
-        }
-        if !written.swap(false, Ordering::Relaxed) {
-            continue;
-        }
-        let folded = match pool.acquire().await {
-            Ok(mut conn) => shared::search::fold(&mut conn, shared::search::Fold::Background).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = folded {
-            // the events stay unfolded until the next fold, or the rollup's
-            written.store(true, Ordering::Relaxed);
-            tracing::warn!(error = %e, "folding search events into the day aggregates failed");
-        }
-    }
-}
-
-async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>) {
+async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>, stripe: i16) {
     let events: Vec<&NewEvent> = batch.iter().map(|p| &p.event).collect();
-    match write(pool, &events).await {
+    match write(pool, &events, stripe).await {
         Ok(outcomes) => {
             for (pending, outcome) in batch.into_iter().zip(outcomes) {
                 answer(pending, Ok(outcome));
@@ -210,7 +168,7 @@ async fn write_and_answer(pool: &PgPool, batch: Vec<Pending>) {
         Err(e) => {
             tracing::warn!(error = %e, size = batch.len(), "search event batch failed; writing its events one by one");
             for pending in batch {
-                let outcome = write(pool, &[&pending.event])
+                let outcome = write(pool, &[&pending.event], stripe)
                     .await
                     .map_err(ApiError::from)
                     .and_then(|mut outcomes| {
@@ -253,7 +211,11 @@ fn unreachable_database(error: &sqlx::Error) -> bool {
 
 /// Writes `events` in one transaction; one outcome per event, in order.
 #[tracing::instrument(level = "debug", skip_all, fields(size = events.len()))]
-async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sqlx::Error> {
+async fn write(
+    pool: &PgPool,
+    events: &[&NewEvent],
+    stripe: i16,
+) -> Result<Vec<Recorded>, sqlx::Error> {
     let n = events.len();
     let mut search_ids = Vec::with_capacity(n);
     let mut searched_at = Vec::with_capacity(n);
@@ -282,7 +244,8 @@ async fn write(pool: &PgPool, events: &[&NewEvent]) -> Result<Vec<Recorded>, sql
     // one statement, so one round trip and its own transaction (migration 0013)
     let stored = sqlx::query!(
         r#"select search_id, event_id, created as "created!", user_id, guest_session
-           from search_record_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+           from search_record_events($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)"#,
+        i32::from(stripe),
         HISTORY_KEPT as i32,
         &search_ids,
         &searched_at,

@@ -1566,11 +1566,10 @@ async fn seed_events(pool: &sqlx::PgPool, from: &str, to: &str, n: i64, users: &
 }
 
 /// The per-day aggregates that the rollup reads hold exactly what a scan of the events
-/// gives once folded (migration 0019), after inserts, interaction flags, edits and deletes
-/// (an erasure's) of events folded and not yet folded alike, on DST days too; a zone
-/// adopted later covers only the days after the events already written.
+/// gives, after inserts, interaction flags, edits and deletes (an erasure's), on DST days
+/// too; a zone adopted later covers only the days after the events already written.
 #[tokio::test]
-async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
+async fn the_day_aggregates_equal_a_scan_of_the_events_after_every_write() {
     use worker::jobs::search_rollup::{Source, compute, source_for};
     let (app, clock) = app_at("2026-03-10T12:00:00Z", &[("2026-03-01", "2026-04-30")]).await;
     let pool = &app.db.pool;
@@ -1587,14 +1586,7 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
     }
     let ny = chrono_tz::America::New_York;
     let days = ["2026-03-07", "2026-03-08", "2026-03-09", "2026-03-10"];
-    let fold = || async move {
-        let mut conn = pool.acquire().await.expect("conn");
-        shared::search::fold(&mut conn, shared::search::Fold::Complete)
-            .await
-            .expect("fold")
-    };
     let agree = |label: &'static str| async move {
-        fold().await;
         let mut conn = pool.acquire().await.expect("conn");
         for day in days {
             let day = date(day);
@@ -1610,8 +1602,7 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
         }
     };
 
-    // the 23-hour day and its neighbours, in two statements that overlap a day; the first
-    // folded, the second not yet
+    // the 23-hour day and its neighbours, in two statements that overlap a day
     seed_events(
         pool,
         "2026-03-07T03:00:00Z",
@@ -1620,8 +1611,6 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
         &users,
     )
     .await;
-    assert_eq!(fold().await, 3000);
-    assert_eq!(fold().await, 0, "nothing new, nothing folded");
     seed_events(
         pool,
         "2026-03-08T20:00:00Z",
@@ -1630,25 +1619,12 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
         &users,
     )
     .await;
-    let searches = || async move {
-        sqlx::query_scalar::<_, i64>("select coalesce(sum(searches), 0) from search_day_queries")
-            .fetch_one(pool)
-            .await
-            .unwrap()
-    };
-    assert_eq!(
-        searches().await,
-        3000,
-        "the second statement is not folded yet"
-    );
-    // flags changed on folded and unfolded events alike: the folded ones are adjusted now,
-    // the others counted as they are when folded
-    sqlx::query("update search_events set clicked = not clicked where id % 5 = 1")
-        .execute(pool)
+    agree("inserted").await;
+    let searches: i64 = sqlx::query_scalar("select sum(searches) from search_day_queries")
+        .fetch_one(pool)
         .await
         .unwrap();
-    agree("inserted, flags changed before and after the fold").await;
-    assert_eq!(searches().await, 5000);
+    assert_eq!(searches, 5000);
 
     // through the API too: an event and a click on it
     let a = app.student().await;
@@ -1663,15 +1639,6 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
     .await;
     agree("an event and a click over HTTP").await;
 
-    // more events, not folded, before the edits and the erasure below
-    seed_events(
-        pool,
-        "2026-03-09T06:00:00Z",
-        "2026-03-10T20:00:00Z",
-        700,
-        &users,
-    )
-    .await;
     sqlx::query(
         "update search_events set clicked = not clicked, converted = id % 2 = 0 where id % 3 = 0",
     )
@@ -1687,15 +1654,7 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
     agree("flags and queries edited").await;
 
     // an erasure: every event of some users and guests goes, and with the last of a day's
-    // events its searcher leaves the day's unique count; some of the events are not folded
-    seed_events(
-        pool,
-        "2026-03-07T12:00:00Z",
-        "2026-03-10T12:00:00Z",
-        400,
-        &users,
-    )
-    .await;
+    // events its searcher leaves the day's unique count
     sqlx::query("delete from search_interactions")
         .execute(pool)
         .await
@@ -1707,7 +1666,7 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
     .execute(pool)
     .await
     .unwrap();
-    // gone at once, not at the next fold: the searcher rows name users
+    agree("erased").await;
     let left_over: i64 = sqlx::query_scalar(
         "select count(*) from search_day_searchers where searches <= 0 or searcher = any(select 'u:' || unnest($1::int8[]))",
     )
@@ -1716,7 +1675,6 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
     .await
     .unwrap();
     assert_eq!(left_over, 0, "no erased searcher, no empty row");
-    agree("erased").await;
 
     // another zone: the days that already have events are rolled up from them
     let berlin = chrono_tz::Europe::Berlin;
@@ -1745,7 +1703,6 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
         &users,
     )
     .await;
-    fold().await;
     for day in ["2026-03-12", "2026-03-13"] {
         let day = date(day);
         assert_eq!(
@@ -1761,86 +1718,4 @@ async fn the_day_aggregates_equal_a_scan_of_the_events_once_folded() {
                 .unwrap()
         );
     }
-}
-
-/// Folds running while events are recorded over HTTP and clicked (the interactions change
-/// events folded and not yet folded): every event is counted once, with its click, and the
-/// day's numbers from the aggregates equal those from the events.
-#[tokio::test]
-async fn folds_beside_writes_and_clicks_count_every_event_once() {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    use worker::jobs::search_rollup::{Source, compute};
-    let (app, _clock) = app_at("2026-03-10T17:00:00Z", &[("2026-03-01", "2026-04-30")]).await;
-    let pool = &app.db.pool;
-    let (first, second) = (app.student().await, app.other_student().await);
-    let searchers = [
-        user(&first),
-        user(&second),
-        guest("fold-guest-1"),
-        guest("fold-guest-2"),
-    ];
-    let writing = AtomicBool::new(true);
-    let folder = async {
-        let mut folds = 0;
-        while writing.load(Ordering::Relaxed) {
-            let how = if folds % 2 == 0 {
-                shared::search::Fold::Background
-            } else {
-                shared::search::Fold::Complete
-            };
-            let mut conn = pool.acquire().await.expect("conn");
-            shared::search::fold(&mut conn, how).await.expect("fold");
-            folds += 1;
-            tokio::time::sleep(Duration::from_millis(3)).await;
-        }
-        folds
-    };
-    let writers = futures::future::join_all(searchers.iter().enumerate().map(|(w, &who)| {
-        let app = &app;
-        async move {
-            let mut events = Vec::new();
-            for i in 0..50 {
-                let body = json!({"query": format!("Tuba {}", (w + i) % 7), "result_count": i % 3});
-                let (status, event) = search(app, who, body).await;
-                assert_eq!(status, 201);
-                events.push(event);
-                // a click on the search before, folded or not by now
-                if i % 3 == 2 {
-                    let clicked = events[events.len() - 2];
-                    let (status, _) =
-                        interact(app, who, clicked, json!({"kind": "click", "position": 0})).await;
-                    assert_eq!(status, 201);
-                }
-            }
-        }
-    }));
-    let ((), folds) = tokio::join!(
-        async {
-            writers.await;
-            writing.store(false, Ordering::Relaxed);
-        },
-        folder
-    );
-    assert!(folds > 1, "the folds ran beside the writes ({folds})");
-    let mut conn = pool.acquire().await.expect("conn");
-    shared::search::fold(&mut conn, shared::search::Fold::Complete)
-        .await
-        .expect("fold");
-    let ny = chrono_tz::America::New_York;
-    let day = date("2026-03-10");
-    let aggregates = compute(&mut conn, day, ny, Source::Aggregates)
-        .await
-        .unwrap();
-    let events = compute(&mut conn, day, ny, Source::Events).await.unwrap();
-    assert_eq!(aggregates, events);
-    assert_eq!(aggregates.searches, 200);
-    assert_eq!(aggregates.unique_searchers, 4);
-    // every third search clicked (the one before each i = 2 mod 3, which has a result)
-    let clicked: i64 =
-        sqlx::query_scalar("select count(*) from search_events where clicked and result_count > 0")
-            .fetch_one(pool)
-            .await
-            .unwrap();
-    assert_eq!(i64::from(aggregates.clicked_searches), clicked);
-    assert!(clicked > 0);
 }

@@ -22,10 +22,9 @@
 //! The job: [`SearchRollupJob`], one per day (the nightly 02:00 New York run for the day
 //! that just ended, or an admin's recomputation of any day).
 //!
-//! Two ways to the same numbers ([`Source`]): from the day's aggregates (migration 0011:
-//! `search_day_queries`, `search_day_searchers`), which the database folds in behind the
-//! writes (migration 0019; a rollup folds what is left first), a read of some thousands of
-//! narrow rows; or from the events themselves, a scan of the
+//! Two ways to the same numbers ([`Source`]): from the day's aggregates, which the database
+//! keeps as events are written (migration 0011: `search_day_queries`, `search_day_searchers`),
+//! a read of some thousands of narrow rows; or from the events themselves, a scan of the
 //! day's partition, for a day the aggregates do not cover (written before its zone was
 //! adopted) and as the reference the aggregates are tested and benchmarked against.
 //!
@@ -38,7 +37,7 @@
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use chrono_tz::Tz;
 use serde::Serialize;
-use shared::{jobs::SearchRollup, search::Fold};
+use shared::jobs::SearchRollup;
 use sqlx::PgPool;
 
 use super::{Handler, JobRun};
@@ -196,7 +195,7 @@ macro_rules! from_aggregates {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Source {
-    /// The day's aggregates, folded in behind the writes (migration 0019).
+    /// The day's aggregates, kept by the database as events are written.
     Aggregates,
     /// A scan of the day's events.
     Events,
@@ -254,9 +253,6 @@ pub async fn rollup_day(
     tz: Tz,
     now: DateTime<Utc>,
 ) -> Result<RollupCounts, WorkerError> {
-    // every event committed before now into the aggregates (the api folds every second, so
-    // this is a second's worth), so that they hold what a scan of the events would count
-    shared::search::fold(&mut *pool.acquire().await?, Fold::Complete).await?;
     let mut tx = pool.begin().await?;
     let source = source_for(&mut tx, day, tz).await?;
     let counts = compute(&mut tx, day, tz, source).await?;

@@ -97,15 +97,6 @@ async fn run(
     generate(pool, from, to, args.events).await?;
     let generated_in = started.elapsed();
     println!("generated in {:.1} s", generated_in.as_secs_f64());
-    // the day folded into its aggregates before it is rolled up, as the api folds each second
-    // of a day while it records it (migration 0019); the rollup then folds what is left
-    let started = Instant::now();
-    let folded =
-        shared::search::fold(&mut *pool.acquire().await?, shared::search::Fold::Complete).await?;
-    println!(
-        "folded the day's {folded} events into the aggregates in one go in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
 
     // the rollup against the bare scan of the same rows, alternated, three times each; and
     // the same numbers computed from the events, the reference the aggregates must equal
@@ -187,7 +178,7 @@ async fn run(
     // Postgres alone: pgbench running the same writes per event
     let pgbench_tps = pgbench(pool, &db.url, args.pgbench_clients).await?;
     println!(
-        "PGBENCH: {pgbench_tps:.0} events/s (search_record_events with one event per transaction: search_ids + search_events insert, history lock + upsert + trim; and a fold of the aggregates every {PGBENCH_FOLD_WEIGHT} transactions; {} clients)",
+        "PGBENCH: {pgbench_tps:.0} events/s (search_record_events with one event per transaction: search_ids + search_events insert, aggregates, history lock + upsert + trim; {} clients)",
         args.pgbench_clients
     );
 
@@ -210,8 +201,6 @@ async fn run(
     // the generated day's dirty pages written out now, not by a checkpoint in the middle of
     // the measured load (whose first writes to each page would then log whole pages)
     sqlx::query("checkpoint").execute(pool).await?;
-    // pgbench's last events folded, so that the api's first fold does not fold them mid-load
-    shared::search::fold(&mut *pool.acquire().await?, shared::search::Fold::Complete).await?;
     let load = ingest(args, &db.url, rate).await?;
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     let half = pgbench_tps / 2.0;
@@ -394,21 +383,15 @@ async fn generate(
 }
 
 /// The writes of one event as the API makes them: the call its writers make for a batch
-/// (`search_record_events`, migration 0019), with one event, one per transaction; and, as
-/// [`PGBENCH_FOLD`], the fold of the aggregates the api makes every second.
+/// (`search_record_events`, migration 0013), with one event, one per transaction.
 const PGBENCH_SCRIPT: &str = r#"\set u :first_user + random(0, 49999)
 \set q random_zipfian(1, 20000, 1.05)
-select * from search_record_events(10, array[gen_random_uuid()], array[now()],
+select * from search_record_events((:client_id % 16)::int, 10, array[gen_random_uuid()], array[now()],
     array[(:u)::bigint], array[null]::text[], array['Piano Lessons ' || (:q)::int],
     array['piano lessons ' || (:q)::int], array[5], array['{"city": "nyc", "max_price": 80}'::jsonb],
     array['[{"instructor_id": 1, "position": 0}, {"instructor_id": 2, "position": 1}, {"instructor_id": 3, "position": 2}]'::jsonb],
     array[sha256('ip'::bytea)], array['desktop']);
 "#;
-
-/// The api's fold (every second) as a pgbench script, drawn once in [`PGBENCH_FOLD_WEIGHT`]
-/// transactions: about once a second at the 1,600-3,200 events/s pgbench reaches here.
-const PGBENCH_FOLD: &str = "call search_fold();\n";
-const PGBENCH_FOLD_WEIGHT: u32 = 2000;
 
 async fn pgbench(pool: &sqlx::PgPool, url: &str, clients: u32) -> anyhow::Result<f64> {
     let first_user: i64 =
@@ -417,8 +400,6 @@ async fn pgbench(pool: &sqlx::PgPool, url: &str, clients: u32) -> anyhow::Result
             .await?;
     let script = std::env::temp_dir().join(format!("search-pgbench-{}.sql", std::process::id()));
     std::fs::write(&script, PGBENCH_SCRIPT)?;
-    let fold = std::env::temp_dir().join(format!("search-pgbench-fold-{}.sql", std::process::id()));
-    std::fs::write(&fold, PGBENCH_FOLD)?;
     let output = tokio::process::Command::new("pgbench")
         .args(["-n", "-M", "prepared", "-T", "10", "-j", "2"])
         .arg("-D")
@@ -426,9 +407,7 @@ async fn pgbench(pool: &sqlx::PgPool, url: &str, clients: u32) -> anyhow::Result
         .arg("-c")
         .arg(clients.to_string())
         .arg("-f")
-        .arg(format!("{}@{PGBENCH_FOLD_WEIGHT}", script.display()))
-        .arg("-f")
-        .arg(format!("{}@1", fold.display()))
+        .arg(&script)
         .arg(url)
         // plaintext, as the api talks to Postgres (sqlx is built without TLS): libpq would
         // otherwise negotiate TLS on loopback, and the reference would pay for encryption
@@ -438,7 +417,6 @@ async fn pgbench(pool: &sqlx::PgPool, url: &str, clients: u32) -> anyhow::Result
         .await
         .context("running pgbench (install postgresql-client)")?;
     let _ = std::fs::remove_file(&script);
-    let _ = std::fs::remove_file(&fold);
     let text = String::from_utf8_lossy(&output.stdout).to_string();
     anyhow::ensure!(
         output.status.success(),
