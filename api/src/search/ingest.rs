@@ -52,11 +52,11 @@ const QUEUE_CAPACITY: usize = 4096;
 /// Postgres spent on an event. Waiting for more makes batches of 15-18, and Postgres spends
 /// 111-128 us per event instead of 142-188 at 5,500/s (ops/bench/search-load, 100,000-event
 /// days, ten paired runs in ops/bench/results/search-linger-ab-2026-12-04T1944Z.txt): a
-/// third less of the database for the same events. The wait is paid by every request of a
-/// busy api (p50 7.5-10.3 ms against 4.0-8.8), and it does not lower p99: 12.9-15.2 ms
-/// against 7.6-18.3 on a quiet machine, 17.1-22.4 against 16.8-20.9 with another process
-/// taking half or three quarters of a core. A single event waiting is written at once: a
-/// quiet api adds no wait.
+/// fifth to a third less of the database for the same events. The wait is paid by every
+/// request of a busy api (p50 7.5-10.3 ms against 4.0-8.8), and it does not lower p99:
+/// 12.9-15.2 ms against 7.6-18.3 on a quiet machine, 17.1-22.4 against 16.8-20.9 with
+/// another process taking half or three quarters of a core. A single event waiting is
+/// written at once: a quiet api adds no wait.
 const LINGER: Duration = Duration::from_millis(2);
 /// The batch size from which a writer does not wait for more.
 const LINGER_BELOW: usize = 32;
