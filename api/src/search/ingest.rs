@@ -7,9 +7,10 @@
 //! take whatever is waiting (up to [`MAX_BATCH`]) and write it in one transaction, and every
 //! request is answered only after the transaction holding its event committed. An idle API
 //! writes a batch of one and adds no wait; a busy one shares each commit among the requests
-//! that arrived during the previous one (group commit), and a writer that found only a few
-//! waiting waits a moment for more ([`LINGER`]), which is what lets ingestion keep up with
-//! what Postgres alone sustains (ops/bench/search).
+//! that arrived during the previous one (group commit), which is what lets ingestion keep
+//! up with what Postgres alone sustains (ops/bench/search). A writer that finds only a few
+//! waiting waits a moment for more ([`LINGER`]), so that each call's fixed cost is shared by
+//! more events.
 //!
 //! Exactly once: `search_ids` (not partitioned, unique on search_id) is inserted first with
 //! `on conflict do nothing`, in search_id order so that two batches never wait on each
